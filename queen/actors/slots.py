@@ -1,0 +1,261 @@
+"""Connection slots: each slot actor owns exactly one asyncpg connection (asyncpg connections are
+not safe for concurrent use) and executes the database calls that reach the pool's shared job
+channel, so a free slot is simply one that is waiting on the channel.
+
+A slot connects lazily and reconnects with backoff when PostgreSQL goes away. While it is backing
+off it fails jobs at once with DatabaseUnavailable instead of holding them: callers decide whether
+to buffer, retry or answer 503. A call is never cancelled from outside mid-query (the asker only
+stops waiting); a slot cancelled at shutdown discards its connection rather than reuse it in an
+unknown protocol state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+import trio
+import trio_asyncio
+
+from queen.actors.mailbox import Reply, deliver
+from queen.actors.supervisor import Child, Supervisor, backoff_delays
+from queen.config import Config
+
+log = logging.getLogger("queen.slots")
+
+CallKind = Literal["fetch", "fetchrow", "fetchval", "execute"]
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL cannot be reached right now (connection refused, lost, or backing off)."""
+
+
+class DatabaseError(Exception):
+    """PostgreSQL answered the call with an error (constraint, bad data, statement timeout)."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@dataclass(frozen=True)
+class DbCall:
+    sql: str
+    args: tuple[Any, ...]
+    reply: Reply[Any]
+    kind: CallKind = "fetch"
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ConnectParams:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    ssl: str | bool
+    connect_timeout_s: float
+    server_settings: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config, application_name: str) -> ConnectParams:
+        assert config.pg_host is not None, "the embedded cluster must be started first"
+        ssl: str | bool = False
+        if config.pg_use_ssl:
+            ssl = "verify-full" if config.pg_ssl_reject_unauthorized else "require"
+        return cls(
+            host=config.pg_host,
+            port=config.pg_port,
+            user=config.pg_user,
+            password=config.pg_password,
+            database=config.pg_db,
+            ssl=ssl,
+            connect_timeout_s=config.db_connection_timeout / 1000,
+            server_settings={
+                "application_name": application_name,
+                "statement_timeout": str(config.db_statement_timeout),
+                "lock_timeout": str(config.db_lock_timeout),
+                "idle_in_transaction_session_timeout": str(config.db_idle_timeout),
+                "timezone": "UTC",
+            },
+        )
+
+
+def _encode_json(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name,
+            encoder=_encode_json,
+            decoder=orjson.loads,
+            schema="pg_catalog",
+            format="text",
+        )
+
+
+async def connect(params: ConnectParams) -> asyncpg.Connection:
+    """Open one connection with queen's session settings and JSON codecs (asyncio side)."""
+    conn = await asyncpg.connect(
+        host=params.host,
+        port=params.port,
+        user=params.user,
+        password=params.password,
+        database=params.database,
+        ssl=params.ssl,
+        timeout=params.connect_timeout_s,
+        server_settings=dict(params.server_settings),
+        statement_cache_size=256,
+    )
+    await _init_connection(conn)
+    return conn
+
+
+_CONNECTION_LOST = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.CrashShutdownError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+@dataclass
+class PoolHealth:
+    """Each slot writes only its own entry; readers take the summary."""
+
+    slots: dict[int, bool] = field(default_factory=dict)
+    last_error: str = ""
+    calls: int = 0
+
+    @property
+    def connected(self) -> int:
+        return sum(self.slots.values())
+
+
+class ConnectionSlot:
+    def __init__(
+        self,
+        index: int,
+        params: ConnectParams,
+        jobs: trio.MemoryReceiveChannel[DbCall],
+        health: PoolHealth,
+    ) -> None:
+        self.index = index
+        self.params = params
+        self.jobs = jobs
+        self.health = health
+        self._conn: asyncpg.Connection | None = None
+        self._retry_at = 0.0
+        self._failures = 0
+        self._delay = backoff_delays(0.05, 2.0)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.health.slots[self.index] = False
+        task_status.started()
+        try:
+            async for job in self.jobs:
+                await self._serve(job)
+        finally:
+            self.health.slots.pop(self.index, None)
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.terminate()
+
+    async def _ensure_connected(self) -> asyncpg.Connection:
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        if trio.current_time() < self._retry_at:
+            raise DatabaseUnavailable(self.health.last_error or "database unavailable")
+        try:
+            self._conn = await trio_asyncio.aio_as_trio(connect)(self.params)
+        except Exception as error:
+            self._mark_lost(error)
+            raise DatabaseUnavailable(self.health.last_error) from error
+        self._failures = 0
+        self.health.slots[self.index] = True
+        return self._conn
+
+    def _mark_lost(self, error: BaseException) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+        if self.health.slots.get(self.index) or self._failures == 0:
+            log.warning("database connection lost", extra={"slot": self.index, "error": str(error)})
+        self.health.slots[self.index] = False
+        self.health.last_error = str(error) or type(error).__name__
+        self._retry_at = trio.current_time() + self._delay(self._failures)
+        self._failures += 1
+
+    async def _serve(self, job: DbCall) -> None:
+        try:
+            conn = await self._ensure_connected()
+        except DatabaseUnavailable as error:
+            job.reply.fail(error)
+            return
+        method = getattr(conn, job.kind)
+        try:
+            result = await trio_asyncio.aio_as_trio(method)(
+                job.sql, *job.args, timeout=job.timeout_s
+            )
+        except asyncpg.PostgresError as error:
+            if isinstance(error, _CONNECTION_LOST):
+                self._mark_lost(error)
+                job.reply.fail(DatabaseUnavailable(str(error)))
+            else:
+                job.reply.fail(DatabaseError(str(error), getattr(error, "sqlstate", None)))
+            return
+        except _CONNECTION_LOST as error:
+            self._mark_lost(error)
+            job.reply.fail(DatabaseUnavailable(str(error) or type(error).__name__))
+            return
+        except trio.Cancelled:
+            job.reply.abandon()
+            raise
+        self.health.calls += 1
+        job.reply.send(result)
+
+
+class SlotPool:
+    """`size` slots sharing one job channel; `call` is how the rest of queen reaches PostgreSQL."""
+
+    def __init__(self, name: str, params: ConnectParams, size: int, queue_size: int = 4096) -> None:
+        self.name = name
+        self.params = params
+        self.size = size
+        self.health = PoolHealth()
+        self._send, self._receive = trio.open_memory_channel[DbCall](queue_size)
+
+    @property
+    def waiting(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        children = [
+            Child(
+                f"{self.name}-slot-{i}",
+                ConnectionSlot(i, self.params, self._receive.clone(), self.health).run,
+            )
+            for i in range(self.size)
+        ]
+        try:
+            await Supervisor(f"{self.name}-pool", children).run(task_status=task_status)
+        finally:
+            self._send.close()
+
+    async def call(
+        self, sql: str, *args: Any, kind: CallKind = "fetch", timeout_s: float | None = None
+    ) -> Any:
+        reply: Reply[Any] = Reply()
+        await deliver(self._send, DbCall(sql, args, reply, kind, timeout_s))
+        return await reply.wait()

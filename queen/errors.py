@@ -1,0 +1,38 @@
+"""Errors as types: each names the HTTP status it becomes, in one table, so no handler decides a
+status code on its own and no exception ever reaches a client as a traceback."""
+
+from __future__ import annotations
+
+
+class QueenError(Exception):
+    """An error with a message meant for the client."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(QueenError):
+    status = 400
+
+
+class Unauthorized(QueenError):
+    status = 401
+
+
+class Forbidden(QueenError):
+    status = 403
+
+
+class NotFound(QueenError):
+    status = 404
+
+
+class PayloadTooLarge(QueenError):
+    status = 413
+
+
+class ServiceUnavailable(QueenError):
+    status = 503

@@ -1,0 +1,100 @@
+"""The quart-trio application: route blueprints, one error table, CORS, and an access log.
+
+Every error leaves as `{"error": "..."}` with the status its type names (queen.errors); an
+unexpected exception becomes a 500 carrying only an id that also appears in the log next to the
+traceback, so operators can find it and clients never see internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from queen.actors.mailbox import ActorGone
+from queen.actors.slots import DatabaseError, DatabaseUnavailable
+from queen.errors import QueenError
+from queen.http import system
+from queen.http.context import EXTENSION_KEY
+from queen.http.responses import CORS_HEADERS, error_response
+from queen.services import Services
+
+log = logging.getLogger("queen.http")
+access_log = logging.getLogger("queen.access")
+
+
+def create_app(services: Services) -> QuartTrio:
+    app = QuartTrio("queen")
+    app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
+    app.config["BODY_TIMEOUT"] = 120
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.extensions[EXTENSION_KEY] = services
+    app.url_map.strict_slashes = False
+    app.register_blueprint(system.blueprint)
+    _install_error_table(app)
+    _install_cross_cutting(app, services)
+    return app
+
+
+def _install_error_table(app: QuartTrio) -> None:
+    @app.errorhandler(QueenError)
+    async def queen_error(error: QueenError) -> Response:
+        return error_response(error.message, error.status)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    async def too_large(_: RequestEntityTooLarge) -> Response:
+        return error_response("Request body too large", 413)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        message = {404: "Not found", 405: "Method not allowed"}.get(status, error.name)
+        return error_response(message, status)
+
+    @app.errorhandler(DatabaseUnavailable)
+    @app.errorhandler(ActorGone)
+    async def unavailable(error: Exception) -> Response:
+        log.warning("request failed: service unavailable", extra={"error": str(error)})
+        return error_response("Service unavailable: database not reachable", 503)
+
+    @app.errorhandler(DatabaseError)
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        error_id = uuid.uuid4().hex[:12]
+        log.error(
+            "unhandled error", exc_info=error, extra={"error_id": error_id, "path": request.path}
+        )
+        return error_response(f"Internal server error (id {error_id})", 500)
+
+
+def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
+    @app.before_request
+    async def start_clock() -> Response | None:
+        request.environ_started = time.perf_counter()  # type: ignore[attr-defined]
+        services.counters.requests += 1
+        if request.method == "OPTIONS":  # CORS preflight, on any path
+            response = Response(b"", status=204)
+            response.headers["Access-Control-Max-Age"] = "86400"
+            return response
+        return None
+
+    @app.after_request
+    async def finish(response: Response) -> Response:
+        response.headers.update(CORS_HEADERS)
+        if access_log.isEnabledFor(logging.DEBUG):
+            started = getattr(request, "environ_started", time.perf_counter())
+            access_log.debug(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "bytes": response.content_length,
+                },
+            )
+        return response

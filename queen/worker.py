@@ -1,0 +1,122 @@
+"""One worker process: a trio run with one asyncio loop (for asyncpg), a root supervisor that
+starts the connection pools and actors before the HTTP server, and a graceful stop.
+
+Workers share the HTTP port through SO_REUSEPORT, so the kernel spreads connections among them.
+On SIGTERM/SIGINT a worker stops accepting, answers parked long-polls as empty, lets in-flight
+requests finish (up to 10 s), then cancels its actors; a second signal stops it at once. A worker
+whose parent died stops by itself, so a killed `queen serve` leaves no orphans serving the port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+
+import trio
+import trio_asyncio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from queen import __version__
+from queen.actors.slots import ConnectParams, SlotPool
+from queen.config import Config
+from queen.http.app import create_app
+from queen.services import Services
+
+log = logging.getLogger("queen.worker")
+
+GRACEFUL_TIMEOUT_S = 10.0
+PARENT_CHECK_INTERVAL_S = 0.5
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(False)
+    return sock
+
+
+def build_services(config: Config, worker_id: int) -> Services:
+    name = f"queen-w{worker_id}"
+    return Services(
+        config=config,
+        worker_id=worker_id,
+        admin=SlotPool(
+            "admin",
+            ConnectParams.from_config(config, f"{name}-admin"),
+            config.admin_slots_per_worker(),
+        ),
+        hot=SlotPool("hot", ConnectParams.from_config(config, name), config.hot_slots_per_worker()),
+    )
+
+
+def _hypercorn_config(sock: socket.socket) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [f"fd://{sock.fileno()}"]
+    hc.graceful_timeout = GRACEFUL_TIMEOUT_S
+    hc.keep_alive_timeout = 75
+    hc.read_timeout = None
+    hc.backlog = 1024
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    return hc
+
+
+async def _watch_signals(stop: trio.Event, nursery: trio.Nursery) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if stop.is_set():
+                log.warning("second signal: stopping at once")
+                nursery.cancel_scope.cancel()
+                return
+            log.info(
+                "signal received: shutting down gracefully",
+                extra={"signal": signal.Signals(signum).name},
+            )
+            stop.set()
+
+
+async def _watch_parent(stop: trio.Event, parent_pid: int) -> None:
+    """Polling is the only portable way to notice reparenting; there is no event to wait on."""
+    while os.getppid() == parent_pid:  # noqa: ASYNC110
+        await trio.sleep(PARENT_CHECK_INTERVAL_S)
+    log.warning("parent process is gone: shutting down")
+    stop.set()
+
+
+async def _sample_counters(services: Services) -> None:
+    while True:
+        services.counters.sample()
+        await trio.sleep(1.0)
+
+
+async def run_worker(config: Config, worker_id: int, parent_pid: int | None = None) -> None:
+    sock = listening_socket(config.host, config.port)
+    services = build_services(config, worker_id)
+    stop = trio.Event()
+    async with trio_asyncio.open_loop(), trio.open_nursery() as root:
+        root.start_soon(_watch_signals, stop, root)
+        if parent_pid is not None:
+            root.start_soon(_watch_parent, stop, parent_pid)
+        await root.start(services.admin.run)
+        await root.start(services.hot.run)
+        root.start_soon(_sample_counters, services)
+
+        async def shutdown_trigger() -> None:
+            await stop.wait()
+            services.shutting_down.set()
+
+        log.info(
+            "worker serving",
+            extra={"worker_id": worker_id, "port": config.port, "version": __version__},
+        )
+        await serve(
+            create_app(services), _hypercorn_config(sock), shutdown_trigger=shutdown_trigger
+        )
+        log.info("worker stopped", extra={"worker_id": worker_id})
+        root.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""Versioned SQL migrations, shipped inside the package as `queen.sql` (see pyproject)."""

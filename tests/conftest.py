@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from queen.storage.pgcluster import PgCluster
+from tests.support import ServerProcess, create_database, server_env, start_test_cluster
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    cluster = start_test_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def database(pg_cluster: PgCluster) -> str:
+    return create_database(pg_cluster)
+
+
+@pytest.fixture(scope="module")
+def server(pg_cluster: PgCluster, database: str) -> Iterator[ServerProcess]:
+    """One real server per test module, on its own database."""
+    process = ServerProcess(server_env(pg_cluster, database)).start()
+    try:
+        yield process
+    finally:
+        process.stop()
