@@ -5,13 +5,20 @@ Handlers only send messages to these actors and await replies; they never touch 
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
+from queen.actors.batcher import Batcher
+from queen.actors.consumer_groups import ConsumerGroups
 from queen.actors.slots import SlotPool
 from queen.config import Config
+
+log = logging.getLogger("queen.services")
 
 
 @dataclass
@@ -49,6 +56,62 @@ class Services:
     worker_id: int
     admin: SlotPool
     hot: SlotPool
+    nursery: trio.Nursery
+    consumer_groups: ConsumerGroups
+    batcher: Batcher = field(init=False)
     shutting_down: trio.Event = field(default_factory=trio.Event)
     started_at: float = field(default_factory=time.monotonic)
     counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self) -> None:
+        self.batcher = Batcher(
+            self.config,
+            self.hot,
+            on_pushed=self._pushed,
+            on_acked=self._acked,
+            on_transaction=self._transacted,
+            on_pop_undelivered=self._pop_undelivered,
+        )
+
+    def _pushed(self, _items: Sequence[Any], results: list[Any]) -> None:
+        queued = 0
+        woken: set[str] = set()
+        for result in results:
+            if result["status"] == "queued":
+                queued += 1
+                woken.add(result["queueName"])
+        self.counters.messages_pushed += queued
+        for queue in woken:
+            self.consumer_groups.wake_queue(queue)
+
+    def _acked(self, _items: Sequence[Any], results: list[Any]) -> None:
+        released = {(r["queueName"], r["consumerGroup"]) for r in results if r.get("leaseReleased")}
+        for queue, group in released:
+            self.consumer_groups.wake_queue(queue, group)
+
+    def _transacted(self, _items: Sequence[Any], results: list[Any]) -> None:
+        outcome = results[0]
+        if not outcome.get("success"):
+            return
+        for entry in outcome.get("results", []):
+            if entry.get("type") == "push":
+                self.counters.messages_pushed += 1
+                self.consumer_groups.wake_queue(entry["queueName"])
+            elif entry.get("leaseReleased"):
+                self.consumer_groups.wake_queue(entry["queueName"], entry["consumerGroup"])
+
+    def _pop_undelivered(self, result: Any) -> None:
+        """The client left while its pop ran: give the partition back at once instead of letting
+        the messages sit leased to nobody until the lease expires."""
+        lease_id = result.get("leaseId") if isinstance(result, dict) else None
+        if lease_id and result.get("messages"):
+            self.nursery.start_soon(self._release_lease, lease_id)
+
+    async def _release_lease(self, lease_id: str) -> None:
+        try:
+            await self.hot.call("SELECT queen.release_lease($1)", lease_id, kind="fetchval")
+        except Exception as error:
+            log.warning(
+                "could not release an undelivered lease; it will expire",
+                extra={"lease_id": lease_id, "error": str(error)},
+            )

@@ -20,6 +20,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from queen import __version__
+from queen.actors.consumer_groups import ConsumerGroups
 from queen.actors.slots import ConnectParams, SlotPool
 from queen.config import Config
 from queen.http.app import create_app
@@ -41,11 +42,13 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_services(config: Config, worker_id: int) -> Services:
+def build_services(config: Config, worker_id: int, nursery: trio.Nursery) -> Services:
     name = f"queen-w{worker_id}"
     return Services(
         config=config,
         worker_id=worker_id,
+        nursery=nursery,
+        consumer_groups=ConsumerGroups(config, nursery),
         admin=SlotPool(
             "admin",
             ConnectParams.from_config(config, f"{name}-admin"),
@@ -97,19 +100,21 @@ async def _sample_counters(services: Services) -> None:
 
 async def run_worker(config: Config, worker_id: int, parent_pid: int | None = None) -> None:
     sock = listening_socket(config.host, config.port)
-    services = build_services(config, worker_id)
     stop = trio.Event()
     async with trio_asyncio.open_loop(), trio.open_nursery() as root:
+        services = build_services(config, worker_id, root)
         root.start_soon(_watch_signals, stop, root)
         if parent_pid is not None:
             root.start_soon(_watch_parent, stop, parent_pid)
         await root.start(services.admin.run)
         await root.start(services.hot.run)
+        await root.start(services.batcher.run)
         root.start_soon(_sample_counters, services)
 
         async def shutdown_trigger() -> None:
             await stop.wait()
             services.shutting_down.set()
+            services.consumer_groups.wake_all()
 
         log.info(
             "worker serving",

@@ -30,18 +30,21 @@ class Reply(Generic[T]):
     def __init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[outcome.Outcome[T]](1)
 
-    def send(self, value: T) -> None:
-        self._deliver(outcome.Value(value))
+    def send(self, value: T) -> bool:
+        """Answer; False when the asker already gave up (e.g. its client disconnected)."""
+        return self._deliver(outcome.Value(value))
 
-    def fail(self, error: BaseException) -> None:
-        self._deliver(outcome.Error(error))
+    def fail(self, error: BaseException) -> bool:
+        return self._deliver(outcome.Error(error))
 
-    def _deliver(self, result: outcome.Outcome[T]) -> None:
+    def _deliver(self, result: outcome.Outcome[T]) -> bool:
         try:
             self._send.send_nowait(result)
-        except trio.BrokenResourceError:
-            return  # the asker gave up (client disconnected); nobody to tell
-        self._send.close()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        finally:
+            self._send.close()
+        return True
 
     def abandon(self) -> None:
         """Drop the reply without answering; the asker sees ActorGone."""

@@ -1,0 +1,223 @@
+"""The batcher: many HTTP requests become one stored-procedure call.
+
+One lane per operation type (push, pop, ack, renew, transaction). A lane takes the first waiting
+request, adds whatever else is already queued, and, while earlier calls of its type are still in
+flight, waits up to SIDECAR_MICRO_BATCH_WAIT_MS for more (an idle lane fires at once, so a lone
+request pays no batching delay). It then needs a grant from its adaptive concurrency limit and a
+free connection slot, makes one call with every request's items concatenated, and hands each
+request its own slice of the result.
+
+A fused call that PostgreSQL rejects is retried request by request, so one request's bad data
+never fails the others it happened to share a batch with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import trio
+
+from queen.actors.concurrency import AdaptiveLimit
+from queen.actors.mailbox import Reply, deliver
+from queen.actors.slots import DatabaseError, SlotPool
+from queen.config import Config
+
+log = logging.getLogger("queen.batcher")
+
+Results = list[Any]
+Delivered = Callable[[Sequence[Any], Results], None]
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One request's items; the reply gets exactly len(items) results, in order."""
+
+    items: Sequence[Any]
+    reply: Reply[Results]
+
+
+class Lane:
+    def __init__(
+        self,
+        name: str,
+        pool: SlotPool,
+        sql: str,
+        *,
+        hold_s: float,
+        max_items: int,
+        max_concurrent: int,
+        fuse: bool = True,
+        on_results: Delivered | None = None,
+        on_undelivered: Callable[[Any], None] | None = None,
+        inbox_size: int = 4096,
+    ) -> None:
+        self.name = name
+        self.pool = pool
+        self.sql = sql
+        self.hold_s = hold_s
+        self.max_items = max_items if fuse else 1
+        self.limit = AdaptiveLimit(1, max_concurrent)
+        self.on_results = on_results
+        self.on_undelivered = on_undelivered
+        self.calls = 0
+        self.fused_requests = 0
+        self._send, self._receive = trio.open_memory_channel[BatchJob](inbox_size)
+
+    @property
+    def waiting(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    async def submit(self, items: Sequence[Any]) -> Results:
+        reply: Reply[Results] = Reply()
+        await deliver(self._send, BatchJob(items, reply))
+        return await reply.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as calls:
+            task_status.started()
+            async for first in self._receive:
+                batch = [first]
+                count = len(first.items)
+                count = self._drain(batch, count)
+                if self.limit.limiter.borrowed_tokens > 0 and self.hold_s > 0:
+                    with trio.move_on_after(self.hold_s):
+                        while count < self.max_items:
+                            try:
+                                job = await self._receive.receive()
+                            except trio.EndOfChannel:
+                                break
+                            batch.append(job)
+                            count = self._drain(batch, count + len(job.items))
+                grant = object()
+                await self.limit.limiter.acquire_on_behalf_of(grant)
+                calls.start_soon(self._execute, batch, grant)
+
+    def _drain(self, batch: list[BatchJob], count: int) -> int:
+        while count < self.max_items:
+            try:
+                job = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            batch.append(job)
+            count += len(job.items)
+        return count
+
+    async def _execute(self, batch: list[BatchJob], grant: object) -> None:
+        try:
+            started = trio.current_time()
+            try:
+                results = await self._call([item for job in batch for item in job.items])
+            except DatabaseError as error:
+                if len(batch) == 1:
+                    batch[0].reply.fail(error)
+                    return
+                log.info(
+                    "fused call rejected; retrying its requests one by one",
+                    extra={"lane": self.name, "requests": len(batch), "error": str(error)},
+                )
+                for job in batch:
+                    try:
+                        self._deliver(job, await self._call(job.items))
+                    except Exception as single_error:
+                        job.reply.fail(single_error)
+                return
+            except Exception as error:
+                for job in batch:
+                    job.reply.fail(error)
+                return
+            self.limit.record(trio.current_time() - started, trio.current_time())
+            offset = 0
+            for job in batch:
+                self._deliver(job, results[offset : offset + len(job.items)])
+                offset += len(job.items)
+        finally:
+            self.limit.limiter.release_on_behalf_of(grant)
+
+    async def _call(self, items: Sequence[Any]) -> Results:
+        self.calls += 1
+        raw = await self.pool.call(self.sql, orjson.dumps(list(items)).decode(), kind="fetchval")
+        results: Results = raw if isinstance(raw, list) else [raw]
+        if len(results) != len(items):
+            raise DatabaseError(f"{self.name}: {len(results)} results for {len(items)} items")
+        return results
+
+    def _deliver(self, job: BatchJob, results: Results) -> None:
+        self.fused_requests += 1
+        if self.on_results is not None:
+            self.on_results(job.items, results)
+        if not job.reply.send(results) and self.on_undelivered is not None:
+            for result in results:
+                self.on_undelivered(result)
+
+
+class Batcher:
+    """The lanes of one worker process, each with its procedure and its limits."""
+
+    def __init__(
+        self,
+        config: Config,
+        pool: SlotPool,
+        *,
+        on_pushed: Delivered,
+        on_acked: Delivered,
+        on_transaction: Delivered,
+        on_pop_undelivered: Callable[[Any], None],
+    ) -> None:
+        hold = config.sidecar_micro_batch_wait_ms / 1000
+        max_items = config.sidecar_max_items_per_tx
+        self.push = Lane(
+            "push",
+            pool,
+            "SELECT queen.push_items($1::jsonb)",
+            hold_s=hold,
+            max_items=max_items,
+            max_concurrent=config.push_max_concurrent,
+            on_results=on_pushed,
+        )
+        self.pop = Lane(
+            "pop",
+            pool,
+            "SELECT queen.pop_requests($1::jsonb)",
+            hold_s=hold,
+            max_items=64,
+            max_concurrent=config.pop_max_concurrent,
+            on_undelivered=on_pop_undelivered,
+        )
+        self.ack = Lane(
+            "ack",
+            pool,
+            "SELECT queen.ack_items($1::jsonb)",
+            hold_s=hold,
+            max_items=max_items,
+            max_concurrent=config.ack_max_concurrent,
+            on_results=on_acked,
+        )
+        self.renew = Lane(
+            "renew",
+            pool,
+            "SELECT queen.renew_leases($1::jsonb)",
+            hold_s=hold,
+            max_items=100,
+            max_concurrent=2,
+        )
+        self.transaction = Lane(
+            "transaction",
+            pool,
+            "SELECT jsonb_build_array(queen.run_transaction($1::jsonb -> 0))",
+            hold_s=0,
+            max_items=1,
+            max_concurrent=config.push_max_concurrent,
+            fuse=False,
+            on_results=on_transaction,
+        )
+        self.lanes = (self.push, self.pop, self.ack, self.renew, self.transaction)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for lane in self.lanes:
+                await nursery.start(lane.run)
+            task_status.started()

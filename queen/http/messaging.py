@@ -1,0 +1,146 @@
+"""Core messaging routes: configure, push, pop (queue, partition, namespace/task), ack, ack batch,
+transaction, lease extension. Each handler validates, hands the request to a batcher lane or the
+consumer-group actors, and shapes the reply; status codes are the intended ones (quirk Q1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+from queen.actors.consumer_groups import GroupKey
+from queen.actors.slots import DatabaseError, DatabaseUnavailable
+from queen.errors import BadRequest
+from queen.http import validate
+from queen.http.context import services
+from queen.http.responses import json_body, json_object, json_response, no_content
+from queen.ids import uuid7_str
+
+blueprint = Blueprint("messaging", __name__, url_prefix="/api/v1")
+
+
+@blueprint.post("/configure")
+async def configure() -> Response:
+    spec = validate.configure(await json_body())
+    result = await services().hot.call(
+        "SELECT queen.configure_queue($1::jsonb)", spec, kind="fetchval"
+    )
+    return json_response(result)
+
+
+@blueprint.post("/push")
+async def push() -> Response:
+    items = validate.push_items(await json_body())
+    if not items:
+        return json_response([], 201)
+    results = await services().batcher.push.submit(items)
+    return json_response([_push_result(index, result) for index, result in enumerate(results)], 201)
+
+
+def _push_result(index: int, result: dict[str, Any]) -> dict[str, Any]:
+    shaped = {
+        "index": index,
+        "transaction_id": result["transaction_id"],
+        "status": result["status"],
+        "message_id": result["message_id"],
+        "queueName": result["queueName"],
+    }
+    if result["status"] == "queued":
+        shaped["partition_id"] = result["partition_id"]
+        shaped["trace_id"] = result["trace_id"]
+    return shaped
+
+
+@blueprint.get("/pop/queue/<queue>")
+async def pop_queue(queue: str) -> Response:
+    queue = validate.name(queue, "queue")
+    return await _pop({"queue": queue}, ("queue", queue, ""))
+
+
+@blueprint.get("/pop/queue/<queue>/partition/<partition>")
+async def pop_partition(queue: str, partition: str) -> Response:
+    queue = validate.name(queue, "queue")
+    partition = validate.name(partition, "partition")
+    return await _pop({"queue": queue, "partition": partition}, ("queue", queue, ""))
+
+
+@blueprint.get("/pop")
+async def pop_namespace_task() -> Response:
+    namespace = request.args.get("namespace") or ""
+    task = request.args.get("task") or ""
+    if not namespace and not task:
+        raise BadRequest("namespace or task is required")
+    scope = {"namespace": namespace or None, "task": task or None}
+    return await _pop(scope, ("task", namespace, task))
+
+
+async def _pop(scope: dict[str, Any], wake_scope: tuple[str, str, str]) -> Response:
+    svc = services()
+    params = validate.pop_params(request.args, svc.config)
+
+    async def attempt() -> dict[str, Any]:
+        try:
+            results = await svc.batcher.pop.submit([params.request(scope)])
+        except (DatabaseError, DatabaseUnavailable):
+            # Quirk Q20: a pop never answers 5xx (clients' consume loops would die); it is empty.
+            return {"messages": []}
+        result: dict[str, Any] = results[0]
+        return result
+
+    if params.wait and params.timeout_ms > 0:
+        key: GroupKey = (wake_scope, params.group)
+        result = await svc.consumer_groups.pop_with_wait(
+            key, attempt, params.timeout_ms / 1000, svc.shutting_down
+        )
+    else:
+        result = await attempt()
+    if not result or not result.get("messages"):
+        return no_content()
+    for message in result["messages"]:
+        message.pop("isEncrypted", None)
+    return json_response(result)
+
+
+@blueprint.post("/ack")
+async def ack() -> Response:
+    item = validate.ack_item(await json_object())
+    results = await services().batcher.ack.submit([item])
+    return json_response([_ack_result(0, results[0])])
+
+
+@blueprint.post("/ack/batch")
+async def ack_batch() -> Response:
+    items = validate.ack_batch(await json_body())
+    if not items:
+        return json_response([])
+    results = await services().batcher.ack.submit(items)
+    return json_response([_ack_result(index, result) for index, result in enumerate(results)])
+
+
+def _ack_result(index: int, result: dict[str, Any]) -> dict[str, Any]:
+    shaped = {key: value for key, value in result.items() if key != "consumerGroup"}
+    shaped["index"] = index
+    return shaped
+
+
+@blueprint.post("/transaction")
+async def transaction() -> Response:
+    ops = validate.transaction_ops(await json_body())
+    results = await services().batcher.transaction.submit([ops])
+    outcome: dict[str, Any] = results[0]
+    body = {"transactionId": uuid7_str(), **outcome}
+    for entry in body.get("results", []):
+        entry.pop("consumerGroup", None)
+        entry.pop("leaseReleased", None)
+        entry.pop("status", None)
+    return json_response(body)
+
+
+@blueprint.post("/lease/<lease_id>/extend")
+async def extend_lease(lease_id: str) -> Response:
+    if not validate.is_uuid(lease_id):
+        raise BadRequest("leaseId must be a UUID")
+    seconds = validate.lease_seconds(await json_body())
+    results = await services().batcher.renew.submit([{"leaseId": lease_id, "seconds": seconds}])
+    return json_response(results[0])

@@ -1,0 +1,48 @@
+"""Queue resources: list, inspect and delete queues (`/api/v1/resources/queues`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+from queen.errors import BadRequest, NotFound
+from queen.http import validate
+from queen.http.context import services
+from queen.http.responses import json_response
+
+blueprint = Blueprint("resources", __name__, url_prefix="/api/v1/resources")
+
+
+@blueprint.get("/queues")
+async def list_queues() -> Response:
+    filters: dict[str, Any] = {}
+    for key in ("namespace", "task", "search"):
+        if request.args.get(key):
+            filters[key] = request.args[key]
+    for key in ("limit", "offset"):
+        if key in request.args:
+            value = validate.query_int(request.args, key, -1)
+            if value < 0:
+                raise BadRequest(f"{key} must be a non-negative integer")
+            filters[key] = value
+    result = await services().admin.call(
+        "SELECT queen.list_queues($1::jsonb)", filters, kind="fetchval"
+    )
+    return json_response(result)
+
+
+@blueprint.get("/queues/<queue>")
+async def queue_detail(queue: str) -> Response:
+    queue = validate.name(queue, "queue")
+    result = await services().admin.call("SELECT queen.queue_detail($1)", queue, kind="fetchval")
+    if result is None:
+        raise NotFound("Queue not found")
+    return json_response(result)
+
+
+@blueprint.delete("/queues/<queue>")
+async def delete_queue(queue: str) -> Response:
+    queue = validate.name(queue, "queue")
+    result = await services().hot.call("SELECT queen.delete_queue($1)", queue, kind="fetchval")
+    return json_response(result)

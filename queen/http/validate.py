@@ -1,0 +1,301 @@
+"""Request validation for the messaging routes: pure functions from client JSON / query strings to
+the normalised items the stored procedures take. Every rejection is a BadRequest whose message
+names the field, raised before anything reaches the database, so a bad request changes nothing.
+Messages the official clients may show to users keep the original's wording.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from queen.config import Config
+from queen.errors import BadRequest
+from queen.ids import uuid7_str
+
+QUEUE_MODE = "__QUEUE_MODE__"
+MAX_NAME = 255
+DEFAULT_PARTITION = "Default"
+ACK_STATUSES = ("completed", "success", "failed", "dlq", "retry")
+
+INT_OPTIONS = {
+    "leaseTime": 300,
+    "retryLimit": 3,
+    "retryDelay": 1000,
+    "priority": 0,
+    "maxSize": 0,
+    "ttl": 3600,
+    "delayedProcessing": 0,
+    "windowBuffer": 0,
+    "retentionSeconds": 0,
+    "completedRetentionSeconds": 0,
+    "maxWaitTimeSeconds": 0,
+}
+BOOL_OPTIONS = {
+    "deadLetterQueue": False,
+    "dlqAfterMaxRetries": False,
+    "retentionEnabled": False,
+    "encryptionEnabled": False,
+}
+MAX_OPTION_VALUE = 2**31 - 1
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def name(value: Any, what: str, *, required_message: str | None = None) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(required_message or f"{what} must be a string")
+    if not value or len(value) > MAX_NAME:
+        raise BadRequest(f"{what} must be 1 to {MAX_NAME} characters")
+    return value
+
+
+def optional_string(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be a string")
+    return value
+
+
+def group_name(value: Any) -> str:
+    """A consumer group; null, absent or empty mean queue mode."""
+    group = optional_string(value, "consumerGroup")
+    if not group:
+        return QUEUE_MODE
+    if len(group) > MAX_NAME:
+        raise BadRequest(f"consumerGroup must be at most {MAX_NAME} characters")
+    return group
+
+
+def push_item(item: Any) -> dict[str, Any]:
+    """One push item, normalised: ids generated, partition defaulted, traceId checked."""
+    if not isinstance(item, dict):
+        raise BadRequest("Each item must be an object")
+    partition = item.get("partition")
+    if partition is not None and not isinstance(partition, str):
+        raise BadRequest("Partition must be a string")
+    partition = partition or DEFAULT_PARTITION
+    if len(partition) > MAX_NAME:
+        raise BadRequest(f"Partition must be at most {MAX_NAME} characters")
+    queue = name(item.get("queue"), "Queue name", required_message="Queue must be a string")
+    transaction_id = item.get("transactionId")
+    if transaction_id is not None and not isinstance(transaction_id, str):
+        raise BadRequest("TransactionId must be a string")
+    if transaction_id and len(transaction_id) > MAX_NAME:
+        raise BadRequest(f"TransactionId must be at most {MAX_NAME} characters")
+    trace_id = item.get("traceId")
+    if trace_id is not None and not isinstance(trace_id, str):
+        raise BadRequest("TraceId must be a string")
+    if trace_id and not is_uuid(trace_id):
+        raise BadRequest("TraceId must be a valid UUID")
+    return {
+        "queue": queue,
+        "partition": partition,
+        "payload": item.get("payload"),
+        "transactionId": transaction_id or str(uuid.uuid4()),
+        "traceId": trace_id or None,
+        "messageId": uuid7_str(),
+    }
+
+
+def push_items(body: Any) -> list[dict[str, Any]]:
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise BadRequest("items array is required")
+    return [push_item(item) for item in items]
+
+
+def ack_item(item: Any, group: str | None = None) -> dict[str, Any]:
+    """One acknowledgment; `group` (the batch's top-level group) overrides the item's own."""
+    if not isinstance(item, dict):
+        raise BadRequest("Each acknowledgment must be an object")
+    transaction_id = item.get("transactionId")
+    if not isinstance(transaction_id, str) or not transaction_id:
+        raise BadRequest("transactionId is required")
+    partition_id = item.get("partitionId")
+    if not isinstance(partition_id, str) or not partition_id:
+        raise BadRequest("partitionId is required to ensure message uniqueness")
+    if not is_uuid(partition_id):
+        raise BadRequest("partitionId must be a UUID")
+    lease_id = optional_string(item.get("leaseId"), "leaseId")
+    if lease_id and not is_uuid(lease_id):
+        raise BadRequest("leaseId must be a UUID")
+    status = optional_string(item.get("status"), "status") or "completed"
+    error = item.get("error")
+    if error is not None and not isinstance(error, str):
+        error = str(error)
+    return {
+        "transactionId": transaction_id,
+        "partitionId": partition_id,
+        "consumerGroup": group if group is not None else group_name(item.get("consumerGroup")),
+        "leaseId": lease_id or None,
+        "status": status,
+        "error": error or None,
+    }
+
+
+def ack_batch(body: Any) -> list[dict[str, Any]]:
+    acknowledgments = body.get("acknowledgments") if isinstance(body, dict) else None
+    if not isinstance(acknowledgments, list):
+        raise BadRequest("acknowledgments array is required")
+    group = group_name(body.get("consumerGroup"))
+    items = []
+    for ack in acknowledgments:
+        if not isinstance(ack, dict) or not isinstance(ack.get("transactionId"), str):
+            raise BadRequest("Each acknowledgment must have a valid transactionId string")
+        if not isinstance(ack.get("partitionId"), str):
+            raise BadRequest(
+                "Each acknowledgment must have a valid partitionId string"
+                " to ensure message uniqueness"
+            )
+        items.append(ack_item(ack, group))
+    return items
+
+
+def transaction_ops(body: Any) -> list[dict[str, Any]]:
+    operations = body.get("operations") if isinstance(body, dict) else None
+    if not isinstance(operations, list):
+        raise BadRequest("operations array required")
+    if not operations:
+        raise BadRequest("operations array cannot be empty")
+    ops: list[dict[str, Any]] = []
+    for operation in operations:
+        if not isinstance(operation, dict):
+            raise BadRequest("Each operation must be an object")
+        kind = operation.get("type")
+        if kind == "push":
+            raw_items = operation.get("items")
+            if not isinstance(raw_items, list) or not raw_items:
+                raise BadRequest("push operation needs a non-empty items array")
+            for raw in raw_items:
+                item = push_item(raw)
+                if isinstance(raw, dict) and "payload" not in raw:
+                    item["payload"] = {}
+                ops.append({"type": "push", "item": item})
+        elif kind == "ack":
+            ops.append({"type": "ack", **ack_item(operation)})
+        else:
+            raise BadRequest(f"Unknown operation type: {kind}")
+    return ops
+
+
+def configure(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("queue"), str):
+        raise BadRequest("queue is required")
+    queue = name(body["queue"], "queue")
+    namespace = optional_string(body.get("namespace"), "namespace") or ""
+    task = optional_string(body.get("task"), "task") or ""
+    raw_options = body.get("options")
+    if raw_options is None:
+        raw_options = {}
+    if not isinstance(raw_options, dict):
+        raise BadRequest("options must be an object")
+    options: dict[str, Any] = {}
+    for key, default in INT_OPTIONS.items():
+        value = raw_options.get(key)
+        if value is None:
+            value = default
+        valid = isinstance(value, int) and not isinstance(value, bool)
+        if not valid or not 0 <= value <= MAX_OPTION_VALUE:
+            raise BadRequest(f"options.{key} must be a non-negative integer")
+        options[key] = value
+    for key, default in BOOL_OPTIONS.items():
+        value = raw_options.get(key)
+        if value is None:
+            value = default
+        if not isinstance(value, bool):
+            raise BadRequest(f"options.{key} must be true or false")
+        options[key] = value
+    return {"queue": queue, "namespace": namespace, "task": task, "options": options}
+
+
+def query_bool(args: Mapping[str, str], key: str, default: bool = False) -> bool:
+    value = args.get(key)
+    if value is None:
+        return default
+    return value in ("true", "1")
+
+
+def query_int(args: Mapping[str, str], key: str, default: int) -> int:
+    """A leading integer (as the original's atoi); absent or unparsable gives the default."""
+    raw = (args.get(key) or "").strip()
+    digits = ""
+    for index, char in enumerate(raw):
+        if char.isdigit() or (index == 0 and char in "+-"):
+            digits += char
+        else:
+            break
+    try:
+        return int(digits)
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class PopParams:
+    batch: int
+    wait: bool
+    timeout_ms: int
+    group: str
+    auto_ack: bool
+    subscription_mode: str
+    subscription_from: str
+    partitions: int
+
+    def request(self, scope: dict[str, Any]) -> dict[str, Any]:
+        """The stored-procedure form, with a fresh lease id for this attempt."""
+        return {
+            **scope,
+            "group": self.group,
+            "batch": self.batch,
+            "partitions": self.partitions,
+            "autoAck": self.auto_ack,
+            "subscriptionMode": self.subscription_mode,
+            "subscriptionFrom": self.subscription_from,
+            "leaseId": uuid7_str(),
+        }
+
+
+def pop_params(args: Mapping[str, str], config: Config) -> PopParams:
+    batch = query_int(args, "batch", config.default_batch_size)
+    if batch <= 0:
+        raise BadRequest("batch must be a positive integer")
+    if batch > config.max_pop_batch:
+        raise BadRequest(f"batch must be at most {config.max_pop_batch}")
+    timeout_ms = query_int(args, "timeout", config.default_timeout)
+    if timeout_ms < 0:
+        raise BadRequest("timeout must not be negative")
+    partitions = query_int(args, "partitions", 1)
+    if partitions <= 0 or partitions > 1000:
+        raise BadRequest("partitions must be between 1 and 1000")
+    mode = args.get("subscriptionMode") or config.default_subscription_mode
+    return PopParams(
+        batch=batch,
+        wait=query_bool(args, "wait"),
+        timeout_ms=min(timeout_ms, 3_600_000),
+        group=group_name(args.get("consumerGroup")),
+        auto_ack=query_bool(args, "autoAck"),
+        subscription_mode="new" if mode in ("new", "new-only") else mode,
+        subscription_from=args.get("subscriptionFrom") or "",
+        partitions=partitions,
+    )
+
+
+def lease_seconds(body: Any) -> int:
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object")
+    seconds = body.get("seconds", 60)
+    if seconds is None:
+        return 60
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= 86_400:
+        raise BadRequest("seconds must be an integer between 1 and 86400")
+    return seconds
