@@ -1,0 +1,1 @@
+"""Operational tooling that ships with the repository but is not part of the server package."""

@@ -1,0 +1,659 @@
+"""Benchmark of a real `queen serve` against its own PostgreSQL (`python -m ops.bench.run`, or
+`make bench`); `--quick` is a smoke run of a few seconds per phase.
+
+Everything is started here and torn down at the end: a fresh PostgreSQL cluster with fsync ON (the
+test suite turns it off, which would flatter every figure), a fresh database, and the server with
+NUM_WORKERS=2. Phases, in order:
+
+1. raw baseline: 1000-row `INSERT ... unnest($1::jsonb[])` into a plain table, 4 asyncpg
+   connections - the ceiling this PostgreSQL offers for the same payloads;
+2. push at 1, 100 and 1000 messages per request;
+3. pop + batch ack at batch 100 from a pre-filled queue;
+4. push→pop latency of a paced single-message producer against a long-polling consumer, with an
+   exactly-once check (lost, duplicates);
+5. resident memory of every worker process.
+
+stdout gets one JSON line with every figure; progress and failures go to stderr. A phase that the
+server refuses stops the run and the first failing request (status and body) is printed.
+`--write-results` appends a readable section to ops/bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from ops.bench import procs
+from ops.bench.phases import PhaseSpec, Window, child_main
+from ops.bench.workload import PAYLOAD_BYTES
+from queen.storage.pgcluster import PgCluster, find_bindir
+from tests.support import ServerProcess, create_database, run_sql, server_env
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS_FILE = REPO / "ops" / "bench" / "RESULTS.md"
+HANDSHAKE_TIMEOUT_S = 90.0
+COLLECT_GRACE_S = 90.0
+GENERATOR_SATURATED_CORES = 0.85
+
+TARGETS = {
+    "push1000_vs_baseline": 0.30,
+    "pop_ack_msg_per_s": 10_000,
+    "latency_p99_ms": 25.0,
+    "rss_mb_per_worker": 100.0,
+}
+ORIGINAL = (
+    "C++ original for scale: push ≈1.1k msg/s at 1/request, ≈9k msg/s at 1000/request "
+    "(0.15x raw), pop+ack ≈4k msg/s, push→pop p99 ≈55 ms"
+)
+
+
+class BenchError(Exception):
+    """A phase could not be measured; `phase` names it for the JSON line."""
+
+    def __init__(self, phase: str, message: str) -> None:
+        super().__init__(message)
+        self.phase = phase
+
+
+@dataclass
+class PhaseOutcome:
+    results: list[dict[str, Any]]
+    window: Window
+    cpu_cores: dict[str, float | None] = field(default_factory=dict)
+
+
+def _say(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def _key_value(raw: str) -> tuple[str, str]:
+    key, sep, value = raw.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {raw!r}")
+    return key, value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ops.bench.run", description=__doc__.splitlines()[0]
+    )
+    add = parser.add_argument
+    add("--quick", action="store_true", help="a few seconds per phase (smoke run)")
+    add("--duration", type=float, help="seconds per throughput phase (default 15, quick 3)")
+    add("--latency-duration", type=float, help="seconds of paced pushes (default 25, quick 5)")
+    add("--workers", type=int, default=2, help="NUM_WORKERS of the server (default 2)")
+    add("--gen-procs", type=int, default=1, help="generator processes per throughput phase")
+    add("--partitions", type=int, default=16, help="partitions for push and pop phases")
+    add("--push1-connections", type=int, default=32, help="connections at 1 msg/request")
+    add("--push-connections", type=int, default=8, help="connections at 100, 1000 msg/request")
+    add("--pop-connections", type=int, default=8, help="concurrent pop+ack consumers")
+    add("--pop-batch", type=int, default=100)
+    add("--baseline-connections", type=int, default=4)
+    add("--latency-rate", type=float, default=200.0, help="paced pushes per second")
+    add("--prefill", type=int, help="messages pre-filled for pop+ack (default: sized to duration)")
+    add("--warmup", type=float, help="seconds of uncounted traffic before each window")
+    add("--pg-setting", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
+    add("--server-env", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
+    add("--write-results", action="store_true", help=f"append a section to {RESULTS_FILE.name}")
+    add("--results-file", type=Path, default=RESULTS_FILE)
+    return parser
+
+
+class Bench:
+    """Owns the cluster, the server and the generator processes for one run."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        quick = args.quick
+        self.duration = args.duration or (3.0 if quick else 15.0)
+        self.latency_duration = args.latency_duration or (5.0 if quick else 25.0)
+        self.warmup = args.warmup if args.warmup is not None else (0.5 if quick else 1.0)
+        self.run_id = datetime.datetime.now(datetime.UTC).strftime("%H%M%S")
+        self.out: dict[str, Any] = {
+            "bench": "queen",
+            "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "commit": _git_commit(),
+            "nproc": os.cpu_count(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "quick": quick,
+            "workers": args.workers,
+            "gen_procs": args.gen_procs,
+            "duration_s": self.duration,
+            "payload_bytes": PAYLOAD_BYTES,
+            "error": None,
+        }
+        self.root: Path | None = None
+        self.cluster: PgCluster | None = None
+        self.server: ServerProcess | None = None
+        self.queen_db = ""
+        self.raw_db = ""
+        self.rss_samples: dict[str, list[dict[str, Any]]] = {}
+
+    # -- set-up and tear-down ---------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="queen-bench-"))
+        os.chmod(self.root, 0o711)
+        settings = {"max_connections": "400", **dict(self.args.pg_setting)}
+        self.cluster = PgCluster(
+            data_dir=self.root / "pg",
+            bindir=find_bindir(os.environ.get("QUEEN_PG_BINDIR")),
+            settings=settings,
+        )
+        _say("starting PostgreSQL (fsync on)")
+        self.cluster.start()
+        row = run_sql(
+            self.cluster,
+            "SELECT current_setting('server_version') AS version, current_setting('fsync') AS "
+            "fsync, current_setting('synchronous_commit') AS synchronous_commit, "
+            "current_setting('full_page_writes') AS full_page_writes, "
+            "current_setting('shared_buffers') AS shared_buffers",
+        )[0]
+        self.out["postgres"] = dict(row)
+        self.queen_db = create_database(self.cluster, "queen_bench")
+        self.raw_db = create_database(self.cluster, "bench_raw")
+        env = server_env(
+            self.cluster,
+            self.queen_db,
+            NUM_WORKERS=str(self.args.workers),
+            LOG_LEVEL="warn",
+            **dict(self.args.server_env),
+        )
+        self.server = ServerProcess(env=env)
+        _say(f"starting queen serve, NUM_WORKERS={self.args.workers}")
+        self.server.start(timeout_s=90.0)
+        self.out["server_env"] = dict(self.args.server_env)
+
+    def teardown(self, keep_log: bool) -> None:
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                self.server.stop()
+            buffer_dir = self.server.env.get("FILE_BUFFER_DIR")
+            if buffer_dir:
+                shutil.rmtree(buffer_dir, ignore_errors=True)
+            if keep_log:
+                _say(f"server log kept at {self.server.log_path}")
+            else:
+                self.server.log_path.unlink(missing_ok=True)
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.stop()
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- generator processes ----------------------------------------------------------------
+
+    def _split(self, spec: PhaseSpec, connections: int) -> list[PhaseSpec]:
+        """One spec per generator process; task numbers stay globally unique and evenly strided."""
+        count = max(1, min(self.args.gen_procs, connections))
+        specs, offset = [], 0
+        for index in range(count):
+            share = connections // count + (1 if index < connections % count else 0)
+            specs.append(
+                replace(spec, connections=share, task_offset=offset, task_stride=connections)
+            )
+            offset += share
+        return specs
+
+    def _cpu(self) -> dict[str, procs.CpuSnapshot]:
+        assert self.server is not None and self.server.process is not None
+        assert self.cluster is not None
+        return {
+            "server": procs.CpuSnapshot.of(procs.family(self.server.process.pid)),
+            "postgres": procs.CpuSnapshot.of(procs.family(self.cluster.pid)),
+        }
+
+    def run_phase(
+        self, name: str, specs: list[PhaseSpec], warmup_s: float, duration_s: float, grace_s: float
+    ) -> PhaseOutcome:
+        ctx = multiprocessing.get_context("spawn")
+        running: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+        try:
+            for spec in specs:
+                parent, child = ctx.Pipe()
+                process = ctx.Process(
+                    target=child_main, args=(spec, child), name=f"bench-{name}", daemon=True
+                )
+                process.start()
+                child.close()
+                running.append((process, parent))
+            for _, conn in running:
+                if not conn.poll(HANDSHAKE_TIMEOUT_S):
+                    raise BenchError(name, "a generator process did not start")
+                conn.recv()
+            start_at = time.monotonic() + warmup_s
+            window = Window(start_at, start_at + duration_s)
+            for _, conn in running:
+                conn.send(window)
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            cpu_before, wall_before = self._cpu(), time.monotonic()
+            results: dict[Connection, dict[str, Any]] = {}
+            pending = [conn for _, conn in running]
+            cpu_after: dict[str, procs.CpuSnapshot] | None = None
+            wall_after = 0.0
+            deadline = window.end_at + grace_s
+            while pending and time.monotonic() < deadline:
+                if cpu_after is None and time.monotonic() >= window.end_at:
+                    cpu_after, wall_after = self._cpu(), time.monotonic()
+                until = window.end_at if cpu_after is None else deadline
+                for conn in wait(pending, timeout=max(0.0, until - time.monotonic())):
+                    try:
+                        result = conn.recv()  # type: ignore[union-attr]
+                    except EOFError:
+                        result = {"error": "generator process died without a result"}
+                    results[conn] = result  # type: ignore[index]
+                    pending.remove(conn)
+                    if result.get("error"):
+                        raise BenchError(name, str(result["error"]))
+            if pending:
+                raise BenchError(name, f"no result within {duration_s + grace_s:.0f}s")
+            if cpu_after is None:
+                cpu_after, wall_after = self._cpu(), time.monotonic()
+            wall = max(wall_after - wall_before, 1e-9)
+            cores: dict[str, float | None] = {
+                key: round(cpu_after[key].since(cpu_before[key]) / wall, 2) for key in cpu_after
+            }
+            ordered = [results[conn] for _, conn in running]
+            gen = [r["cpu_s"] / r["cpu_wall_s"] for r in ordered if r.get("cpu_wall_s")]
+            cores["generator"] = round(sum(gen), 2) if gen else None
+            cores["generator_max_per_process"] = round(max(gen), 2) if gen else None
+            return PhaseOutcome(ordered, window, cores)
+        finally:
+            for process, conn in running:
+                if process.is_alive():
+                    process.terminate()
+                process.join(5)
+                conn.close()
+
+    def _throughput(
+        self, name: str, spec: PhaseSpec, connections: int, warmup_s: float, duration_s: float
+    ) -> dict[str, Any]:
+        grace = COLLECT_GRACE_S
+        outcome = self.run_phase(name, self._split(spec, connections), warmup_s, duration_s, grace)
+        count = sum(r["count"] for r in outcome.results)
+        requests = sum(r["requests"] for r in outcome.results)
+        last = max(r["last_done"] for r in outcome.results)
+        seconds = last - outcome.window.start_at if count else 0.0
+        figures: dict[str, Any] = {
+            "per_s": round(count / seconds, 1) if seconds > 0 else 0.0,
+            "count": count,
+            "requests": requests,
+            "seconds": round(seconds, 2),
+            "connections": connections,
+            "gen_procs": len(outcome.results),
+            "cpu_cores": outcome.cpu_cores,
+            "generator_saturated": (outcome.cpu_cores.get("generator_max_per_process") or 0)
+            >= GENERATOR_SATURATED_CORES,
+        }
+        extras = {
+            k: v
+            for r in outcome.results
+            for k, v in r.items()
+            if k not in ("count", "requests", "last_done", "cpu_s", "cpu_wall_s")
+        }
+        figures.update(extras)
+        self._sample_rss(name)
+        return figures
+
+    def _sample_rss(self, when: str) -> None:
+        assert self.server is not None and self.server.process is not None
+        workers = procs.children(self.server.process.pid)
+        self.rss_samples[when] = [{"pid": pid, **procs.memory_mb(pid)} for pid in workers]
+
+    # -- phases -----------------------------------------------------------------------------
+
+    def baseline(self) -> None:
+        assert self.cluster is not None
+        dsn = {**self.cluster.dsn_parts(), "database": self.raw_db}
+        spec = PhaseSpec(kind="baseline", dsn=dsn, batch=1000)
+        connections = self.args.baseline_connections
+        outcome = self.run_phase(
+            "baseline",
+            [replace(spec, connections=connections)],
+            self.warmup,
+            self.duration,
+            COLLECT_GRACE_S,
+        )
+        result = outcome.results[0]
+        seconds = result["last_done"] - outcome.window.start_at
+        rate = round(result["count"] / seconds, 1) if seconds > 0 else 0.0
+        self.out["baseline"] = {
+            "rows_per_s": rate,
+            "rows": result["count"],
+            "batches": result["requests"],
+            "seconds": round(seconds, 2),
+            "connections": connections,
+            "batch": 1000,
+            "sql": "INSERT INTO bench_raw (payload) SELECT * FROM unnest($1::jsonb[])",
+            "table": "bench_raw (payload jsonb NOT NULL), no index",
+            "cpu_cores": outcome.cpu_cores,
+        }
+        _say(
+            f"baseline: {rate:,.0f} rows/s ({connections} asyncpg connections) "
+            + _cpu_text(outcome.cpu_cores)
+        )
+
+    def push(self, per_request: int, connections: int) -> None:
+        name = f"push@{per_request}"
+        spec = PhaseSpec(
+            kind="push",
+            url=self._url(),
+            queue=f"bench-push{per_request}-{self.run_id}",
+            partitions=self.args.partitions,
+            batch=per_request,
+        )
+        figures = self._throughput(name, spec, connections, self.warmup, self.duration)
+        figures["msg_per_s"] = figures.pop("per_s")
+        figures["requests_per_s"] = (
+            round(figures["requests"] / figures["seconds"], 1) if figures["seconds"] else 0.0
+        )
+        figures["partitions"] = self.args.partitions
+        self.out.setdefault("push", {})[str(per_request)] = figures
+        _say(
+            f"{name}: {figures['msg_per_s']:,.0f} msg/s, {figures['requests_per_s']:,.0f} req/s "
+            f"({connections} connections) " + _cpu_text(figures["cpu_cores"])
+        )
+
+    def pop_ack(self) -> None:
+        queue = f"bench-pop-{self.run_id}"
+        prefill = self.args.prefill
+        if prefill is None:
+            prefill = int(15_000 * (self.duration + self.warmup))
+        requests = math.ceil(prefill / 1000)
+        fill = PhaseSpec(
+            kind="push",
+            url=self._url(),
+            queue=queue,
+            partitions=self.args.partitions,
+            batch=1000,
+            total_requests=requests,
+        )
+        _say(f"pre-filling {requests * 1000:,} messages into {self.args.partitions} partitions")
+        started = time.monotonic()
+        filled = self._throughput("prefill", fill, self.args.push_connections, 0.0, 900.0)
+        if filled["count"] != requests * 1000:
+            raise BenchError("prefill", f"pushed {filled['count']} of {requests * 1000} messages")
+        _say(f"pre-filled in {time.monotonic() - started:.1f}s ({filled['per_s']:,.0f} msg/s)")
+        spec = PhaseSpec(
+            kind="pop_ack",
+            url=self._url(),
+            queue=queue,
+            batch=self.args.pop_batch,
+            partitions=self.args.partitions,
+        )
+        connections = self.args.pop_connections
+        figures = self._throughput("pop+ack", spec, connections, self.warmup, self.duration)
+        figures["msg_per_s"] = figures.pop("per_s")
+        figures["batch"] = self.args.pop_batch
+        figures["prefilled"] = requests * 1000
+        figures["prefill_msg_per_s"] = filled["per_s"]
+        figures["drained"] = bool(
+            figures.get("empty_pops", {}).get("consumers that found the queue drained")
+        )
+        self.out["pop_ack"] = figures
+        drained = " (queue drained before the window ended)" if figures["drained"] else ""
+        _say(
+            f"pop+ack: {figures['msg_per_s']:,.0f} msg/s at batch {self.args.pop_batch} "
+            f"({connections} consumers){drained} " + _cpu_text(figures["cpu_cores"])
+        )
+
+    def latency(self) -> None:
+        spec = PhaseSpec(
+            kind="latency",
+            url=self._url(),
+            queue=f"bench-latency-{self.run_id}",
+            batch=100,
+            connections=16,
+            rate=self.args.latency_rate,
+            drain_s=10.0,
+            poll_timeout_ms=5000,
+        )
+        outcome = self.run_phase(
+            "latency", [spec], 1.0, self.latency_duration, COLLECT_GRACE_S + 20.0
+        )
+        figures = {k: v for k, v in outcome.results[0].items() if k not in ("cpu_s", "cpu_wall_s")}
+        figures["rate"] = self.args.latency_rate
+        figures["seconds"] = self.latency_duration
+        figures["cpu_cores"] = outcome.cpu_cores
+        self.out["latency"] = figures
+        self._sample_rss("latency")
+        _say(
+            f"latency @{self.args.latency_rate:.0f} msg/s: p50 {figures['p50_ms']} ms, "
+            f"p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms; pushed "
+            f"{figures['pushed_2xx']}, delivered {figures['delivered']}, lost {figures['lost']}, "
+            f"duplicates {figures['duplicates']}"
+        )
+        if figures["first_push_failure"]:
+            _say(f"first failed push: {figures['first_push_failure']}")
+
+    def rss(self) -> None:
+        self._sample_rss("end")
+        final = self.rss_samples["end"]
+        peak = [w.get("VmHWM", 0.0) for w in final]
+        during = [w.get("VmRSS", 0.0) for sample in self.rss_samples.values() for w in sample]
+        self.out["rss_mb"] = {
+            "workers": final,
+            "max_rss_sampled": max(during, default=None),
+            "max_hwm": max(peak, default=None),
+            "samples": {k: [w.get("VmRSS") for w in v] for k, v in self.rss_samples.items()},
+        }
+        _say(
+            "worker RSS (MB) at the end: "
+            + ", ".join(f"{w.get('VmRSS')} (peak {w.get('VmHWM')})" for w in final)
+        )
+
+    def _url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    # -- summary ------------------------------------------------------------------------------
+
+    def summarise(self) -> None:
+        base = (self.out.get("baseline") or {}).get("rows_per_s")
+        push = self.out.get("push", {})
+        ratios: dict[str, float | None] = {}
+        for size in ("1", "100", "1000"):
+            rate = push.get(size, {}).get("msg_per_s")
+            ratios[f"push{size}_vs_baseline"] = round(rate / base, 3) if rate and base else None
+        pop = (self.out.get("pop_ack") or {}).get("msg_per_s")
+        ratios["pop_ack_vs_baseline"] = round(pop / base, 3) if pop and base else None
+        self.out["ratios"] = ratios
+        latency = self.out.get("latency") or {}
+        rss = (self.out.get("rss_mb") or {}).get("max_hwm")
+        p99 = latency.get("p99_ms")
+        push_ratio = ratios["push1000_vs_baseline"]
+        self.out["targets"] = {
+            "push1000_vs_baseline>=0.30": None
+            if push_ratio is None
+            else push_ratio >= TARGETS["push1000_vs_baseline"],
+            "pop_ack>=10000": None if pop is None else pop >= TARGETS["pop_ack_msg_per_s"],
+            "latency_p99<=25ms_and_0_lost": None
+            if p99 is None
+            else p99 <= TARGETS["latency_p99_ms"]
+            and latency.get("lost") == 0
+            and latency.get("duplicates") == 0,
+            "rss<=100MB_per_worker": None if rss is None else rss <= TARGETS["rss_mb_per_worker"],
+        }
+        phases = [self.out.get("baseline"), *push.values(), self.out.get("pop_ack")]
+        self.out["generator_saturated_in"] = [
+            name
+            for name, figures in zip(
+                ["baseline", *(f"push@{k}" for k in push), "pop_ack"], phases, strict=True
+            )
+            if figures
+            and (figures["cpu_cores"].get("generator_max_per_process") or 0)
+            >= GENERATOR_SATURATED_CORES
+        ]
+
+    def run(self) -> None:
+        self.setup()
+        self.baseline()
+        self.push(1, self.args.push1_connections)
+        self.push(100, self.args.push_connections)
+        self.push(1000, self.args.push_connections)
+        self.pop_ack()
+        self.latency()
+        self.rss()
+
+
+def _cpu_text(cores: dict[str, float | None]) -> str:
+    return (
+        f"[cores busy: generator {cores.get('generator')}, server {cores.get('server')}, "
+        f"postgres {cores.get('postgres')}]"
+    )
+
+
+def _git_commit() -> str | None:
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+    return None
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}{unit}" if value >= 100 else f"{value:,.2f}{unit}"
+
+
+def _rows(out: dict[str, Any]) -> Iterator[str]:
+    base = out.get("baseline") or {}
+    push = out.get("push", {})
+    ratios = out.get("ratios", {})
+    pop = out.get("pop_ack") or {}
+    lat = out.get("latency") or {}
+    rss = out.get("rss_mb") or {}
+    yield "| figure | measured | target | C++ original |"
+    yield "|---|---|---|---|"
+    yield (
+        f"| raw INSERT baseline ({base.get('connections', 4)} conns, 1000-row batches) "
+        f"| {_fmt(base.get('rows_per_s'))} rows/s | — | — |"
+    )
+    originals = {"1": "≈1.1k msg/s", "100": "—", "1000": "≈9k msg/s (0.15x raw)"}
+    for size in ("1", "100", "1000"):
+        figures = push.get(size) or {}
+        ratio = ratios.get(f"push{size}_vs_baseline")
+        target = "≥ 0.30x baseline" if size == "1000" else "—"
+        yield (
+            f"| push, {size} msg/request ({figures.get('connections', '?')} conns) "
+            f"| {_fmt(figures.get('msg_per_s'))} msg/s ({_fmt(ratio)}x baseline) "
+            f"| {target} | {originals[size]} |"
+        )
+    yield (
+        f"| pop + batch ack, batch {pop.get('batch', 100)} ({pop.get('connections', '?')} "
+        f"consumers) | {_fmt(pop.get('msg_per_s'))} msg/s | ≥ 10,000 msg/s | ≈4k msg/s |"
+    )
+    yield (
+        f"| push→pop latency @ {_fmt(lat.get('rate'))} msg/s, 1 partition "
+        f"| p50 {_fmt(lat.get('p50_ms'))} ms, p99 {_fmt(lat.get('p99_ms'))} ms, "
+        f"lost {lat.get('lost', '—')}, duplicates {lat.get('duplicates', '—')} "
+        f"| p99 ≤ 25 ms, 0 lost | p99 ≈55 ms |"
+    )
+    yield (f"| RSS per worker (peak, end of load) | {_fmt(rss.get('max_hwm'))} MB | ≤ 100 MB | — |")
+
+
+def _cpu_rows(out: dict[str, Any]) -> Iterator[str]:
+    named: list[tuple[str, dict[str, Any] | None]] = [("baseline", out.get("baseline"))]
+    named += [(f"push@{k}", v) for k, v in out.get("push", {}).items()]
+    named += [("pop+ack", out.get("pop_ack")), ("latency", out.get("latency"))]
+    yield "| phase | generator | generator, busiest process | server | PostgreSQL |"
+    yield "|---|---|---|---|---|"
+    for name, figures in named:
+        if figures:
+            c = figures["cpu_cores"]
+            yield (
+                f"| {name} | {c.get('generator')} | {c.get('generator_max_per_process')} "
+                f"| {c.get('server')} | {c.get('postgres')} |"
+            )
+
+
+def results_section(out: dict[str, Any], command: str) -> str:
+    pg = out.get("postgres", {})
+    lines = [
+        f"## {out['started_at']} — commit {out.get('commit')}",
+        "",
+        f"- machine: nproc={out['nproc']} ({out['machine']}), Python {out['python']}, "
+        f"PostgreSQL {pg.get('version')} (fsync={pg.get('fsync')}, "
+        f"synchronous_commit={pg.get('synchronous_commit')}, "
+        f"shared_buffers={pg.get('shared_buffers')})",
+        f"- command: `{command}`",
+        f"- server: NUM_WORKERS={out['workers']}"
+        + (f", env {out['server_env']}" if out.get("server_env") else "")
+        + f"; generator processes per phase: {out['gen_procs']}; "
+        f"{out['duration_s']:g} s per throughput phase; payload {out['payload_bytes']} bytes",
+    ]
+    if out.get("error"):
+        lines.append(
+            f"- **INCOMPLETE**: phase `{out['error']['phase']}` failed: "
+            f"`{out['error']['message'][:300]}`"
+        )
+    lines += ["", *_rows(out), "", f"{ORIGINAL}.", ""]
+    lines += ["CPU cores busy during each phase's window:", "", *_cpu_rows(out), ""]
+    saturated = out.get("generator_saturated_in")
+    if saturated:
+        lines += [f"Generator saturated (≥ {GENERATOR_SATURATED_CORES} core) in: {saturated}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: dict[str, Any], path: Path, command: str) -> None:
+    header = "" if path.exists() else "# Benchmark results\n\nAppended by `--write-results`.\n\n"
+    with path.open("a") as handle:
+        handle.write(header + results_section(out, command) + "\n")
+    _say(f"appended a section to {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    bench = Bench(args)
+    code = 0
+    try:
+        bench.run()
+    except BenchError as error:
+        bench.out["error"] = {"phase": error.phase, "message": str(error)}
+        _say(f"phase {error.phase} FAILED:\n    {error}")
+        if bench.server is not None:
+            _say("server log tail:\n" + bench.server.log()[-2500:])
+        code = 1
+    except KeyboardInterrupt:
+        bench.out["error"] = {"phase": "interrupted", "message": "KeyboardInterrupt"}
+        code = 130
+    except Exception as error:
+        phase = "setup" if bench.server is None else "unexpected"
+        bench.out["error"] = {"phase": phase, "message": f"{type(error).__name__}: {error}"}
+        _say(f"FAILED ({phase}):\n" + "".join(traceback.format_exception(error)))
+        code = 2
+    finally:
+        bench.teardown(keep_log=code != 0)
+    bench.summarise()
+    print(json.dumps(bench.out, default=str), flush=True)
+    if args.write_results:
+        command = "python -m ops.bench.run " + " ".join(sys.argv[1:] if argv is None else argv)
+        write_results(bench.out, args.results_file, command.strip())
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
