@@ -64,6 +64,7 @@ class ConsumerGroups:
 
     def __init__(self, config: Config, nursery: trio.Nursery) -> None:
         self.config = config
+        self.parked = 0
         self.registry: ActorRegistry[GroupKey, GroupMessage] = ActorRegistry(
             "consumer-group", nursery, _consumer_group, idle_after_s=30.0, inbox_size=1024
         )
@@ -112,8 +113,12 @@ class ConsumerGroups:
                 remaining = deadline - trio.current_time()
                 if remaining <= 0 or stopping.is_set():
                     return None
-                with trio.move_on_after(min(remaining, self.backoff_s(empty_attempts))):
-                    await event.wait()
+                self.parked += 1
+                try:
+                    with trio.move_on_after(min(remaining, self.backoff_s(empty_attempts))):
+                        await event.wait()
+                finally:
+                    self.parked -= 1
                 if stopping.is_set():
                     return None
             finally:

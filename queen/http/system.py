@@ -88,6 +88,7 @@ async def metrics() -> Response:
             "external": 0,
             "arrayBuffers": 0,
         },
+        "longPolls": {"parked": svc.consumer_groups.parked},
         "cpu": {"user": int(usage.ru_utime * 1_000_000), "system": int(usage.ru_stime * 1_000_000)},
     }
     return json_response(body)

@@ -1,0 +1,255 @@
+"""Core messaging as a user sees it over HTTP: push, pop, ack, leases, retries, transactions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import trio
+
+from queen.storage.pgcluster import PgCluster
+from tests.integration.api import Api, unique
+from tests.support import ServerProcess, run_sql
+
+
+async def test_push_pop_ack_round_trip(server: ServerProcess) -> None:
+    queue = unique()
+    async with Api(server.url) as api:
+        pushed = await api.push(queue, [{"n": 1}, None, {}], transactionId=None)
+        assert [r["status"] for r in pushed] == ["queued"] * 3
+        assert [r["index"] for r in pushed] == [0, 1, 2]
+        ids = [r["message_id"] for r in pushed]
+        assert ids == sorted(ids), "message ids ascend in item order"
+        assert all(uuid.UUID(i).version == 7 for i in ids)
+
+        popped = await api.pop(queue, batch=10)
+        assert popped is not None
+        messages = popped["messages"]
+        assert [m["data"] for m in messages] == [{"n": 1}, None, {}]
+        first = messages[0]
+        assert first["partition"] == "Default" and first["queue"] == queue
+        assert first["leaseId"] == popped["leaseId"] and first["consumerGroup"] == "__QUEUE_MODE__"
+        assert first["createdAt"].endswith("Z") and len(first["createdAt"].split(".")[1]) == 7
+        assert popped["partitionsClaimed"] == 1
+
+        assert await api.pop(queue) is None, "a leased partition gives nothing to a second consumer"
+        results = await api.ack_batch(messages)
+        assert all(r["success"] and r["error"] is None for r in results)
+        assert results[-1]["leaseReleased"] is True
+        assert await api.pop(queue) is None, "everything acked: nothing left"
+
+
+async def test_fifo_within_a_partition_and_partitions_are_independent(
+    server: ServerProcess,
+) -> None:
+    queue = unique()
+    async with Api(server.url) as api:
+        for n in range(5):
+            await api.push(queue, [{"n": n}], partition="a")
+        await api.push(queue, [{"n": 100}], partition="b")
+        first = await api.pop(queue, batch=10)
+        second = await api.pop(queue, batch=10)
+        assert first is not None and second is not None
+        by_partition = {
+            p["partition"]: [m["data"]["n"] for m in p["messages"]] for p in (first, second)
+        }
+        assert by_partition == {"a": [0, 1, 2, 3, 4], "b": [100]}
+        assert await api.pop(queue) is None, "both partitions are leased"
+        partition_pop = await api.pop(queue, partition="a")
+        assert partition_pop is None, "the partition route respects the lease too"
+
+
+async def test_duplicate_transaction_ids_are_stored_once(server: ServerProcess) -> None:
+    queue = unique()
+    async with Api(server.url) as api:
+        first = await api.push(queue, [{"v": 1}, {"v": 2}], transactionId="same")
+        assert [r["status"] for r in first] == ["queued", "duplicate"]
+        assert first[1]["message_id"] == first[0]["message_id"]
+
+        results: list[list[dict[str, Any]]] = []
+
+        async def push_once() -> None:
+            results.append(await api.push(queue, [{"v": 3}], transactionId="race"))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(push_once)
+        statuses = sorted(r[0]["status"] for r in results)
+        assert statuses == ["duplicate"] * 7 + ["queued"]
+        assert len({r[0]["message_id"] for r in results}) == 1
+        other = await api.push(queue, [{"v": 4}], partition="elsewhere", transactionId="same")
+        assert other[0]["status"] == "queued", "dedup is per partition"
+
+
+async def test_failed_ack_redelivers_then_dead_letters(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    queue = unique()
+    async with Api(server.url) as api:
+        status, _ = await api.request(
+            "POST", "/api/v1/configure", json={"queue": queue, "options": {"retryLimit": 2}}
+        )
+        assert status == 200
+        await api.push(queue, [{"job": 1}])
+        for attempt in range(3):
+            popped = await api.pop(queue)
+            assert popped is not None, f"delivery {attempt + 1} of 3"
+            result = await api.ack(popped["messages"][0], "failed", error="boom")
+            assert result["success"] is True
+            assert result["dlq"] is (attempt == 2)
+        assert await api.pop(queue) is None, "dead-lettered message is not delivered again"
+    rows = run_sql(
+        pg_cluster,
+        "SELECT d.error_message, d.retry_count FROM queen.dead_letter_queue d "
+        "JOIN queen.partitions p ON p.id = d.partition_id JOIN queen.queues q "
+        "ON q.id = p.queue_id WHERE q.name = $1",
+        queue,
+        database=database,
+    )
+    assert [(r["error_message"], r["retry_count"]) for r in rows] == [("boom", 2)]
+
+
+async def test_expired_lease_makes_messages_deliverable_again(server: ServerProcess) -> None:
+    queue = unique()
+    async with Api(server.url) as api:
+        await api.request(
+            "POST", "/api/v1/configure", json={"queue": queue, "options": {"leaseTime": 1}}
+        )
+        await api.push(queue, [{"x": 1}])
+        first = await api.pop(queue)
+        assert first is not None
+        with trio.fail_after(10):
+            while (again := await api.pop(queue, wait=True, timeout=5000)) is None:
+                pass
+        assert again["messages"][0]["id"] == first["messages"][0]["id"]
+        assert again["leaseId"] != first["leaseId"]
+        late = await api.ack(first["messages"][0])
+        assert late["success"] is False and late["error"] == "Invalid or expired lease"
+        assert (await api.ack(again["messages"][0]))["success"] is True
+
+
+async def test_lease_extension_without_a_body(server: ServerProcess) -> None:
+    queue = unique()
+    async with Api(server.url) as api:
+        await api.push(queue, [{"x": 1}])
+        popped = await api.pop(queue)
+        assert popped is not None
+        status, body = await api.request("POST", f"/api/v1/lease/{popped['leaseId']}/extend")
+        assert status == 200 and body["success"] is True and body["error"] is None
+        assert body["newExpiresAt"].endswith("Z") and body["leaseId"] == popped["leaseId"]
+        status, body = await api.request("POST", f"/api/v1/lease/{uuid.uuid4()}/extend", json={})
+        assert status == 200 and body["success"] is False and body["error"] == "Lease not found"
+
+
+async def test_auto_ack_completes_on_delivery(server: ServerProcess) -> None:
+    queue = unique()
+    async with Api(server.url) as api:
+        await api.push(queue, [{"x": 1}, {"x": 2}])
+        popped = await api.pop(queue, batch=10, autoAck=True)
+        assert popped is not None and popped["leaseId"] == ""
+        assert all(m["leaseId"] == "" for m in popped["messages"])
+        assert await api.pop(queue) is None
+
+
+async def test_consumer_groups_each_see_every_message(server: ServerProcess) -> None:
+    queue = unique()
+    async with Api(server.url) as api:
+        await api.push(queue, [{"n": n} for n in range(3)])
+        for group in ("billing", "audit", None):
+            params: dict[str, Any] = {"batch": 10}
+            if group:
+                params["consumerGroup"] = group
+            popped = await api.pop(queue, **params)
+            assert popped is not None and len(popped["messages"]) == 3, group
+            await api.ack_batch(popped["messages"], group=group)
+        await api.push(queue, [{"n": 3}])
+        fresh = await api.pop(queue, consumerGroup="latecomer", subscriptionMode="new")
+        assert fresh is None, "a new group in `new` mode skips history"
+        await api.push(queue, [{"n": 4}])
+        later = await api.pop(queue, consumerGroup="latecomer", subscriptionMode="new")
+        assert later is not None and [m["data"]["n"] for m in later["messages"]] == [4]
+
+
+async def test_transaction_is_all_or_nothing(server: ServerProcess) -> None:
+    source, target = unique("src"), unique("dst")
+    async with Api(server.url) as api:
+        await api.push(source, [{"step": 1}])
+        popped = await api.pop(source)
+        assert popped is not None
+        message = popped["messages"][0]
+        failing = {
+            "operations": [
+                {"type": "push", "items": [{"queue": target, "payload": {"step": 2}}]},
+                {
+                    "type": "ack",
+                    "transactionId": "no-such-message",
+                    "partitionId": message["partitionId"],
+                },
+            ]
+        }
+        status, body = await api.request("POST", "/api/v1/transaction", json=failing)
+        assert status == 200 and body["success"] is False
+        assert "Message not found" in body["error"]
+        assert await api.pop(target) is None, "the push of a failed transaction is not kept"
+
+        ok = {
+            "operations": [
+                {
+                    "type": "ack",
+                    "transactionId": message["transactionId"],
+                    "partitionId": message["partitionId"],
+                    "status": "completed",
+                },
+                {"type": "push", "items": [{"queue": target, "payload": {"step": 2}}]},
+            ]
+        }
+        status, body = await api.request("POST", "/api/v1/transaction", json=ok)
+        assert status == 200 and body["success"] is True, body
+        assert [r["type"] for r in body["results"]] == ["ack", "push"]
+        assert await api.pop(source) is None
+        moved = await api.pop(target)
+        assert moved is not None and moved["messages"][0]["data"] == {"step": 2}
+
+
+async def test_configure_echoes_options_and_queue_resources(server: ServerProcess) -> None:
+    queue = f"{unique('billing')}.invoice"
+    options = {
+        "leaseTime": 30,
+        "retryLimit": 5,
+        "retryDelay": 10,
+        "priority": 3,
+        "maxSize": 0,
+        "ttl": 60,
+        "deadLetterQueue": True,
+        "dlqAfterMaxRetries": True,
+        "delayedProcessing": 0,
+        "windowBuffer": 0,
+        "retentionSeconds": 10,
+        "completedRetentionSeconds": 5,
+        "retentionEnabled": True,
+        "encryptionEnabled": False,
+        "maxWaitTimeSeconds": 0,
+    }
+    async with Api(server.url) as api:
+        status, body = await api.request(
+            "POST",
+            "/api/v1/configure",
+            json={"queue": queue, "namespace": "billing", "task": "invoice", "options": options},
+        )
+        assert status == 200 and body["configured"] is True
+        assert body["options"] == options
+        await api.push(queue, [{"x": 1}], partition="p1")
+        status, listing = await api.request("GET", "/api/v1/resources/queues")
+        assert status == 200
+        mine = [q for q in listing["queues"] if q["name"] == queue]
+        assert mine and mine[0]["messages"]["total"] == 1 and mine[0]["partitions"] == 2
+        status, detail = await api.request("GET", f"/api/v1/resources/queues/{queue}")
+        assert status == 200 and [p["name"] for p in detail["partitions"]] == ["Default", "p1"]
+        status, by_task = await api.request(
+            "GET", "/api/v1/pop", params={"task": "invoice", "namespace": "billing"}
+        )
+        assert status == 200 and by_task["queue"] == queue
+        status, deleted = await api.request("DELETE", f"/api/v1/resources/queues/{queue}")
+        assert status == 200 and deleted == {"deleted": True, "queue": queue, "existed": True}
+        status, _ = await api.request("GET", f"/api/v1/resources/queues/{queue}")
+        assert status == 404
