@@ -98,6 +98,12 @@ async def test_failed_ack_redelivers_then_dead_letters(
             assert result["success"] is True
             assert result["dlq"] is (attempt == 2)
         assert await api.pop(queue) is None, "dead-lettered message is not delivered again"
+        status, dlq = await api.request("GET", "/api/v1/dlq", params={"queue": queue})
+        assert status == 200 and dlq["total"] == 1
+        dead = dlq["messages"][0]
+        assert (dead["errorMessage"], dead["retryCount"], dead["data"]) == ("boom", 2, {"job": 1})
+        status, _ = await api.request("GET", "/api/v1/dlq", params={"limit": "0"})
+        assert status == 400
     rows = run_sql(
         pg_cluster,
         "SELECT d.error_message, d.retry_count FROM queen.dead_letter_queue d "
