@@ -347,7 +347,8 @@ BEGIN
             END IF;
         END LOOP;
 
-        IF v_first IS NULL AND v_queue IS NOT NULL THEN
+        IF v_first IS NULL AND v_queue IS NOT NULL
+           AND EXISTS (SELECT 1 FROM queen.queues WHERE name = v_queue) THEN
             INSERT INTO queen.consumer_watermarks AS w (queue_name, consumer_group, last_empty_scan_at, updated_at)
             VALUES (v_queue, v_group, v_now, v_now)
             ON CONFLICT (queue_name, consumer_group) DO UPDATE
