@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import trio
 import trio_asyncio
@@ -24,6 +25,7 @@ from queen.actors.slots import ConnectParams, connect
 from queen.actors.supervisor import backoff_delays
 from queen.config import Config, ConfigError
 from queen.storage import migrations
+from queen.storage.file_buffer import BufferLocked, lock_directory
 from queen.storage.pgcluster import ClusterError, PgCluster, find_bindir
 from queen.worker import run_worker
 
@@ -31,6 +33,7 @@ log = logging.getLogger("queen")
 
 EXIT_CONFIG = 2
 WORKER_STOP_TIMEOUT_S = 15.0
+HEALTHY_RUN_S = 60.0
 MIGRATION_RETRY_S = 2.0
 
 
@@ -72,14 +75,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return trio.run(_migrate_once, config)
         return trio.run(_serve, config)
-    except ClusterError as error:
-        log.error("embedded PostgreSQL: %s", error)
-        return 1
-    except migrations.MigrationError as error:
-        log.error("migration refused: %s", error)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as error:
+        # Nurseries wrap what they raise in exception groups; an operator error must still end
+        # as one log line, not as a group traceback.
+        cause = _sole_cause(error)
+        if isinstance(cause, ClusterError):
+            log.error("embedded PostgreSQL: %s", cause)
+            return 1
+        if isinstance(cause, migrations.MigrationError):
+            log.error("migration refused: %s", cause)
+            return 1
+        if isinstance(cause, BufferLocked):
+            log.error("%s", cause)
+            return 1
+        if isinstance(cause, KeyboardInterrupt):
+            return 130
+        raise
+
+
+def _sole_cause(error: BaseException) -> BaseException:
+    """The one exception inside (possibly nested) groups of one, else the error itself."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 async def _start_embedded(config: Config, stack: AsyncExitStack) -> Config:
@@ -87,8 +105,10 @@ async def _start_embedded(config: Config, stack: AsyncExitStack) -> Config:
         return config
     cluster = PgCluster(data_dir=config.data_path, bindir=find_bindir(config.pg_bindir))
     log.info("starting embedded PostgreSQL", extra={"data_dir": str(cluster.data_dir)})
-    await trio.to_thread.run_sync(cluster.start)
+    # Registered before starting: a Ctrl-C that lands while the start-up thread runs is raised
+    # after it returns, and the postmaster it started must still be stopped.
     stack.push_async_callback(trio.to_thread.run_sync, cluster.stop)
+    await trio.to_thread.run_sync(cluster.start)
     parts = cluster.dsn_parts()
     return config.with_database(
         str(parts["host"]),
@@ -120,17 +140,24 @@ async def _migrate_once(config: Config) -> int:
     return 0
 
 
-async def _migrate_until_done(config: Config, task_status: trio.TaskStatus[None]) -> None:
+async def _migrate_until_done(
+    config: Config, fatal: trio.Event, task_status: trio.TaskStatus[None]
+) -> None:
     """Apply migrations before workers start; if PostgreSQL is down, keep trying in the background
-    (workers then answer 503) rather than refuse to start."""
+    (workers then answer 503) rather than refuse to start. A refused migration found before the
+    workers start is raised; found later, it stops the running server through `fatal`."""
     attempt = 0
     delay = backoff_delays(0.5, 10.0)
     started = False
     while True:
         try:
             await _apply_migrations(config)
-        except migrations.MigrationError:
-            raise
+        except migrations.MigrationError as error:
+            if not started:
+                raise
+            log.error("migration refused: %s", error)
+            fatal.set()
+            return
         except Exception as error:
             log.warning("schema not applied yet: database unreachable", extra={"error": str(error)})
             if not started:
@@ -165,7 +192,11 @@ def _worker_env(config: Config) -> dict[str, str]:
 async def _run_worker_process(
     config: Config, index: int, stop: trio.Event, fatal: trio.Event
 ) -> None:
-    """Keep worker `index` running until `stop`; restart it (with backoff) when it dies."""
+    """Keep worker `index` running until `stop`; restart it (with backoff) when it dies.
+
+    A worker that served for HEALTHY_RUN_S before dying starts the backoff afresh. Cancellation
+    (a second signal, a fatal error) kills the process: no worker may outlive its parent's task.
+    """
     delay = backoff_delays(0.5, 30.0)
     crashes = 0
     argv = [
@@ -179,38 +210,65 @@ async def _run_worker_process(
         str(os.getpid()),
     ]
     while not stop.is_set():
+        started_at = trio.current_time()
         process = await trio.lowlevel.open_process(
             argv, env=_worker_env(config), start_new_session=True
         )
-        async with trio.open_nursery() as nursery:
+        try:
+            async with trio.open_nursery() as nursery:
 
-            async def forward_stop(proc: trio.Process = process) -> None:
-                await stop.wait()
-                proc.send_signal(signal.SIGTERM)
-                with trio.move_on_after(WORKER_STOP_TIMEOUT_S):
-                    await proc.wait()
-                    return
-                log.warning("worker did not stop in time; killing it", extra={"worker_id": index})
-                proc.kill()
+                async def forward_stop(proc: trio.Process = process) -> None:
+                    await stop.wait()
+                    proc.send_signal(signal.SIGTERM)
+                    with trio.move_on_after(WORKER_STOP_TIMEOUT_S):
+                        await proc.wait()
+                        return
+                    log.warning(
+                        "worker did not stop in time; killing it", extra={"worker_id": index}
+                    )
+                    proc.kill()
 
-            nursery.start_soon(forward_stop)
-            code = await process.wait()
-            nursery.cancel_scope.cancel()
+                nursery.start_soon(forward_stop)
+                code = await process.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
         if stop.is_set():
             return
         if code == EXIT_CONFIG:
             log.error("worker rejected the configuration; stopping", extra={"worker_id": index})
             fatal.set()
             return
+        if trio.current_time() - started_at >= HEALTHY_RUN_S:
+            crashes = 0
         log.error(
             "worker exited; restarting",
             extra={"worker_id": index, "exit_code": code, "restart_in_s": delay(crashes)},
         )
-        await trio.sleep(delay(crashes))
+        with trio.move_on_after(delay(crashes)):
+            await stop.wait()
         crashes += 1
 
 
+def _lock_buffer_root(config: Config) -> None:
+    """Refuse to share FILE_BUFFER_DIR with a live instance; an unusable directory only costs the
+    disk fallback (logged), never the server."""
+    try:
+        lock_directory(Path(config.file_buffer_dir))
+    except BufferLocked:
+        raise
+    except OSError as error:
+        log.error(
+            "file buffer directory unusable; pushes cannot fail over to disk",
+            extra={"dir": config.file_buffer_dir, "error": str(error)},
+        )
+
+
 async def _serve(config: Config) -> int:
+    _lock_buffer_root(config)
     log.info(
         "queen starting",
         extra={"version": __version__, "port": config.port, "workers": config.num_workers},
@@ -219,7 +277,7 @@ async def _serve(config: Config) -> int:
         config = await _start_embedded(config, stack)
         stop, fatal = trio.Event(), trio.Event()
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-            await nursery.start(_migrate_until_done, config)
+            await nursery.start(_migrate_until_done, config, fatal)
 
             async def watch_signals() -> None:
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

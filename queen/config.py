@@ -9,6 +9,7 @@ The table in docs/configuration.md is generated from the field metadata below.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +43,10 @@ def _parse_int(raw: str) -> int:
 
 
 def _parse_float(raw: str) -> float:
-    return float(raw.strip())
+    value = float(raw.strip())
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
@@ -154,6 +158,15 @@ class Config:
     file_buffer_dir: str = _env(
         "FILE_BUFFER_DIR", "/var/lib/queen/buffers", "disk failover buffer directory"
     )
+    file_buffer_flush_ms: int = _env(
+        "FILE_BUFFER_FLUSH_MS", 100, "disk buffer replay cadence (ms)", min=1
+    )
+    file_buffer_max_batch: int = _env(
+        "FILE_BUFFER_MAX_BATCH", 100, "buffered records replayed per transaction", min=1
+    )
+    file_buffer_events_per_file: int = _env(
+        "FILE_BUFFER_EVENTS_PER_FILE", 10000, "records per buffer file before rotation", min=1
+    )
     # Hot-path batching per operation type
     push_max_concurrent: int = _env(
         "QUEEN_PUSH_MAX_CONCURRENT", 24, "push database calls in flight per worker", min=1
@@ -175,10 +188,9 @@ class Config:
             if raw.strip() == "":
                 continue
             values[spec.name] = _parse_field(spec, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
         for name, value in overrides.items():
             if value is not None:
-                _check_limits(_field(name), value)
+                values[name] = _check_limits(_field(name), value)
         return cls(**values)
 
     @property
@@ -214,21 +226,25 @@ def _parse_field(spec: dataclasses.Field[Any], raw: str) -> Any:
     except ValueError:
         kind = {"int": "an integer", "float": "a number", "bool": "true or false"}[type_name]
         raise ConfigError(f"{env_name}={raw!r} is not {kind}") from None
-    _check_limits(spec, value)
-    return value
+    return _check_limits(spec, value)
 
 
-def _check_limits(spec: dataclasses.Field[Any], value: Any) -> None:
+def _check_limits(spec: dataclasses.Field[Any], value: Any) -> Any:
+    """Validate `value` and return it in canonical form: choices are matched case-insensitively
+    and stored lower-case, so `LOG_FORMAT=JSON` means json everywhere, not only where compared."""
     env_name = spec.metadata["env"]
     choices = spec.metadata.get("choices")
-    if choices is not None and str(value).lower() not in choices:
-        allowed = ", ".join(choice or "''" for choice in choices)
-        raise ConfigError(f"{env_name}={value!r} must be one of: {allowed}")
+    if choices is not None:
+        if str(value).lower() not in choices:
+            allowed = ", ".join(choice or "''" for choice in choices)
+            raise ConfigError(f"{env_name}={value!r} must be one of: {allowed}")
+        return str(value).lower()
     low, high = spec.metadata.get("min"), spec.metadata.get("max")
     if low is not None and value < low:
         raise ConfigError(f"{env_name}={value!r} must be at least {low}")
     if high is not None and value > high:
         raise ConfigError(f"{env_name}={value!r} must be at most {high}")
+    return value
 
 
 def documentation_table() -> str:

@@ -9,14 +9,18 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from queen.actors.batcher import Batcher
 from queen.actors.consumer_groups import ConsumerGroups
+from queen.actors.file_buffer import FileBuffer, worker_orphans
 from queen.actors.slots import SlotPool
+from queen.actors.system_flags import SystemFlags
 from queen.config import Config
+from queen.storage.file_buffer import worker_directory
 
 log = logging.getLogger("queen.services")
 
@@ -59,6 +63,8 @@ class Services:
     nursery: trio.Nursery
     consumer_groups: ConsumerGroups
     batcher: Batcher = field(init=False)
+    flags: SystemFlags = field(init=False)
+    file_buffer: FileBuffer = field(init=False)
     shutting_down: trio.Event = field(default_factory=trio.Event)
     started_at: float = field(default_factory=time.monotonic)
     counters: Counters = field(default_factory=Counters)
@@ -72,6 +78,14 @@ class Services:
             on_transaction=self._transacted,
             on_pop_undelivered=self._pop_undelivered,
         )
+        self.file_buffer = FileBuffer(
+            self.config,
+            worker_directory(Path(self.config.file_buffer_dir), self.worker_id),
+            self.batcher.push.submit,
+            maintenance_on=lambda: self.flags.maintenance,
+            orphans=worker_orphans(self.config, self.worker_id),
+        )
+        self.flags = SystemFlags(self.admin, on_maintenance_off=self.file_buffer.wake)
 
     def _pushed(self, _items: Sequence[Any], results: list[Any]) -> None:
         queued = 0

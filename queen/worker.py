@@ -109,6 +109,8 @@ async def run_worker(config: Config, worker_id: int, parent_pid: int | None = No
         await root.start(services.admin.run)
         await root.start(services.hot.run)
         await root.start(services.batcher.run)
+        await root.start(services.flags.run)
+        await root.start(services.file_buffer.run)
         root.start_soon(_sample_counters, services)
 
         async def shutdown_trigger() -> None:

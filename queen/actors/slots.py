@@ -42,6 +42,20 @@ class DatabaseError(Exception):
         self.sqlstate = sqlstate
 
 
+# SQLSTATEs that mean "PostgreSQL cannot take work now", not "this request is wrong": statement or
+# lock timeout, read-only standby, shutdown, too many connections, connection failures.
+_AVAILABILITY_STATES = ("57014", "55P03", "25006", "57P01", "57P02", "57P03", "53300", "08")
+
+
+def is_availability_error(error: BaseException) -> bool:
+    """True when retrying later (or buffering to disk) is the right answer to `error`."""
+    if isinstance(error, DatabaseUnavailable):
+        return True
+    if isinstance(error, DatabaseError) and error.sqlstate:
+        return error.sqlstate.startswith(_AVAILABILITY_STATES)
+    return type(error).__name__ == "ActorGone"
+
+
 @dataclass(frozen=True)
 class DbCall:
     sql: str
@@ -114,7 +128,11 @@ async def connect(params: ConnectParams) -> asyncpg.Connection:
         server_settings=dict(params.server_settings),
         statement_cache_size=256,
     )
-    await _init_connection(conn)
+    try:
+        await _init_connection(conn)
+    except BaseException:
+        conn.terminate()
+        raise
     return conn
 
 
@@ -165,7 +183,11 @@ class ConnectionSlot:
         task_status.started()
         try:
             async for job in self.jobs:
-                await self._serve(job)
+                try:
+                    await self._serve(job)
+                except BaseException:
+                    job.reply.abandon()  # cancelled mid-call: the asker gets ActorGone
+                    raise
         finally:
             self.health.slots.pop(self.index, None)
             conn, self._conn = self._conn, None
@@ -215,15 +237,33 @@ class ConnectionSlot:
             else:
                 job.reply.fail(DatabaseError(str(error), getattr(error, "sqlstate", None)))
             return
+        except asyncpg.InterfaceError as error:
+            if not conn.is_closed():
+                # Refused on our side (bad argument, wrong argument count): the connection is
+                # fine and a retry would fail the same way, so this is not "unavailable".
+                job.reply.fail(DatabaseError(str(error)))
+                return
+            self._mark_lost(error)
+            job.reply.fail(DatabaseUnavailable(str(error)))
+            return
         except _CONNECTION_LOST as error:
             self._mark_lost(error)
             job.reply.fail(DatabaseUnavailable(str(error) or type(error).__name__))
             return
-        except trio.Cancelled:
-            job.reply.abandon()
-            raise
+        except Exception as error:
+            # Nothing says what state the connection is in: replace it, and let the asker's
+            # error table turn this into a 500 with an id in the log.
+            self._discard()
+            job.reply.fail(error)
+            return
         self.health.calls += 1
         job.reply.send(result)
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        self.health.slots[self.index] = False
+        if conn is not None:
+            conn.terminate()
 
 
 class SlotPool:
@@ -252,6 +292,7 @@ class SlotPool:
             await Supervisor(f"{self.name}-pool", children).run(task_status=task_status)
         finally:
             self._send.close()
+            _abandon_queued(self._receive)
 
     async def call(
         self, sql: str, *args: Any, kind: CallKind = "fetch", timeout_s: float | None = None
@@ -259,3 +300,12 @@ class SlotPool:
         reply: Reply[Any] = Reply()
         await deliver(self._send, DbCall(sql, args, reply, kind, timeout_s))
         return await reply.wait()
+
+
+def _abandon_queued(jobs: trio.MemoryReceiveChannel[DbCall]) -> None:
+    """Calls still queued when the pool stops are answered with ActorGone, never left waiting."""
+    while True:
+        try:
+            jobs.receive_nowait().reply.abandon()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return

@@ -9,6 +9,7 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
+from queen.actors import ingest
 from queen.actors.consumer_groups import GroupKey
 from queen.actors.slots import DatabaseError, DatabaseUnavailable
 from queen.errors import BadRequest
@@ -34,22 +35,8 @@ async def push() -> Response:
     items = validate.push_items(await json_body())
     if not items:
         return json_response([], 201)
-    results = await services().batcher.push.submit(items)
-    return json_response([_push_result(index, result) for index, result in enumerate(results)], 201)
-
-
-def _push_result(index: int, result: dict[str, Any]) -> dict[str, Any]:
-    shaped = {
-        "index": index,
-        "transaction_id": result["transaction_id"],
-        "status": result["status"],
-        "message_id": result["message_id"],
-        "queueName": result["queueName"],
-    }
-    if result["status"] == "queued":
-        shaped["partition_id"] = result["partition_id"]
-        shaped["trace_id"] = result["trace_id"]
-    return shaped
+    status, results = await ingest.push(services(), items)
+    return json_response(results, status)
 
 
 @blueprint.get("/pop/queue/<queue>")
@@ -78,6 +65,8 @@ async def pop_namespace_task() -> Response:
 async def _pop(scope: dict[str, Any], wake_scope: tuple[str, str, str]) -> Response:
     svc = services()
     params = validate.pop_params(request.args, svc.config)
+    if svc.flags.pop_maintenance:
+        return no_content()
 
     async def attempt() -> dict[str, Any]:
         try:

@@ -3,6 +3,7 @@ other requests, 503 within ~2 s when PostgreSQL is gone), `/metrics` reports rea
 
 from __future__ import annotations
 
+import logging
 import resource
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from queen.actors.slots import DatabaseError, DatabaseUnavailable
 from queen.http.context import services
 from queen.http.responses import json_response
 
+log = logging.getLogger("queen.http")
 blueprint = Blueprint("system", __name__)
 
 HEALTH_PROBE_TIMEOUT_S = 2.0
@@ -23,12 +25,17 @@ SERVER_NAME = "queen (python)"
 
 
 async def _database_answers() -> bool:
+    """Whatever stops `SELECT 1` from answering means the database is not usable: the probe
+    reports it as unhealthy (503) rather than failing as a 500 of its own."""
     with trio.move_on_after(HEALTH_PROBE_TIMEOUT_S + 0.5):
         try:
             value = await services().admin.call(
                 "SELECT 1", kind="fetchval", timeout_s=HEALTH_PROBE_TIMEOUT_S
             )
         except (DatabaseUnavailable, DatabaseError, ActorGone, TimeoutError):
+            return False
+        except Exception as error:
+            log.warning("health probe failed", exc_info=error)
             return False
         return bool(value == 1)
     return False
@@ -51,6 +58,7 @@ async def health() -> Response:
             "pop_maintenance_mode": False,
         },
         "queen": {"worker_id": svc.worker_id, "status": "active"},
+        "fileBuffer": _buffer_state(),
     }
     return json_response(body, 200 if healthy else 503)
 
@@ -89,9 +97,20 @@ async def metrics() -> Response:
             "arrayBuffers": 0,
         },
         "longPolls": {"parked": svc.consumer_groups.parked},
+        "fileBuffer": _buffer_state(),
         "cpu": {"user": int(usage.ru_utime * 1_000_000), "system": int(usage.ru_stime * 1_000_000)},
     }
     return json_response(body)
+
+
+def _buffer_state() -> dict[str, Any]:
+    buffer = services().file_buffer
+    return {
+        "available": buffer.available,
+        "pending": buffer.pending,
+        "failed": buffer.directory.failed,
+        "dbHealthy": buffer.db_healthy,
+    }
 
 
 def _rss_bytes() -> int:

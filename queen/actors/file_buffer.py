@@ -1,0 +1,279 @@
+"""The file-buffer actor: appends pushes that PostgreSQL cannot take right now to disk, and replays
+them through the normal push path once it can.
+
+Appends are group-committed: every request waiting when a write starts shares one write and one
+fdatasync, and each gets its answer only after that fsync. The drain loop finalizes an idle active
+file, replays finalized files oldest first in chunks of FILE_BUFFER_MAX_BATCH (order kept within a
+partition), deduplicated by transactionId, so a crash during replay never doubles a message. A file
+that fails for lack of a database moves to `failed/` and comes back for another try; a record
+PostgreSQL rejects outright (it never will accept it) is quarantined so it cannot block the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from queen.actors.mailbox import Reply, deliver
+from queen.actors.slots import DatabaseError, is_availability_error
+from queen.config import Config
+from queen.ids import uuid7_str
+from queen.storage.file_buffer import BufferDirectory, orphan_directories, read_records
+
+log = logging.getLogger("queen.file_buffer")
+
+PushItems = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+KNOWN_DOWN_S = 1.0
+MAX_FILES_PER_CYCLE = 10
+
+
+@dataclass(frozen=True)
+class Append:
+    records: list[dict[str, Any]]
+    reply: Reply[None]
+
+
+class FileBuffer:
+    def __init__(
+        self,
+        config: Config,
+        directory: Path,
+        push: PushItems,
+        maintenance_on: Callable[[], bool],
+        orphans: list[Path] | None = None,
+    ) -> None:
+        self.config = config
+        self.directory = BufferDirectory(directory, config.file_buffer_events_per_file)
+        self.orphans = [
+            BufferDirectory(p, config.file_buffer_events_per_file) for p in orphans or []
+        ]
+        self.push = push
+        self.maintenance_on = maintenance_on
+        self.available = False
+        self.db_healthy = True
+        self.replayed_total = 0
+        self._unavailable_at: float | None = None
+        self._last_write = 0.0
+        self._disk = trio.Lock()
+        self._wake = trio.Event()
+        self._send, self._receive = trio.open_memory_channel[Append](4096)
+
+    # Called from the push path ------------------------------------------------------------------
+    async def append(self, records: list[dict[str, Any]]) -> None:
+        """Return once the records are fsynced; raise OSError if they could not be written."""
+        if not self.available:
+            raise OSError("File buffer unavailable")
+        reply: Reply[None] = Reply()
+        await deliver(self._send, Append(records, reply))
+        await reply.wait()
+
+    def database_known_down(self) -> bool:
+        """A push failed for lack of a database within the last second and none succeeded since."""
+        return self._unavailable_at is not None and (
+            trio.current_time() - self._unavailable_at < KNOWN_DOWN_S
+        )
+
+    def note_database(self, available: bool) -> None:
+        self._unavailable_at = None if available else trio.current_time()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return self.directory.pending + sum(o.pending for o in self.orphans)
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.directory.stats()
+        stats["pendingCount"] = self.pending
+        stats["dbHealthy"] = self.db_healthy
+        return stats
+
+    # The actor ----------------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await trio.to_thread.run_sync(self.directory.open)
+            for orphan in self.orphans:
+                await trio.to_thread.run_sync(orphan.open)
+        except OSError as error:
+            log.error(
+                "file buffer unavailable; pushes cannot fail over to disk",
+                extra={"dir": str(self.directory.path), "error": str(error)},
+            )
+            task_status.started()
+            return
+        self.available = True
+        if self.pending:
+            log.info(
+                "buffered pushes from an earlier run will be replayed",
+                extra={"pending": self.pending},
+            )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._drain_loop)
+                task_status.started()
+        finally:
+            self.available = False
+            with trio.CancelScope(shield=True):
+                async with self._disk:
+                    await trio.to_thread.run_sync(self.directory.close)
+                    for orphan in self.orphans:
+                        await trio.to_thread.run_sync(orphan.close)
+
+    async def _write_loop(self) -> None:
+        async for first in self._receive:
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            records = [record for append in batch for record in append.records]
+            try:
+                async with self._disk:
+                    await trio.to_thread.run_sync(self.directory.append, records)
+            except (OSError, ValueError) as error:
+                log.error("buffer write failed", extra={"error": str(error)})
+                for append in batch:
+                    append.reply.fail(OSError(f"File buffer write failed: {error}"))
+                continue
+            self._last_write = trio.current_time()
+            for append in batch:
+                append.reply.send(None)
+
+    async def _drain_loop(self) -> None:
+        flush_s = self.config.file_buffer_flush_ms / 1000
+        cycles = 0
+        while True:
+            with trio.move_on_after(flush_s):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            cycles += 1
+            if self.maintenance_on():
+                continue
+            async with self._disk:
+                idle = trio.current_time() - self._last_write > 2 * flush_s
+                if self.directory.has_active and idle:
+                    await trio.to_thread.run_sync(self.directory.finalize_active)
+                if cycles * flush_s >= 1.0:
+                    cycles = 0
+                    for directory in (self.directory, *self.orphans):
+                        await trio.to_thread.run_sync(directory.retry_failed, self.db_healthy)
+            for directory in (self.directory, *self.orphans):
+                files = await trio.to_thread.run_sync(directory.replayable_files)
+                for path in files[: MAX_FILES_PER_CYCLE if self.db_healthy else 1]:
+                    if not await self._replay(directory, path):
+                        break
+
+    async def _replay(self, directory: BufferDirectory, path: Path) -> bool:
+        """Replay one file; False when the database failed us (the file went to failed/)."""
+        records = await trio.to_thread.run_sync(lambda: list(read_records(path)))
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for record in records:
+            item = _push_item(record)
+            if item is not None:
+                groups.setdefault((item["queue"], item["partition"]), []).append(item)
+        chunk_size = self.config.file_buffer_max_batch
+        for items in groups.values():
+            for start in range(0, len(items), chunk_size):
+                chunk = items[start : start + chunk_size]
+                try:
+                    await self.push(chunk)
+                except DatabaseError as error:
+                    if is_availability_error(error):
+                        return await self._replay_failed(directory, path, len(records), error)
+                    await self._push_one_by_one(directory, chunk)
+                except Exception as error:
+                    return await self._replay_failed(directory, path, len(records), error)
+        async with self._disk:
+            await trio.to_thread.run_sync(directory.replayed, path, len(records))
+        self.db_healthy = True
+        self.replayed_total += len(records)
+        if records:
+            log.info("replayed buffered pushes", extra={"file": path.name, "records": len(records)})
+        return True
+
+    async def _replay_failed(
+        self, directory: BufferDirectory, path: Path, records: int, error: Exception
+    ) -> bool:
+        if self.db_healthy:
+            log.warning(
+                "buffer replay paused: database unavailable",
+                extra={"file": path.name, "error": str(error)},
+            )
+        self.db_healthy = False
+        async with self._disk:
+            await trio.to_thread.run_sync(directory.move_to_failed, path, records)
+        return False
+
+    async def _push_one_by_one(
+        self, directory: BufferDirectory, chunk: list[dict[str, Any]]
+    ) -> None:
+        """PostgreSQL rejected a chunk's content: store what it accepts, quarantine the rest."""
+        rejected = []
+        for item in chunk:
+            try:
+                await self.push([item])
+            except DatabaseError as error:
+                if is_availability_error(error):
+                    raise
+                rejected.append(item)
+        if rejected:
+            target = await trio.to_thread.run_sync(directory.quarantine, rejected)
+            log.error(
+                "quarantined buffered records PostgreSQL rejects",
+                extra={"records": len(rejected), "file": str(target)},
+            )
+
+
+def buffer_record(item: dict[str, Any]) -> dict[str, Any]:
+    """The on-disk form of a validated push item (the original's field names)."""
+    record: dict[str, Any] = {
+        "queue": item["queue"],
+        "partition": item["partition"],
+        "payload": item["payload"],
+        "transactionId": item["transactionId"],
+        "failover": True,
+    }
+    if item.get("traceId"):
+        record["traceId"] = item["traceId"]
+    if item.get("producerSub"):
+        record["producerSub"] = item["producerSub"]
+    return record
+
+
+def _push_item(record: dict[str, Any]) -> dict[str, Any] | None:
+    queue = record.get("queue")
+    transaction_id = record.get("transactionId")
+    if (
+        not isinstance(queue, str)
+        or not queue
+        or not isinstance(transaction_id, str)
+        or not transaction_id
+    ):
+        log.warning("skipping a buffered record without queue or transactionId")
+        return None
+    partition = record.get("partition")
+    return {
+        "queue": queue,
+        "partition": partition if isinstance(partition, str) and partition else "Default",
+        "payload": record.get("payload"),
+        "transactionId": transaction_id,
+        "traceId": record.get("traceId") or None,
+        "producerSub": record.get("producerSub") or None,
+        "messageId": uuid7_str(),
+    }
+
+
+def worker_orphans(config: Config, worker_id: int) -> list[Path]:
+    return (
+        orphan_directories(Path(config.file_buffer_dir), config.num_workers)
+        if worker_id == 0
+        else []
+    )
