@@ -70,6 +70,18 @@ class CpuSnapshot:
         return sum(t - earlier.times[pid] for pid, t in self.times.items() if pid in earlier.times)
 
 
+def machine_cpu() -> dict[str, float]:
+    """Machine-wide busy and steal seconds: catches CPU spent outside the watched processes
+    (kernel networking on loopback, other tenants of a virtual machine)."""
+    fields = [int(v) for v in (_PROC / "stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+    return {
+        "busy": (user + nice + system + irq + softirq + steal) / _CLK_TCK,
+        "steal": steal / _CLK_TCK,
+        "idle": (idle + iowait) / _CLK_TCK,
+    }
+
+
 def family(pid: int | None) -> list[int]:
     """A process and its direct children (postmaster + backends, `queen serve` + workers)."""
     if pid is None:

@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from ops.bench import procs
+from ops.bench import procs, profile
 from ops.bench.phases import PhaseSpec, Window, child_main
 from ops.bench.workload import PAYLOAD_BYTES
 from queen.storage.pgcluster import PgCluster, find_bindir
@@ -64,6 +64,22 @@ ORIGINAL = (
 )
 
 
+PHASES = ("baseline", "push1", "push100", "push1000", "pop", "latency")
+PROFILE_MAX_S = 120.0
+PG_TOP_STATEMENTS = 8
+PROFILE_NEEDLES = [
+    "(hypercorn/",
+    "(h11/",
+    "(quart/",
+    "(quart_trio/",
+    "(queen/http/",
+    "(queen/actors/",
+    "(asyncpg/",
+    "(trio_asyncio/",
+    "(logging/",
+]
+
+
 class BenchError(Exception):
     """A phase could not be measured; `phase` names it for the JSON line."""
 
@@ -76,7 +92,7 @@ class BenchError(Exception):
 class PhaseOutcome:
     results: list[dict[str, Any]]
     window: Window
-    cpu_cores: dict[str, float | None] = field(default_factory=dict)
+    cpu_cores: dict[str, Any] = field(default_factory=dict)
 
 
 def _say(text: str) -> None:
@@ -111,6 +127,21 @@ def _parser() -> argparse.ArgumentParser:
     add("--warmup", type=float, help="seconds of uncounted traffic before each window")
     add("--pg-setting", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
     add("--server-env", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
+    add(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
+    )
+    add(
+        "--pg-statements",
+        action="store_true",
+        help="load pg_stat_statements and report the top statements of each phase",
+    )
+    add("--profile-dir", type=Path, help="record py-spy profiles of the workers per phase here")
+    add(
+        "--ref",
+        help="measure this commit (git archive into a temp dir) instead of the working tree",
+    )
     add("--write-results", action="store_true", help=f"append a section to {RESULTS_FILE.name}")
     add("--results-file", type=Path, default=RESULTS_FILE)
     return parser
@@ -129,7 +160,7 @@ class Bench:
         self.out: dict[str, Any] = {
             "bench": "queen",
             "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "commit": _git_commit(),
+            "commit": _git("rev-parse", "--short", args.ref) if args.ref else _git_commit(),
             "nproc": os.cpu_count(),
             "machine": platform.machine(),
             "python": platform.python_version(),
@@ -141,18 +172,44 @@ class Bench:
             "error": None,
         }
         self.root: Path | None = None
+        self.snapshot: Path | None = None
         self.cluster: PgCluster | None = None
         self.server: ServerProcess | None = None
         self.queen_db = ""
         self.raw_db = ""
         self.rss_samples: dict[str, list[dict[str, Any]]] = {}
+        self.profiles: dict[str, Any] = {}
+        self.pg_top: dict[str, Any] = {}
+        self.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+        unknown = sorted(set(self.phases) - set(PHASES))
+        if unknown:
+            raise SystemExit(f"unknown phase(s) {unknown}; choose from {','.join(PHASES)}")
 
     # -- set-up and tear-down ---------------------------------------------------------------
 
+    def background_load(self, seconds: float = 2.0) -> None:
+        """Other work on the machine (another test suite, a build) skews every figure here; measure
+        it up front so a reader can discount a run made on a busy machine."""
+        before = procs.machine_cpu()
+        time.sleep(seconds)
+        after = procs.machine_cpu()
+        busy = round((after["busy"] - before["busy"]) / seconds, 2)
+        self.out["background_cores_before"] = busy
+        if busy > 0.2:
+            _say(f"warning: the machine was already {busy} cores busy before the benchmark")
+
     def setup(self) -> None:
+        self.background_load()
         self.root = Path(tempfile.mkdtemp(prefix="queen-bench-"))
         os.chmod(self.root, 0o711)
-        settings = {"max_connections": "400", **dict(self.args.pg_setting)}
+        if self.args.ref:
+            self.snapshot = _export(self.args.ref, self.root / "src")
+            _say(f"measuring commit {self.out['commit']} exported to {self.snapshot}")
+        settings = {"max_connections": "400"}
+        if self.args.pg_statements:
+            settings["shared_preload_libraries"] = "pg_stat_statements"
+            settings["pg_stat_statements.track"] = "all"
+        settings.update(dict(self.args.pg_setting))
         self.cluster = PgCluster(
             data_dir=self.root / "pg",
             bindir=find_bindir(os.environ.get("QUEEN_PG_BINDIR")),
@@ -170,6 +227,8 @@ class Bench:
         self.out["postgres"] = dict(row)
         self.queen_db = create_database(self.cluster, "queen_bench")
         self.raw_db = create_database(self.cluster, "bench_raw")
+        if self.args.pg_statements:
+            run_sql(self.cluster, "CREATE EXTENSION pg_stat_statements", database=self.queen_db)
         env = server_env(
             self.cluster,
             self.queen_db,
@@ -179,7 +238,8 @@ class Bench:
         )
         self.server = ServerProcess(env=env)
         _say(f"starting queen serve, NUM_WORKERS={self.args.workers}")
-        self.server.start(timeout_s=90.0)
+        with _working_directory(self.snapshot):
+            self.server.start(timeout_s=90.0)
         self.out["server_env"] = dict(self.args.server_env)
 
     def teardown(self, keep_log: bool) -> None:
@@ -221,6 +281,21 @@ class Bench:
             "postgres": procs.CpuSnapshot.of(procs.family(self.cluster.pid)),
         }
 
+    def _per_worker(
+        self, before: dict[str, procs.CpuSnapshot], after: dict[str, procs.CpuSnapshot], wall: float
+    ) -> list[float]:
+        """Workers share the port through SO_REUSEPORT, which spreads connections, not requests:
+        one worker at ~1 core while the other idles means the kernel's split, not the code, is
+        the limit."""
+        assert self.server is not None and self.server.process is not None
+        serve = self.server.process.pid
+        old, new = before["server"].times, after["server"].times
+        return [
+            round((new[pid] - old[pid]) / wall, 2)
+            for pid in sorted(new)
+            if pid != serve and pid in old
+        ]
+
     def run_phase(
         self, name: str, specs: list[PhaseSpec], warmup_s: float, duration_s: float, grace_s: float
     ) -> PhaseOutcome:
@@ -239,12 +314,15 @@ class Bench:
                 if not conn.poll(HANDSHAKE_TIMEOUT_S):
                     raise BenchError(name, "a generator process did not start")
                 conn.recv()
+            self._reset_statements()
             start_at = time.monotonic() + warmup_s
             window = Window(start_at, start_at + duration_s)
             for _, conn in running:
                 conn.send(window)
             time.sleep(max(0.0, start_at - time.monotonic()))
             cpu_before, wall_before = self._cpu(), time.monotonic()
+            machine_before = machine_after = procs.machine_cpu()
+            recordings = self._start_profile(name, duration_s)
             results: dict[Connection, dict[str, Any]] = {}
             pending = [conn for _, conn in running]
             cpu_after: dict[str, procs.CpuSnapshot] | None = None
@@ -253,6 +331,7 @@ class Bench:
             while pending and time.monotonic() < deadline:
                 if cpu_after is None and time.monotonic() >= window.end_at:
                     cpu_after, wall_after = self._cpu(), time.monotonic()
+                    machine_after = procs.machine_cpu()
                 until = window.end_at if cpu_after is None else deadline
                 for conn in wait(pending, timeout=max(0.0, until - time.monotonic())):
                     try:
@@ -267,14 +346,23 @@ class Bench:
                 raise BenchError(name, f"no result within {duration_s + grace_s:.0f}s")
             if cpu_after is None:
                 cpu_after, wall_after = self._cpu(), time.monotonic()
+                machine_after = procs.machine_cpu()
+            self._finish_profile(name, recordings)
+            self._top_statements(name)
             wall = max(wall_after - wall_before, 1e-9)
-            cores: dict[str, float | None] = {
+            cores: dict[str, Any] = {
                 key: round(cpu_after[key].since(cpu_before[key]) / wall, 2) for key in cpu_after
             }
+            cores["server_per_worker"] = self._per_worker(cpu_before, cpu_after, wall)
+            for key in ("busy", "steal"):
+                spent = machine_after[key] - machine_before[key]
+                cores[f"machine_{key}"] = round(spent / wall, 2)
             ordered = [results[conn] for _, conn in running]
             gen = [r["cpu_s"] / r["cpu_wall_s"] for r in ordered if r.get("cpu_wall_s")]
             cores["generator"] = round(sum(gen), 2) if gen else None
             cores["generator_max_per_process"] = round(max(gen), 2) if gen else None
+            ours = sum(cores.get(k) or 0.0 for k in ("server", "postgres", "generator"))
+            cores["other"] = round(max(0.0, cores["machine_busy"] - ours), 2)
             return PhaseOutcome(ordered, window, cores)
         finally:
             for process, conn in running:
@@ -282,6 +370,58 @@ class Bench:
                     process.terminate()
                 process.join(5)
                 conn.close()
+
+    def _reset_statements(self) -> None:
+        if self.args.pg_statements and self.cluster is not None:
+            run_sql(self.cluster, "SELECT pg_stat_statements_reset()", database=self.queen_db)
+
+    def _top_statements(self, name: str) -> None:
+        """PostgreSQL's side of the profile: which statements (nested ones inside the queen.*
+        functions included) took the database time of this phase."""
+        if not self.args.pg_statements or self.cluster is None:
+            return
+        rows = run_sql(
+            self.cluster,
+            "SELECT calls, round(total_exec_time::numeric, 1) AS total_ms, "
+            "round(mean_exec_time::numeric, 3) AS mean_ms, rows, toplevel, "
+            "left(regexp_replace(query, '\\s+', ' ', 'g'), 140) AS query "
+            "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database()) ORDER BY total_exec_time DESC LIMIT $1",
+            PG_TOP_STATEMENTS,
+            database=self.queen_db,
+        )
+        top = [{k: (float(v) if k.endswith("_ms") else v) for k, v in r.items()} for r in rows]
+        self.pg_top[name] = top
+        _say(f"{name}: top PostgreSQL statements by total time (nested included):")
+        for row in top[:5]:
+            _say(
+                f"    {row['total_ms']:>10,.0f} ms total, {row['calls']:>7} calls, "
+                f"{row['mean_ms']:8.2f} ms mean  {row['query'][:90]}"
+            )
+
+    def _start_profile(self, name: str, duration_s: float) -> list[profile.Recording]:
+        if self.args.profile_dir is None or duration_s > PROFILE_MAX_S:
+            return []
+        assert self.server is not None and self.server.process is not None
+        workers = procs.children(self.server.process.pid)
+        return profile.start(self.args.profile_dir, name, workers, duration_s)
+
+    def _finish_profile(self, name: str, recordings: list[profile.Recording]) -> None:
+        if not recordings:
+            return
+        paths = profile.finish(recordings)
+        top = profile.top_frames(paths)
+        packages = profile.self_by_package(paths)
+        through = profile.inclusive(paths, PROFILE_NEEDLES)
+        self.profiles[name] = {
+            "files": [str(p) for p in paths],
+            "self_by_package_pct": packages,
+            "top_self_frames_pct": top,
+            "inclusive_pct": through,
+        }
+        _say(f"{name} profile, self time by package (% of worker samples):")
+        _say("    " + ", ".join(f"{package} {pct}" for package, pct in packages))
+        _say("  inclusive: " + ", ".join(f"{k.strip('(/')} {v}" for k, v in through.items()))
 
     def _throughput(
         self, name: str, spec: PhaseSpec, connections: int, warmup_s: float, duration_s: float
@@ -303,13 +443,10 @@ class Bench:
             "generator_saturated": (outcome.cpu_cores.get("generator_max_per_process") or 0)
             >= GENERATOR_SATURATED_CORES,
         }
-        extras = {
-            k: v
-            for r in outcome.results
-            for k, v in r.items()
-            if k not in ("count", "requests", "last_done", "cpu_s", "cpu_wall_s")
-        }
-        figures.update(extras)
+        for result in outcome.results:
+            for key, value in result.items():
+                if key not in ("count", "requests", "last_done", "cpu_s", "cpu_wall_s"):
+                    figures[key] = _add(figures.get(key), value)
         self._sample_rss(name)
         return figures
 
@@ -405,9 +542,7 @@ class Bench:
         figures["batch"] = self.args.pop_batch
         figures["prefilled"] = requests * 1000
         figures["prefill_msg_per_s"] = filled["per_s"]
-        figures["drained"] = bool(
-            figures.get("empty_pops", {}).get("consumers that found the queue drained")
-        )
+        figures["drained"] = figures.pop("acked_total") >= requests * 1000
         self.out["pop_ack"] = figures
         drained = " (queue drained before the window ended)" if figures["drained"] else ""
         _say(
@@ -505,38 +640,99 @@ class Bench:
 
     def run(self) -> None:
         self.setup()
-        self.baseline()
-        self.push(1, self.args.push1_connections)
-        self.push(100, self.args.push_connections)
-        self.push(1000, self.args.push_connections)
-        self.pop_ack()
-        self.latency()
+        steps = {
+            "baseline": self.baseline,
+            "push1": lambda: self.push(1, self.args.push1_connections),
+            "push100": lambda: self.push(100, self.args.push_connections),
+            "push1000": lambda: self.push(1000, self.args.push_connections),
+            "pop": self.pop_ack,
+            "latency": self.latency,
+        }
+        for name in PHASES:
+            if name in self.phases:
+                steps[name]()
         self.rss()
+        if self.profiles:
+            self.out["profiles"] = self.profiles
+        if self.pg_top:
+            self.out["pg_top_statements"] = self.pg_top
 
 
-def _cpu_text(cores: dict[str, float | None]) -> str:
+def _add(total: Any, value: Any) -> Any:
+    """Sums what generator processes of one phase report (counts, or dicts of counts)."""
+    if total is None:
+        return value
+    if value is None:
+        return total
+    if isinstance(value, dict):
+        return {k: _add(total.get(k), value.get(k)) for k in {**total, **value}}
+    return total + value
+
+
+def _cpu_text(cores: dict[str, Any]) -> str:
     return (
-        f"[cores busy: generator {cores.get('generator')}, server {cores.get('server')}, "
-        f"postgres {cores.get('postgres')}]"
+        f"[cores busy: generator {cores.get('generator')}, server {cores.get('server')} "
+        f"(workers {cores.get('server_per_worker')}), postgres {cores.get('postgres')}, "
+        f"machine {cores.get('machine_busy')} of {os.cpu_count()}, of which not ours "
+        f"{cores.get('other')}]"
     )
 
 
 def _git_commit() -> str | None:
+    """The commit, marked `+dirty` when the server code differs from it: the benchmark measures
+    the working tree, and a shared tree often holds someone's uncommitted work."""
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        out = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--", "queen", "sql")
+        return head + ("+dirty" if dirty else "")
     return None
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path | None) -> Iterator[None]:
+    """`python -m queen` imports from its working directory first, so starting the server inside
+    an exported snapshot runs that snapshot's code (workers inherit the directory)."""
+    if path is None:
+        yield
+        return
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _export(ref: str, target: Path) -> Path:
+    """A clean copy of `ref`, so a shared working tree with half-done edits cannot break the
+    measurement. The editable install maps `queen.sql` to the live `sql/` directory; a `queen/sql`
+    link inside the copy wins over that mapping, so migrations come from the snapshot too."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    link = target / "queen" / "sql"
+    if not link.exists() and (target / "sql").is_dir():
+        link.symlink_to(target / "sql", target_is_directory=True)
+    return target
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return "—"
     return f"{value:,.0f}{unit}" if value >= 100 else f"{value:,.2f}{unit}"
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}x"
 
 
 def _rows(out: dict[str, Any]) -> Iterator[str]:
@@ -559,7 +755,7 @@ def _rows(out: dict[str, Any]) -> Iterator[str]:
         target = "≥ 0.30x baseline" if size == "1000" else "—"
         yield (
             f"| push, {size} msg/request ({figures.get('connections', '?')} conns) "
-            f"| {_fmt(figures.get('msg_per_s'))} msg/s ({_fmt(ratio)}x baseline) "
+            f"| {_fmt(figures.get('msg_per_s'))} msg/s ({_ratio(ratio)} baseline) "
             f"| {target} | {originals[size]} |"
         )
     yield (
@@ -579,14 +775,19 @@ def _cpu_rows(out: dict[str, Any]) -> Iterator[str]:
     named: list[tuple[str, dict[str, Any] | None]] = [("baseline", out.get("baseline"))]
     named += [(f"push@{k}", v) for k, v in out.get("push", {}).items()]
     named += [("pop+ack", out.get("pop_ack")), ("latency", out.get("latency"))]
-    yield "| phase | generator | generator, busiest process | server | PostgreSQL |"
-    yield "|---|---|---|---|---|"
+    yield (
+        "| phase | generator (busiest process) | server (per worker) | PostgreSQL "
+        "| whole machine (steal) | not ours |"
+    )
+    yield "|---|---|---|---|---|---|"
     for name, figures in named:
         if figures:
             c = figures["cpu_cores"]
+            workers = " / ".join(str(w) for w in c.get("server_per_worker", []))
             yield (
-                f"| {name} | {c.get('generator')} | {c.get('generator_max_per_process')} "
-                f"| {c.get('server')} | {c.get('postgres')} |"
+                f"| {name} | {c.get('generator')} ({c.get('generator_max_per_process')}) "
+                f"| {c.get('server')} ({workers}) | {c.get('postgres')} "
+                f"| {c.get('machine_busy')} ({c.get('machine_steal')}) | {c.get('other')} |"
             )
 
 
@@ -605,6 +806,10 @@ def results_section(out: dict[str, Any], command: str) -> str:
         + f"; generator processes per phase: {out['gen_procs']}; "
         f"{out['duration_s']:g} s per throughput phase; payload {out['payload_bytes']} bytes",
     ]
+    lines.append(
+        f"- other load on the machine just before the start: {out.get('background_cores_before')} "
+        "cores (the `not ours` column below is other processes' CPU during each phase)"
+    )
     if out.get("error"):
         lines.append(
             f"- **INCOMPLETE**: phase `{out['error']['phase']}` failed: "

@@ -1,0 +1,122 @@
+"""Optional py-spy sampling of the server workers during a phase (`--profile-dir`): CPU figures
+say the server is busy, a profile says on what. py-spy is not a dependency; install it into the
+venv (`pip install py-spy`) to use this."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLE_RATE_HZ = 200
+TOP_FRAMES = 12
+
+
+@dataclass
+class Recording:
+    process: subprocess.Popen[bytes]
+    output: Path
+
+
+def py_spy() -> str | None:
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.is_file() else shutil.which("py-spy")
+
+
+def start(directory: Path, phase: str, pids: list[int], seconds: float) -> list[Recording]:
+    """One py-spy per worker; `--nonblocking` so sampling never pauses the server it measures."""
+    binary = py_spy()
+    if binary is None:
+        raise RuntimeError("--profile-dir needs py-spy: .venv/bin/pip install py-spy")
+    directory.mkdir(parents=True, exist_ok=True)
+    recordings = []
+    for pid in pids:
+        output = directory / f"{phase.replace('@', '')}-{pid}.collapsed.txt"
+        argv = [
+            binary,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, round(seconds))),
+            "--rate",
+            str(SAMPLE_RATE_HZ),
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            str(output),
+        ]
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        recordings.append(Recording(process, output))
+    return recordings
+
+
+def finish(recordings: list[Recording], timeout_s: float = 30.0) -> list[Path]:
+    done = []
+    for recording in recordings:
+        try:
+            recording.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            recording.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                recording.process.wait(5)
+        if recording.output.is_file():
+            done.append(recording.output)
+    return done
+
+
+def top_frames(paths: list[Path], limit: int = TOP_FRAMES) -> list[tuple[str, float]]:
+    """Leaf frames by share of samples across the given collapsed-stack files (self time)."""
+    leaves: Counter[str] = Counter()
+    for path in paths:
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if stack and count.isdigit():
+                leaves[stack.rsplit(";", 1)[-1]] += int(count)
+    total = sum(leaves.values()) or 1
+    return [(frame, round(100 * n / total, 1)) for frame, n in leaves.most_common(limit)]
+
+
+def self_by_package(paths: list[Path], limit: int = TOP_FRAMES) -> list[tuple[str, float]]:
+    """Self time grouped by the top-level package of the leaf frame's file: the quickest answer
+    to "HTTP stack, event loops, driver or our own code?"."""
+    packages: Counter[str] = Counter()
+    for path in paths:
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if stack and count.isdigit():
+                packages[_package(stack.rsplit(";", 1)[-1])] += int(count)
+    total = sum(packages.values()) or 1
+    return [(name, round(100 * n / total, 1)) for name, n in packages.most_common(limit)]
+
+
+def _package(frame: str) -> str:
+    location = frame.rpartition(" (")[2].rstrip(")")
+    file = location.rsplit(":", 1)[0]
+    head, _, rest = file.partition("/")
+    if not rest:
+        return f"stdlib {head}"
+    if head == "queen":
+        return "queen/" + rest.split("/", 1)[0]
+    return head
+
+
+def inclusive(paths: list[Path], needles: list[str]) -> dict[str, float]:
+    """Share of samples whose stack passes through a frame containing each needle."""
+    hits: Counter[str] = Counter()
+    total = 0
+    for path in paths:
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not (stack and count.isdigit()):
+                continue
+            total += int(count)
+            for needle in needles:
+                if needle in stack:
+                    hits[needle] += int(count)
+    return {needle: round(100 * hits[needle] / (total or 1), 1) for needle in needles}
