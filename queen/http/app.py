@@ -18,7 +18,16 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from queen.actors.mailbox import ActorGone
 from queen.actors.slots import DatabaseError, DatabaseUnavailable
 from queen.errors import QueenError
-from queen.http import dead_letters, maintenance, messaging, resources, system
+from queen.http import (
+    dead_letters,
+    maintenance,
+    messages,
+    messaging,
+    overview,
+    resources,
+    system,
+    traces,
+)
 from queen.http.context import EXTENSION_KEY
 from queen.http.responses import CORS_HEADERS, error_response
 from queen.services import Services
@@ -34,7 +43,16 @@ def create_app(services: Services) -> QuartTrio:
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.extensions[EXTENSION_KEY] = services
     app.url_map.strict_slashes = False
-    for module in (system, messaging, resources, dead_letters, maintenance):
+    for module in (
+        system,
+        messaging,
+        resources,
+        dead_letters,
+        maintenance,
+        messages,
+        traces,
+        overview,
+    ):
         app.register_blueprint(module.blueprint)
     _install_error_table(app)
     _install_cross_cutting(app, services)
