@@ -243,6 +243,14 @@ BEGIN
     ) m;
 
     IF v_count = 0 THEN
+        -- Everything up to last_seq is committed; if no row is left after the cursor, the rest
+        -- was deleted (retention, eviction, admin): step over the gap so this partition stops
+        -- looking pending. Delayed messages still exist and keep the cursor where it is.
+        IF v_p.last_seq > v_cursor AND NOT EXISTS (
+            SELECT 1 FROM queen.messages m WHERE m.partition_id = p_partition_id AND m.seq > v_cursor)
+        THEN
+            UPDATE queen.partition_consumers SET last_consumed_seq = v_p.last_seq WHERE id = v_pc.id;
+        END IF;
         RETURN jsonb_build_object('messages', v_messages, 'count', 0, 'partition', v_p.name,
                                   'queue', v_q.name);
     END IF;
@@ -336,7 +344,8 @@ BEGIN
             v_claim := queen.claim_partition(v_candidate.id, v_group, v_lease, v_remaining,
                                              v_lease_seconds, v_auto_ack, v_sub_mode, v_sub_from,
                                              true, true);
-            CONTINUE WHEN v_claim IS NULL;
+            -- A claim that yields nothing (delayed messages, a gap) does not use up `partitions`.
+            CONTINUE WHEN v_claim IS NULL OR (v_claim->>'count')::integer = 0;
             v_claimed := v_claimed + 1;
             IF (v_claim->>'count')::integer > 0 THEN
                 v_messages := v_messages || (v_claim->'messages');
