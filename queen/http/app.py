@@ -19,6 +19,7 @@ from queen.actors.mailbox import ActorGone
 from queen.actors.slots import DatabaseError, DatabaseUnavailable
 from queen.errors import QueenError
 from queen.http import (
+    consumer_groups,
     dead_letters,
     maintenance,
     messages,
@@ -49,6 +50,7 @@ def create_app(services: Services) -> QuartTrio:
         resources,
         dead_letters,
         maintenance,
+        consumer_groups,
         messages,
         traces,
         overview,
