@@ -147,7 +147,9 @@ async def _migrate_until_done(
     (workers then answer 503) rather than refuse to start. A refused migration found before the
     workers start is raised; found later, it stops the running server through `fatal`."""
     attempt = 0
-    delay = backoff_delays(0.5, 10.0)
+    # Capped like the slots' reconnect: once PostgreSQL is back, /health turns 200 within ~2 s,
+    # and the schema must not lag far behind it.
+    delay = backoff_delays(0.25, MIGRATION_RETRY_S)
     started = False
     while True:
         try:

@@ -5,7 +5,13 @@ from collections.abc import Iterator
 import pytest
 
 from queen.storage.pgcluster import PgCluster
-from tests.support import ServerProcess, create_database, server_env, start_test_cluster
+from tests.support import (
+    ServerProcess,
+    create_database,
+    remove_test_cluster,
+    server_env,
+    start_test_cluster,
+)
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +20,17 @@ def pg_cluster() -> Iterator[PgCluster]:
     try:
         yield cluster
     finally:
-        cluster.stop()
+        remove_test_cluster(cluster)
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[PgCluster]:
+    """A cluster of the test's own, for tests that stop or break PostgreSQL (about 1 s to start)."""
+    cluster = start_test_cluster()
+    try:
+        yield cluster
+    finally:
+        remove_test_cluster(cluster)
 
 
 @pytest.fixture(scope="module")

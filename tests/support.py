@@ -7,14 +7,18 @@ starts it, against a real cluster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,12 @@ def start_test_cluster(bindir: str | None = None) -> PgCluster:
     )
     cluster.start()
     return cluster
+
+
+def remove_test_cluster(cluster: PgCluster) -> None:
+    """Stop a cluster made by start_test_cluster and delete its directory."""
+    cluster.stop()
+    shutil.rmtree(cluster.data_dir.parent, ignore_errors=True)
 
 
 def run_sql(cluster: PgCluster, sql: str, *args: Any, database: str | None = None) -> Any:
@@ -127,15 +137,43 @@ class ServerProcess:
         assert self.process is not None
         self.process.send_signal(signum)
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def worker_pids(self) -> dict[int, int]:
+        """Worker index -> pid, read from the process table (workers run `queen worker`)."""
+        workers: dict[int, int] = {}
+        for info in self.scan_workers(self.pid):
+            argv = info.cmdline.split("\0")
+            workers[int(argv[argv.index("--index") + 1])] = info.pid
+        return workers
+
+    @staticmethod
+    def scan_workers(server_pid: int) -> list[ProcessInfo]:
+        """Live `queen worker` processes started by `server_pid`, even after it is gone."""
+        found = []
+        for info in processes_matching("--parent"):
+            argv = info.cmdline.split("\0")
+            if argv[argv.index("--parent") + 1 :][:1] == [str(server_pid)] and "--index" in argv:
+                found.append(info)
+        return found
+
     def stop(self, timeout_s: float = 20.0) -> int | None:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return None if process is None else process.returncode
+        tree = descendants(process.pid)
         process.send_signal(signal.SIGTERM)
         try:
             return process.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            # Workers and PostgreSQL run in sessions of their own: kill the tree, not a group.
+            for info in [*tree, *descendants(process.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(info.pid, signal.SIGKILL)
+            process.kill()
             process.wait()
             raise
 
@@ -151,3 +189,164 @@ def server_env(cluster: PgCluster, database: str, **extra: str) -> dict[str, str
         "FILE_BUFFER_DIR": tempfile.mkdtemp(prefix="queen-buf-"),
         **extra,
     }
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """One /proc entry; `started` (clock ticks since boot) tells a reused pid from the original."""
+
+    pid: int
+    ppid: int
+    state: str
+    started: int
+    cmdline: str  # arguments joined by NUL, as in /proc/<pid>/cmdline
+
+
+def _read_process(pid: int) -> ProcessInfo | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return ProcessInfo(
+        pid=pid,
+        ppid=int(fields[1]),
+        state=fields[0],
+        started=int(fields[19]),
+        cmdline=cmdline.rstrip(b"\0").decode(errors="replace"),
+    )
+
+
+def processes() -> list[ProcessInfo]:
+    """Every live process; zombies are left out, an orphan's corpse holds and serves nothing."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = _read_process(int(entry))
+            if info is not None and info.state != "Z":
+                found.append(info)
+    return found
+
+
+def processes_matching(text: str) -> list[ProcessInfo]:
+    return [info for info in processes() if text in info.cmdline]
+
+
+def descendants(root_pid: int) -> list[ProcessInfo]:
+    """The live processes below `root_pid` (children, their children, ...)."""
+    children: dict[int, list[ProcessInfo]] = {}
+    for info in processes():
+        children.setdefault(info.ppid, []).append(info)
+    found: list[ProcessInfo] = []
+    stack = [root_pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child.pid)
+    return found
+
+
+def alive(pid: int) -> bool:
+    info = _read_process(pid)
+    return info is not None and info.state != "Z"
+
+
+def still_running(snapshot: Iterable[ProcessInfo]) -> list[ProcessInfo]:
+    """Those of `snapshot` that are still alive (same pid *and* same start time)."""
+    alive = []
+    for info in snapshot:
+        now = _read_process(info.pid)
+        if now is not None and now.started == info.started and now.state != "Z":
+            alive.append(now)
+    return alive
+
+
+class PausableProxy:
+    """A TCP relay to PostgreSQL that a test can pause, to keep database calls in flight for as
+    long as it needs without touching the server itself.
+
+    While paused, bytes are read but held; `stalled(marker)` counts the client connections whose
+    start-up packet contains `marker` (e.g. an application_name) and that hold unsent bytes.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._links: list[_Link] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    def stalled(self, marker: bytes) -> int:
+        with self._lock:
+            return sum(1 for link in self._links if marker in link.startup and link.held > 0)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        self._flowing.set()
+        with self._lock:
+            for link in self._links:
+                link.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            link = _Link(client, upstream)
+            with self._lock:
+                self._links.append(link)
+            for source, sink, record in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(
+                    target=self._pump, args=(link, source, sink, record), daemon=True
+                ).start()
+
+    def _pump(self, link: _Link, source: socket.socket, sink: socket.socket, record: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if record and not link.startup:
+                    link.startup = data
+                if not self._flowing.is_set():
+                    with self._lock:
+                        link.held += len(data)
+                    self._flowing.wait()
+                    with self._lock:
+                        link.held -= len(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        link.close()
+
+
+@dataclass(eq=False)
+class _Link:
+    client: socket.socket
+    upstream: socket.socket
+    startup: bytes = b""
+    held: int = 0
+
+    def close(self) -> None:
+        for sock in (self.client, self.upstream):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

@@ -46,6 +46,12 @@ class Reply(Generic[T]):
             self._send.close()
         return True
 
+    @property
+    def settled(self) -> bool:
+        """Nothing more can pass: answered, abandoned, or the asker stopped waiting."""
+        stats = self._send.statistics()
+        return stats.open_send_channels == 0 or stats.open_receive_channels == 0
+
     def abandon(self) -> None:
         """Drop the reply without answering; the asker sees ActorGone."""
         self._send.close()

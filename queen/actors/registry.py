@@ -5,17 +5,21 @@ no tasks and no memory.
 Retirement cannot lose a message: an actor retires only when its inbox is empty, and it removes
 itself from the registry and closes its inbox without yielding to trio in between. A sender that
 finds the inbox closed (the actor crashed) gets a fresh actor for the key.
+
+An actor that crashes (or is cancelled) owes answers: to the requests still in its inbox and to the
+ones it had taken but not answered. Both are abandoned, so their askers get ActorGone instead of
+waiting forever.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
-from queen.actors.mailbox import ActorGone
+from queen.actors.mailbox import ActorGone, Reply
 
 log = logging.getLogger("queen.registry")
 
@@ -34,19 +38,34 @@ class KeyedInbox(Generic[K, M]):
         self.registry = registry
         self.key = key
         self._receive = receive
+        self._owed: list[Reply[Any]] = []
 
     async def next(self, idle_s: float | None = None) -> M | None:
         """The next message, or None once the actor has been idle long enough to retire.
 
         None means the actor is already out of the registry: finish what it holds, then return.
         """
+        self._owed = [reply for reply in self._owed if not reply.settled]
         limit = self.registry.idle_after_s if idle_s is None else idle_s
         with trio.move_on_after(limit):
-            return await self._receive.receive()
-        if self._receive.statistics().current_buffer_used:
-            return self._receive.receive_nowait()
+            return self._taken(await self._receive.receive())
+        try:  # a message that arrived as the idle timer fired is still served
+            return self._taken(self._receive.receive_nowait())
+        except trio.WouldBlock:
+            pass
         self.registry._retire(self.key, self)
         return None
+
+    def _taken(self, message: M) -> M:
+        reply = getattr(message, "reply", None)
+        if isinstance(reply, Reply):
+            self._owed.append(reply)
+        return message
+
+    def _abandon_owed(self) -> None:
+        owed, self._owed = self._owed, []
+        for reply in owed:
+            reply.abandon()
 
     def pending(self) -> int:
         return self._receive.statistics().current_buffer_used
@@ -118,8 +137,10 @@ class ActorRegistry(Generic[K, M]):
         entry: tuple[trio.MemorySendChannel[M], KeyedInbox[K, M]],
         receive: trio.MemoryReceiveChannel[M],
     ) -> None:
+        finished = False
         try:
             await self._body(entry[1])
+            finished = True
         except Exception:
             log.exception(
                 "keyed actor crashed; the next message for its key starts a new one",
@@ -129,6 +150,10 @@ class ActorRegistry(Generic[K, M]):
             if self._actors.get(key) is entry:
                 del self._actors[key]
             entry[0].close()
+            if not finished:
+                # Replies it handed on to another actor may still be answered there; after a
+                # crash nothing says they will be, and an asker must never wait forever.
+                entry[1]._abandon_owed()
             _abandon_replies(receive)
             receive.close()
 

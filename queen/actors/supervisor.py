@@ -52,7 +52,8 @@ async def supervise(
                     first_start = False
                     task_status.started()
             return
-        except Exception as error:
+        except Exception as raised:
+            error = _sole_error(raised)
             now = trio.current_time()
             crashes.append(now)
             while crashes and now - crashes[0] > child.window_s:
@@ -82,6 +83,13 @@ class Supervisor:
             for child in self.children:
                 await nursery.start(supervise, child)
             task_status.started()
+
+
+def _sole_error(error: Exception) -> Exception:
+    """The child's own exception, not the one-element group its nursery wrapped it in."""
+    while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def backoff_delays(initial_s: float, maximum_s: float) -> Callable[[int], float]:

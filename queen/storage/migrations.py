@@ -26,6 +26,15 @@ class MigrationError(RuntimeError):
     """The database holds a schema this code cannot safely migrate."""
 
 
+# Failures that say nothing about the migration itself: the caller may retry once the server is
+# back. Any other PostgreSQL error while applying a file will recur on every retry, so it is
+# reported as a MigrationError instead of being retried forever as "unreachable".
+_SERVER_GONE = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -81,15 +90,22 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
                         "was applied; add a new migration instead of editing a released one"
                     )
                 continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO queen.schema_migrations (version, name, checksum)"
-                    " VALUES ($1, $2, $3)",
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
-                )
+            try:
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO queen.schema_migrations (version, name, checksum)"
+                        " VALUES ($1, $2, $3)",
+                        migration.version,
+                        migration.name,
+                        migration.checksum,
+                    )
+            except _SERVER_GONE:
+                raise
+            except asyncpg.PostgresError as error:
+                raise MigrationError(
+                    f"migration {migration.version:03d}_{migration.name}.sql failed: {error}"
+                ) from error
             log.info(
                 "applied migration",
                 extra={"version": migration.version, "migration": migration.name},
@@ -97,4 +113,5 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
             done.append(migration)
         return done
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        if not conn.is_closed():  # a lost session has released its lock already
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)

@@ -220,6 +220,8 @@ class PgCluster:
 
     def start(self) -> None:
         """Start the postmaster (initialising first when needed) and wait until it accepts."""
+        if self.running:
+            return
         if not self.initialised:
             self.initialise()
         else:
@@ -258,6 +260,8 @@ class PgCluster:
         )
 
     def _wait_ready(self, log_path: Path) -> None:
+        """Ready means *our* postmaster wrote "ready": a postmaster that was killed leaves its
+        postmaster.pid behind, "ready" line included, until the new one replaces it."""
         assert self._process is not None
         deadline = time.monotonic() + _READY_TIMEOUT_S
         pid_file = self.data_dir / "postmaster.pid"
@@ -267,7 +271,11 @@ class PgCluster:
                 raise ClusterError(f"PostgreSQL exited during start-up:\n{tail}")
             with contextlib.suppress(OSError):
                 lines = pid_file.read_text().splitlines()
-                if len(lines) >= 8 and lines[7].strip() == "ready":
+                if (
+                    len(lines) >= 8
+                    and lines[0].strip() == str(self._process.pid)
+                    and lines[7].strip() == "ready"
+                ):
                     return
             time.sleep(0.05)
         self.stop()
@@ -280,7 +288,7 @@ class PgCluster:
             pid = int(pid_file.read_text().splitlines()[0])
         except (OSError, ValueError, IndexError):
             return
-        if not _alive(pid):
+        if not _alive(pid) or not _is_postmaster_of(pid, self.data_dir):
             return
         log.warning("stopping a PostgreSQL left running by an earlier start", extra={"pid": pid})
         os.kill(pid, signal.SIGINT)
@@ -308,6 +316,16 @@ class PgCluster:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+
+def _is_postmaster_of(pid: int, data_dir: Path) -> bool:
+    """A stale postmaster.pid may name a pid the system has since given to another program;
+    only a postgres process started on this data directory may be signalled."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc to ask: trust the pid file, as PostgreSQL itself does
+    return argv[0].endswith(b"postgres") and str(data_dir).encode() in argv
 
 
 def _alive(pid: int) -> bool:

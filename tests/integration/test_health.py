@@ -1,0 +1,146 @@
+"""/health and the HTTP conventions every route shares, seen by a client of a real `queen serve`:
+JSON errors, CORS on every answer, preflight on any path, and a health probe that follows
+PostgreSQL going away and coming back without a restart of queen."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+import pytest
+
+from queen import __version__
+from queen.storage import migrations
+from queen.storage.pgcluster import PgCluster
+from tests.support import ServerProcess, create_database, run_sql, server_env, wait_until
+
+CORS = {
+    "access-control-allow-origin": "*",
+    "access-control-allow-methods": "GET, POST, PUT, DELETE, OPTIONS",
+    "access-control-allow-headers": "Content-Type, Authorization",
+}
+
+
+def test_health_answers_200_with_the_documented_keys(server: ServerProcess) -> None:
+    response = httpx.get(f"{server.url}/health")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["status"] == "healthy"
+    assert body["database"] == "connected"
+    assert body["version"] == __version__
+    assert body["worker_id"] == 0
+    assert isinstance(body["server"], str) and body["server"]
+    assert body["queen"] == {"worker_id": 0, "status": "active"}
+
+
+@pytest.mark.parametrize("path", ["/nope", "/api/v1/nope", "/health/extra"])
+def test_unknown_path_is_404_json(server: ServerProcess, path: str) -> None:
+    response = httpx.get(f"{server.url}{path}")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": "Not found"}
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_wrong_method_is_405_json(server: ServerProcess, method: str) -> None:
+    response = httpx.request(method, f"{server.url}/health")
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": "Method not allowed"}
+
+
+@pytest.mark.parametrize("path", ["/health", "/api/v1/push", "/no/such/path", "/"])
+def test_preflight_on_any_path_is_204_with_cors(server: ServerProcess, path: str) -> None:
+    response = httpx.options(
+        f"{server.url}{path}",
+        headers={"Origin": "http://dashboard.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert response.status_code == 204
+    assert response.content == b""
+    assert {k: response.headers.get(k) for k in CORS} == CORS
+    assert response.headers["access-control-max-age"] == "86400"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/health", None),
+        ("GET", "/metrics", None),
+        ("GET", "/nope", None),
+        ("DELETE", "/health", None),
+        ("OPTIONS", "/anything", None),
+        ("POST", "/api/v1/push", b"{not json"),
+    ],
+)
+def test_every_answer_carries_cors_headers(
+    server: ServerProcess, method: str, path: str, body: bytes | None
+) -> None:
+    response = httpx.request(
+        method, f"{server.url}{path}", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert {k: response.headers.get(k) for k in CORS} == CORS, response.status_code
+
+
+def test_malformed_json_is_400_naming_the_problem(server: ServerProcess) -> None:
+    response = httpx.post(
+        f"{server.url}/api/v1/push",
+        content=b'{"items": [',
+        headers={"Content-Type": "application/json"},
+    )
+    if response.status_code == 404:
+        pytest.skip("no JSON route is served yet")
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error.startswith("Invalid JSON: ")
+    assert len(error) > len("Invalid JSON: ")
+
+
+@pytest.mark.timeout(60)
+def test_health_follows_postgresql_down_and_back_up(own_cluster: PgCluster) -> None:
+    database = create_database(own_cluster)
+    server = ServerProcess(server_env(own_cluster, database)).start()
+    try:
+        workers = server.worker_pids()
+        own_cluster.stop()
+        server.wait_health(503, timeout_s=5.0)
+        body = httpx.get(f"{server.url}/health", timeout=5.0).json()
+        assert (body["status"], body["database"]) == ("unhealthy", "disconnected")
+
+        own_cluster.start()  # same data directory, same port
+        server.wait_health(200, timeout_s=15.0)
+        assert server.worker_pids() == workers  # recovered in place, nothing restarted
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_server_started_before_postgresql_serves_once_it_comes_up(
+    own_cluster: PgCluster,
+) -> None:
+    """queen starts without its database (503), then applies the schema when it appears."""
+    database = create_database(own_cluster)
+    own_cluster.stop()
+    server = ServerProcess(server_env(own_cluster, database)).start(wait_healthy=False)
+    try:
+        server.wait_health(503, timeout_s=30.0)
+        own_cluster.start()
+        server.wait_health(200, timeout_s=30.0)
+        shipped = [m.version for m in migrations.available()]
+        wait_until(
+            lambda: applied_versions(own_cluster, database) == shipped,
+            timeout_s=5.0,
+            what="the schema to be applied once PostgreSQL answers",
+        )
+    finally:
+        server.stop()
+
+
+def applied_versions(cluster: PgCluster, database: str) -> list[int]:
+    try:
+        rows = run_sql(
+            cluster, "SELECT version FROM queen.schema_migrations ORDER BY 1", database=database
+        )
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return []
+    return [row["version"] for row in rows]

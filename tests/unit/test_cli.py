@@ -1,0 +1,63 @@
+"""The `queen` command as an operator meets it: a bad setting stops it at once with one line that
+names the variable, before anything is started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from queen import __version__
+
+
+def run_queen(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("PORT", "NUM_WORKERS", "LOG_LEVEL")}
+    return subprocess.run(
+        [sys.executable, "-m", "queen", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("PORT", "abc"), ("NUM_WORKERS", "0"), ("LOG_LEVEL", "loud"), ("PG_USE_SSL", "maybe")],
+)
+def test_serve_with_a_bad_setting_exits_2_with_one_line(variable: str, value: str) -> None:
+    result = run_queen("serve", **{variable: value})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("queen: configuration error: ")
+    assert f"{variable}=" in lines[0]
+    assert value in lines[0]
+
+
+def test_bad_port_flag_is_refused_like_the_variable() -> None:
+    result = run_queen("serve", "--port", "0")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "PORT=0" in result.stderr
+
+
+def test_version_flag_prints_the_package_version() -> None:
+    result = run_queen("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"queen {__version__}"
+
+
+@pytest.mark.parametrize("args", [("serve", "--bogus"), ("--bogus",), ("serve", "--port", "x")])
+def test_unknown_or_malformed_flag_exits_2(args: tuple[str, ...]) -> None:
+    result = run_queen(*args)
+    assert result.returncode == 2
+    assert "usage: queen" in result.stderr
+
+
+def test_missing_command_exits_2() -> None:
+    assert run_queen().returncode == 2
