@@ -47,6 +47,8 @@ def test_wrong_method_is_405_json(server: ServerProcess, method: str) -> None:
     assert response.status_code == 405
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"error": "Method not allowed"}
+    assert {m.strip() for m in response.headers["allow"].split(",")} >= {"GET"}
+    assert method not in response.headers["allow"]
 
 
 @pytest.mark.parametrize("path", ["/health", "/api/v1/push", "/no/such/path", "/"])
