@@ -23,7 +23,13 @@ from queen.actors.mailbox import Reply, deliver
 from queen.actors.slots import DatabaseError, is_availability_error
 from queen.config import Config
 from queen.ids import uuid7_str
-from queen.storage.file_buffer import BufferDirectory, orphan_directories, read_records
+from queen.storage.file_buffer import (
+    BufferDirectory,
+    count_records,
+    orphan_directories,
+    read_records,
+    scan_buffers,
+)
 
 log = logging.getLogger("queen.file_buffer")
 
@@ -48,9 +54,11 @@ class FileBuffer:
         orphans: list[Path] | None = None,
     ) -> None:
         self.config = config
+        self.root = Path(config.file_buffer_dir)
         self.directory = BufferDirectory(directory, config.file_buffer_events_per_file)
         self.orphans = [
-            BufferDirectory(p, config.file_buffer_events_per_file) for p in orphans or []
+            BufferDirectory(p, config.file_buffer_events_per_file, lock=p != self.root)
+            for p in orphans or []
         ]
         self.push = push
         self.maintenance_on = maintenance_on
@@ -91,6 +99,15 @@ class FileBuffer:
     def stats(self) -> dict[str, Any]:
         stats = self.directory.stats()
         stats["pendingCount"] = self.pending
+        stats["dbHealthy"] = self.db_healthy
+        return stats
+
+    async def instance_stats(self) -> dict[str, Any]:
+        """`stats` for every worker of this instance, read from disk: what the maintenance API
+        reports, so that bufferedMessages reaches 0 only once every worker has drained."""
+        if not self.available:
+            return self.stats()
+        stats = await trio.to_thread.run_sync(scan_buffers, self.root)
         stats["dbHealthy"] = self.db_healthy
         return stats
 
@@ -173,7 +190,7 @@ class FileBuffer:
 
     async def _replay(self, directory: BufferDirectory, path: Path) -> bool:
         """Replay one file; False when the database failed us (the file went to failed/)."""
-        records = await trio.to_thread.run_sync(lambda: list(read_records(path)))
+        records, framed = await trio.to_thread.run_sync(_read_file, path)
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for record in records:
             item = _push_item(record)
@@ -187,12 +204,12 @@ class FileBuffer:
                     await self.push(chunk)
                 except DatabaseError as error:
                     if is_availability_error(error):
-                        return await self._replay_failed(directory, path, len(records), error)
+                        return await self._replay_failed(directory, path, framed, error)
                     await self._push_one_by_one(directory, chunk)
                 except Exception as error:
-                    return await self._replay_failed(directory, path, len(records), error)
+                    return await self._replay_failed(directory, path, framed, error)
         async with self._disk:
-            await trio.to_thread.run_sync(directory.replayed, path, len(records))
+            await trio.to_thread.run_sync(directory.replayed, path, framed)
         self.db_healthy = True
         self.replayed_total += len(records)
         if records:
@@ -225,11 +242,18 @@ class FileBuffer:
                     raise
                 rejected.append(item)
         if rejected:
-            target = await trio.to_thread.run_sync(directory.quarantine, rejected)
+            async with self._disk:  # the counters it updates are shared with the write loop
+                target = await trio.to_thread.run_sync(directory.quarantine, rejected)
             log.error(
                 "quarantined buffered records PostgreSQL rejects",
                 extra={"records": len(rejected), "file": str(target)},
             )
+
+
+def _read_file(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The file's usable records, and how many records it frames: `pending` counted the framed
+    ones (corrupt JSON included), so that is what replaying or failing the file takes off."""
+    return list(read_records(path)), count_records(path)
 
 
 def buffer_record(item: dict[str, Any]) -> dict[str, Any]:
@@ -272,8 +296,10 @@ def _push_item(record: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def worker_orphans(config: Config, worker_id: int) -> list[Path]:
-    return (
-        orphan_directories(Path(config.file_buffer_dir), config.num_workers)
-        if worker_id == 0
-        else []
-    )
+    """Buffers no worker of this run owns, drained by worker 0: FILE_BUFFER_DIR itself (where the
+    original implementation, one buffer per process, left its files: same names and format, so a
+    switch of implementation loses nothing) and the subdirectories of workers this run lacks."""
+    if worker_id != 0:
+        return []
+    root = Path(config.file_buffer_dir)
+    return [root, *orphan_directories(root, config.num_workers)]

@@ -139,6 +139,10 @@ async def connect(params: ConnectParams) -> asyncpg.Connection:
 _CONNECTION_LOST = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
+    # "cannot switch to state N; another operation (2) is in progress": the server ended the
+    # connection while it sat idle (pg_terminate_backend, shutdown) and asyncpg is still consuming
+    # that FATAL error when the next statement comes; the statement is never sent.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.CrashShutdownError,

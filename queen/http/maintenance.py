@@ -1,5 +1,9 @@
 """Maintenance switches and the disk buffer's state (`/api/v1/system/maintenance[/pop]`,
-`/api/v1/status/buffers`)."""
+`/api/v1/status/buffers`).
+
+The maintenance routes report the buffer of the whole instance (every worker's directory, counted
+from disk), because clients poll bufferedMessages until 0 to learn that every buffered push is in
+PostgreSQL; /status/buffers, /health and /metrics report the answering worker's own counters."""
 
 from __future__ import annotations
 
@@ -25,13 +29,14 @@ async def get_maintenance() -> Response:
     svc = services()
     await svc.flags.refresh()
     buffer = svc.file_buffer
+    stats = await buffer.instance_stats()
     return json_response(
         {
             "maintenanceMode": svc.flags.maintenance,
             "popMaintenanceMode": svc.flags.pop_maintenance,
-            "bufferedMessages": buffer.pending,
+            "bufferedMessages": stats["pendingCount"],
             "bufferHealthy": buffer.db_healthy,
-            "bufferStats": buffer.stats(),
+            "bufferStats": stats,
         }
     )
 
@@ -43,10 +48,11 @@ async def set_maintenance() -> Response:
     if enabled and not svc.file_buffer.available:
         raise ServiceUnavailable("File buffer unavailable")
     await svc.flags.set(MAINTENANCE, enabled)
+    stats = await svc.file_buffer.instance_stats()
     return json_response(
         {
             "maintenanceMode": enabled,
-            "bufferedMessages": svc.file_buffer.pending,
+            "bufferedMessages": stats["pendingCount"],
             "bufferHealthy": svc.file_buffer.db_healthy,
             "message": "Maintenance mode enabled: pushes are buffered to disk"
             if enabled

@@ -19,7 +19,7 @@ import logging
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +134,14 @@ class BufferDirectory:
 
     path: Path
     events_per_file: int = 10_000
+    # False only for FILE_BUFFER_DIR itself, which `queen serve` locks for the instance's life.
+    lock: bool = True
     _lock_fd: int | None = None
     _active: Path | None = None
     _active_fd: int | None = None
     active_events: int = 0
     pending: int = 0
     failed: int = 0
-    poison_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed_dir(self) -> Path:
@@ -151,14 +152,17 @@ class BufferDirectory:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.failed_dir.mkdir(exist_ok=True, mode=0o700)
         os.chmod(self.path, 0o700)
-        self._lock_fd = lock_directory(self.path)
+        if self.lock:
+            self._lock_fd = lock_directory(self.path)
         for leftover in sorted(self.path.glob(f"*{ACTIVE_SUFFIX}")):
             if leftover.stat().st_size == 0:
                 leftover.unlink()
             else:
                 self._finalize(leftover)
-        self.pending = sum(count_records(p) for p in self.replayable_files())
+        # Records in failed/ are still waiting for the database: they count as pending too, or
+        # bufferedMessages would reach 0 while a previous run's failed files are unreplayed.
         self.failed = sum(count_records(p) for p in self.failed_files())
+        self.pending = sum(count_records(p) for p in self.replayable_files()) + self.failed
 
     def close(self) -> None:
         self.finalize_active()
@@ -233,13 +237,18 @@ class BufferDirectory:
         return len(files)
 
     def quarantine(self, records: list[dict[str, Any]]) -> Path:
-        """Records that cannot be stored however often they are retried."""
+        """Records PostgreSQL rejected, set aside in failed/ so they stop blocking their file.
+
+        They are still undelivered messages: they stay in `pending` and `failed` (the file they
+        came from is about to be counted out by `replayed`) until a retry stores them."""
         target = self.failed_dir / f"poison_{uuid7_str()}{FINAL_SUFFIX}"
         with open(target, "wb") as handle:
             handle.write(b"".join(encode(record) for record in records))
             handle.flush()
             os.fsync(handle.fileno())
         _fsync_dir(self.failed_dir)
+        self.pending += len(records)
+        self.failed += len(records)
         return target
 
     def replayed(self, path: Path, records: int) -> None:
@@ -261,6 +270,58 @@ class BufferDirectory:
                 "qos0Count": sum(p.name.startswith("qos0_") for p in failed_files),
             },
         }
+
+
+SCAN_ATTEMPTS = 5
+
+
+def _buffer_files(root: Path) -> list[Path]:
+    """Every buffer file under FILE_BUFFER_DIR: each worker's directory and its failed/ (and the
+    root itself, the original's single-directory layout)."""
+    found = [
+        path
+        for pattern in ("*.buf*", "*/*.buf*", "*/*/*.buf*")
+        for path in root.glob(pattern)
+        if path.name.startswith(REPLAYABLE_PREFIXES)
+        and path.name.endswith((FINAL_SUFFIX, ACTIVE_SUFFIX))
+    ]
+    return sorted(found)
+
+
+def scan_buffers(root: Path) -> dict[str, Any]:
+    """Pending and failed records of every worker's buffer, counted from the files themselves.
+
+    Each worker process tracks only its own buffer, so its counters cannot answer "is everything
+    in the database?" for the instance: a client polling bufferedMessages would get 0 from one
+    worker while another still holds records. Files move between a directory and its failed/
+    while we count; a rename in that window could hide one, so the count is redone until the
+    listing before and after it agree."""
+    files: list[Path] = []
+    counts: dict[Path, int] = {}
+    for _ in range(SCAN_ATTEMPTS):
+        try:
+            files = _buffer_files(root)
+        except FileNotFoundError:
+            files = []
+        counts = {path: count_records(path) for path in files}
+        if _buffer_files(root) == files:
+            break
+    failed_files = [p for p in files if p.parent.name == "failed"]
+    total_bytes = 0
+    for path in failed_files:
+        with contextlib.suppress(FileNotFoundError):
+            total_bytes += path.stat().st_size
+    return {
+        "pendingCount": sum(counts.values()),
+        "failedCount": sum(counts[p] for p in failed_files),
+        "failedFiles": {
+            "count": len(failed_files),
+            "totalBytes": total_bytes,
+            "totalMB": round(total_bytes / 1024 / 1024, 3),
+            "failoverCount": sum(p.name.startswith("failover_") for p in failed_files),
+            "qos0Count": sum(p.name.startswith("qos0_") for p in failed_files),
+        },
+    }
 
 
 def worker_directory(root: Path, worker_id: int) -> Path:

@@ -1,0 +1,312 @@
+"""Counting harness for the fault tests: push loads that remember what every client was told,
+the database's own count of what it stored, and the figures each test prints.
+
+Zero message loss is a statement about two ledgers: the client's (every message answered 2xx,
+per transactionId) and PostgreSQL's (rows in queen.messages). Every fault test builds both and
+compares them message by message, so a loss or a duplicate names the transactionId involved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from queen.storage.file_buffer import count_records
+from queen.storage.pgcluster import PgCluster
+from tests.support import run_sql
+
+RETRY_PAUSE_S = 0.05
+
+
+@dataclass
+class Ledger:
+    """What the clients sent and what the server answered, per transactionId."""
+
+    attempted: set[str] = field(default_factory=set)
+    acknowledged: dict[str, str] = field(default_factory=dict)  # txid -> item status of the 2xx
+    buffered_at: dict[str, float] = field(default_factory=dict)  # txid -> when it was buffered
+    unanswered: set[str] = field(default_factory=set)  # sent, no answer ever received
+    failed: set[str] = field(default_factory=set)  # given up after a non-2xx answer
+    requests: int = 0
+    retries: int = 0
+    http_codes: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    answers: list[tuple[float, int, list[str]]] = field(default_factory=list)
+
+    @property
+    def buffered(self) -> int:
+        return sum(status == "buffered" for status in self.acknowledged.values())
+
+    def statuses(self) -> Counter[str]:
+        return Counter(self.acknowledged.values())
+
+
+async def push_batch(
+    client: httpx.AsyncClient,
+    queue: str,
+    txids: list[str],
+    ledger: Ledger,
+    *,
+    partition: str = "Default",
+    retry_until: float | None = None,
+) -> None:
+    """Push one request; retry it with the same transactionIds (so a retry of a push that did
+    commit is a duplicate, never a second copy) on transport errors and 5xx until `retry_until`."""
+    items = [
+        {"queue": queue, "partition": partition, "transactionId": t, "payload": {"tx": t}}
+        for t in txids
+    ]
+    ledger.attempted.update(txids)
+    while True:
+        ledger.requests += 1
+        try:
+            response = await client.post("/api/v1/push", json={"items": items})
+        except httpx.TransportError as error:
+            ledger.errors[type(error).__name__] += 1
+            outcome = None
+        else:
+            ledger.http_codes[response.status_code] += 1
+            outcome = response
+        if outcome is not None and outcome.status_code in (200, 201):
+            body = outcome.json()
+            now = time.monotonic()
+            ledger.answers.append((now, outcome.status_code, [r["status"] for r in body]))
+            for txid, result in zip(txids, body, strict=True):
+                ledger.acknowledged[txid] = result["status"]
+                if result["status"] == "buffered":
+                    ledger.buffered_at[txid] = now
+            ledger.unanswered.difference_update(txids)
+            return
+        if outcome is not None and outcome.status_code < 500:
+            ledger.failed.update(txids)
+            return
+        if outcome is None:
+            ledger.unanswered.update(txids)
+        if retry_until is None or time.monotonic() > retry_until:
+            if outcome is not None:
+                ledger.failed.update(txids)
+            return
+        ledger.retries += 1
+        await trio.sleep(RETRY_PAUSE_S)  # pacing between retries, not a wait for a condition
+
+
+async def push_load(
+    url: str,
+    queue: str,
+    ledger: Ledger,
+    stop: trio.Event,
+    *,
+    tag: str,
+    producers: int = 4,
+    batch: int = 2,
+    max_messages: int = 600,
+    pace_s: float = 0.03,
+    retry_s: float | None = None,
+    partitions: int = 1,
+) -> None:
+    """`producers` clients pushing `batch` messages per request every `pace_s` until `stop` is set
+    or `max_messages` were sent; transactionIds are `<tag>-<producer>-<n>`."""
+    per_producer = max_messages // producers // batch
+
+    async def producer(index: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+            for n in range(per_producer):
+                if stop.is_set():
+                    return
+                txids = [f"{tag}-{index}-{n}-{k}" for k in range(batch)]
+                retry_until = None if retry_s is None else time.monotonic() + retry_s
+                await push_batch(
+                    client,
+                    queue,
+                    txids,
+                    ledger,
+                    partition=f"p{(index + n) % partitions}",
+                    retry_until=retry_until,
+                )
+                await trio.sleep(pace_s)  # the load's rate
+
+    async with trio.open_nursery() as nursery:
+        for index in range(producers):
+            nursery.start_soon(producer, index)
+
+
+def stored(cluster: PgCluster, database: str, queue: str) -> Counter[str]:
+    """transactionId -> number of rows of `queue` in queen.messages (dedup is per partition, so
+    a count above 1 is a duplicate only when the transactionIds are unique per queue: ours are)."""
+    rows = run_sql(
+        cluster,
+        "SELECT m.transaction_id, count(*) AS n FROM queen.messages m "
+        "JOIN queen.partitions p ON p.id = m.partition_id "
+        "JOIN queen.queues q ON q.id = p.queue_id WHERE q.name = $1 GROUP BY 1",
+        queue,
+        database=database,
+    )
+    return Counter({row["transaction_id"]: row["n"] for row in rows})
+
+
+async def stored_async(cluster: PgCluster, database: str, queue: str) -> Counter[str]:
+    return await trio.to_thread.run_sync(stored, cluster, database, queue)
+
+
+def report(name: str, ledger: Ledger, rows: Counter[str], **extra: Any) -> dict[str, Any]:
+    """Compare the two ledgers, print the figures, and return them for the assertions."""
+    acknowledged = set(ledger.acknowledged)
+    figures: dict[str, Any] = {
+        "pushed": len(ledger.attempted),
+        "acknowledged": len(acknowledged),
+        "buffered": ledger.buffered,
+        "stored": sum(rows.values()),
+        "distinct_stored": len(rows),
+        "duplicates": sum(n - 1 for n in rows.values() if n > 1),
+        "lost": len(acknowledged - set(rows)),
+        "unanswered": len(ledger.unanswered),
+        "unanswered_stored": len(ledger.unanswered & set(rows)),
+        "failed": len(ledger.failed),
+        "strangers": len(set(rows) - ledger.attempted),
+        "requests": ledger.requests,
+        "retries": ledger.retries,
+        "statuses": dict(ledger.statuses()),
+        "http": dict(ledger.http_codes),
+        "transport_errors": dict(ledger.errors),
+        **extra,
+    }
+    print(f"\n[{name}] " + " ".join(f"{key}={value}" for key, value in figures.items()))
+    return figures
+
+
+def assert_exactly_once(ledger: Ledger, rows: Counter[str]) -> None:
+    """Every acknowledged message stored exactly once, nothing stored that nobody sent."""
+    lost = sorted(set(ledger.acknowledged) - set(rows))
+    assert not lost, f"{len(lost)} acknowledged messages are not stored, e.g. {lost[:5]}"
+    doubled = sorted(t for t, n in rows.items() if n > 1)
+    assert not doubled, f"{len(doubled)} messages are stored more than once, e.g. {doubled[:5]}"
+    strangers = sorted(set(rows) - ledger.attempted)
+    assert not strangers, f"stored but never sent: {strangers[:5]}"
+
+
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout_s: float,
+    what: str,
+    every_s: float = 0.05,
+) -> None:
+    """Poll a condition (plain or async) until it holds; fail naming `what` after `timeout_s`."""
+    with trio.move_on_after(timeout_s):
+        while True:
+            outcome = condition()
+            if outcome if isinstance(outcome, bool) else await outcome:
+                return
+            await trio.sleep(every_s)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+async def buffer_state(client: httpx.AsyncClient) -> dict[str, Any] | None:
+    """GET /api/v1/system/maintenance, or None while the server cannot answer it."""
+    try:
+        response = await client.get("/api/v1/system/maintenance")
+    except httpx.TransportError:
+        return None
+    if response.status_code != 200:
+        return None
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_drained(
+    client: httpx.AsyncClient,
+    cluster: PgCluster,
+    database: str,
+    queue: str,
+    *,
+    expected: set[str],
+    timeout_s: float = 30.0,
+) -> Counter[str]:
+    """Wait for bufferedMessages to reach 0 and for every expected transactionId to be stored."""
+
+    async def buffer_empty() -> bool:
+        state = await buffer_state(client)
+        return state is not None and state["bufferedMessages"] == 0
+
+    await eventually(buffer_empty, timeout_s, "bufferedMessages to reach 0")
+    rows: Counter[str] = Counter()
+
+    async def all_stored() -> bool:
+        nonlocal rows
+        rows = await stored_async(cluster, database, queue)
+        return expected <= set(rows)
+
+    # On a timeout the caller's exactly-once assertion names the missing ones.
+    with contextlib.suppress(TimeoutError):
+        await eventually(all_stored, timeout_s, "every acknowledged message in queen.messages")
+    return rows
+
+
+def buffer_files(root: Path) -> dict[str, int]:
+    """How many buffer files of each kind sit under a FILE_BUFFER_DIR (all worker subdirs)."""
+    kinds: Counter[str] = Counter()
+    for path in root.rglob("*.buf*"):
+        where = "failed" if path.parent.name == "failed" else "main"
+        kinds[f"{where}{'.tmp' if path.name.endswith('.tmp') else ''}"] += 1
+    return dict(kinds)
+
+
+def records_on_disk(root: Path) -> int:
+    """Records framed in every buffer file under a FILE_BUFFER_DIR, failed/ included."""
+    return sum(count_records(path) for path in root.rglob("*.buf*"))
+
+
+def child_pids(parent: int) -> list[int]:
+    """Live children of `parent`, read from /proc (workers are in sessions of their own, so a
+    process group does not reach them)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[1]) == parent:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def worker_pids(parent: int) -> dict[int, int]:
+    """Worker index -> pid for the `queen worker` children of a `queen serve` process."""
+    workers = {}
+    for pid in child_pids(parent):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in argv and b"--index" in argv:
+            workers[int(argv[argv.index(b"--index") + 1])] = pid
+    return workers
+
+
+def sigkill_server(parent: int) -> list[int]:
+    """SIGKILL a `queen serve` process and all its workers at once, as a power cut would."""
+    victims = [parent, *child_pids(parent)]
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return victims
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2 :].split()[0] != "Z"

@@ -1,0 +1,300 @@
+"""The connection between queen and PostgreSQL breaks under a transaction (push + ack): each
+transaction is all or nothing, and a client that retries it ends with both effects exactly once.
+
+First deterministically: the transactions ack first and then push into a partition whose row a
+test session holds locked, so each one sits inside PostgreSQL with its ack already applied when
+its backend is terminated; the ack must roll back with it. Then at random: backends are terminated
+every few hundred milliseconds while transactions run, and every transaction's two effects are
+compared. Each transaction acks the one message of its own source partition and pushes
+`tx-<partition>`, so both effects can be read back per transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import trio
+
+from queen.storage.pgcluster import PgCluster
+from tests.faults.harness import eventually
+from tests.integration.api import Api, unique
+from tests.support import ServerProcess, create_database, run_sql, server_env
+
+pytestmark = pytest.mark.faults
+
+BLOCKED = 6
+RANDOM = 40
+KILL_EVERY_S = 0.15
+TERMINATE = (
+    "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+    "WHERE application_name LIKE 'queen-w%' AND datname = $1"
+)
+
+
+class HeldRowLock:
+    """A test session holding `SELECT ... FOR UPDATE` open (asyncpg needs asyncio, so it lives in
+    a thread of its own) until the `with` block ends."""
+
+    def __init__(self, cluster: PgCluster, database: str, sql: str, *args: Any) -> None:
+        self.parts = {**cluster.dsn_parts(), "database": database}
+        self.sql, self.args = sql, args
+        self.locked, self.release = threading.Event(), threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._hold()), daemon=True)
+
+    async def _hold(self) -> None:
+        try:
+            conn = await asyncpg.connect(**self.parts)
+            try:
+                async with conn.transaction():
+                    await conn.execute(self.sql, *self.args)
+                    self.locked.set()
+                    await asyncio.get_running_loop().run_in_executor(None, self.release.wait)
+                    raise asyncio.CancelledError  # roll back: the lock was all we wanted
+            finally:
+                await conn.close()
+        except asyncio.CancelledError:
+            pass
+        except BaseException as error:
+            self.error = error
+            self.locked.set()
+
+    def __enter__(self) -> HeldRowLock:
+        self.thread.start()
+        self.locked.wait(10)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release.set()
+        self.thread.join(10)
+
+
+def effects(cluster: PgCluster, database: str, source: str, target: str) -> dict[str, Any]:
+    """Per source partition: (ack applied?, copies of its push stored, lease holder)."""
+    rows = run_sql(
+        cluster,
+        "SELECT p.name, coalesce(pc.total_messages_consumed, 0) AS consumed, "
+        "coalesce(pc.last_consumed_seq, 0) AS cursor, pc.worker_id AS lease, "
+        "(SELECT count(*) FROM queen.messages m JOIN queen.partitions tp ON tp.id = m.partition_id"
+        " JOIN queen.queues tq ON tq.id = tp.queue_id"
+        " WHERE tq.name = $2 AND m.transaction_id = 'tx-' || p.name) AS pushed "
+        "FROM queen.partitions p JOIN queen.queues q ON q.id = p.queue_id "
+        "LEFT JOIN queen.partition_consumers pc ON pc.partition_id = p.id "
+        "AND pc.consumer_group = '__QUEUE_MODE__' WHERE q.name = $1 AND p.name <> 'Default'",
+        source,
+        target,
+        database=database,
+    )
+    return {row["name"]: dict(row) for row in rows}
+
+
+def transaction_body(message: dict[str, Any], target: str, ack_first: bool) -> dict[str, Any]:
+    ack = {
+        "type": "ack",
+        "transactionId": message["transactionId"],
+        "partitionId": message["partitionId"],
+        "leaseId": message["leaseId"],
+        "status": "completed",
+    }
+    push = {
+        "type": "push",
+        "items": [
+            {
+                "queue": target,
+                "transactionId": f"tx-{message['partition']}",
+                "payload": {"from": message["partition"]},
+            }
+        ],
+    }
+    return {"operations": [ack, push] if ack_first else [push, ack]}
+
+
+def consumer_row_locked(cluster: PgCluster, database: str, partition_id: str) -> bool:
+    """Whether an open transaction holds the queue-mode consumer row of a partition: ack_items
+    locks it when it applies an ack, so this shows an ack applied but not yet committed."""
+    try:
+        run_sql(
+            cluster,
+            "SELECT 1 FROM queen.partition_consumers WHERE partition_id = $1::uuid "
+            "AND consumer_group = '__QUEUE_MODE__' FOR UPDATE NOWAIT",
+            partition_id,
+            database=database,
+        )
+    except asyncpg.LockNotAvailableError:
+        return True
+    return False
+
+
+async def run_transaction(client: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    """One attempt: `ok`, `refused` (PostgreSQL answered success:false), or the failure seen."""
+    try:
+        response = await client.post("/api/v1/transaction", json=body)
+    except httpx.TransportError as error:
+        return type(error).__name__
+    if response.status_code != 200:
+        return f"http-{response.status_code}"
+    return "ok" if response.json().get("success") else "refused"
+
+
+async def retry_until_settled(
+    client: httpx.AsyncClient, body: dict[str, Any], outcomes: Counter[str]
+) -> None:
+    """Retry with the same lease until PostgreSQL decides: `ok`, or `refused` because an earlier
+    attempt whose answer was lost had already committed (the lease is gone with the ack)."""
+    with trio.fail_after(30):
+        while True:
+            outcome = await run_transaction(client, body)
+            outcomes[f"retry-{outcome}"] += 1
+            if outcome in ("ok", "refused"):
+                return
+            await trio.sleep(0.05)  # retry pacing
+
+
+def atomic(state: dict[str, Any]) -> bool:
+    return (state["consumed"], state["cursor"] > 0) in ((0, False), (1, True)) and state[
+        "pushed"
+    ] == state["consumed"]
+
+
+async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgCluster) -> None:
+    database = create_database(pg_cluster)
+    server = ServerProcess(server_env(pg_cluster, database)).start()
+    source, target = unique("txsrc"), unique("txdst")
+    outcomes: Counter[str] = Counter()
+    terminated = 0
+    try:
+        async with Api(server.url) as api:
+            status, _ = await api.request(
+                "POST", "/api/v1/configure", json={"queue": source, "options": {"leaseTime": 120}}
+            )
+            assert status == 200
+            names = [f"s{n:03d}" for n in range(BLOCKED + RANDOM)]
+            for name in names:
+                await api.push(source, [{"p": name}], partition=name)
+            await api.push(target, [{"seed": True}], transactionId="seed")
+            messages = {}
+            for name in names:
+                popped = await api.pop(source, partition=name)
+                assert popped is not None
+                messages[name] = popped["messages"][0]
+            client = api.client
+
+            # Deterministic: ack applied, push blocked on the row lock, connection terminated.
+            blocked = names[:BLOCKED]
+            bodies = {n: transaction_body(messages[n], target, ack_first=True) for n in blocked}
+            first_try: dict[str, str] = {}
+            with HeldRowLock(
+                pg_cluster,
+                database,
+                "SELECT 1 FROM queen.partitions p JOIN queen.queues q ON q.id = p.queue_id "
+                "WHERE q.name = $1 FOR UPDATE OF p",
+                target,
+            ):
+                async with trio.open_nursery() as nursery:
+
+                    async def attempt(name: str) -> None:
+                        first_try[name] = await run_transaction(client, bodies[name])
+
+                    for name in blocked:
+                        nursery.start_soon(attempt, name)
+
+                    def waiting_on_lock() -> bool:
+                        rows = run_sql(
+                            pg_cluster,
+                            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 "
+                            "AND application_name LIKE 'queen-w%' AND wait_event_type = 'Lock'",
+                            database,
+                        )
+                        return bool(rows[0]["n"] == BLOCKED)
+
+                    await eventually(waiting_on_lock, 10, "transactions blocked inside PostgreSQL")
+                    acks_in_flight = sum(
+                        consumer_row_locked(pg_cluster, database, messages[n]["partitionId"])
+                        for n in blocked
+                    )
+                    terminated += run_sql(pg_cluster, TERMINATE, database)[0]["n"]
+            after_drop = effects(pg_cluster, database, source, target)
+            for name in blocked:
+                outcomes[f"blocked-{first_try[name]}"] += 1
+                await retry_until_settled(client, bodies[name], outcomes)
+
+            # At random: terminate every KILL_EVERY_S while transactions run.
+            rest = names[BLOCKED:]
+            settled: dict[str, str] = {}
+            done = trio.Event()
+
+            async def killer() -> None:
+                nonlocal terminated
+                while not done.is_set():
+                    await trio.sleep(KILL_EVERY_S)  # the fault's cadence
+                    rows = await trio.to_thread.run_sync(run_sql, pg_cluster, TERMINATE, database)
+                    terminated += rows[0]["n"]
+
+            async def worker(chunk: list[str]) -> None:
+                async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as own:
+                    for name in chunk:
+                        body = transaction_body(messages[name], target, ack_first=False)
+                        settled[name] = await run_transaction(own, body)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(killer)
+                async with trio.open_nursery() as workers:
+                    for k in range(4):
+                        workers.start_soon(worker, rest[k::4])
+                done.set()
+            under_fire = effects(pg_cluster, database, source, target)
+            for name in rest:
+                outcomes[f"random-{settled[name]}"] += 1
+                if settled[name] != "ok":
+                    body = transaction_body(messages[name], target, ack_first=False)
+                    await retry_until_settled(client, body, outcomes)
+        final = effects(pg_cluster, database, source, target)
+        target_rows = run_sql(
+            pg_cluster,
+            "SELECT count(*) AS n, count(DISTINCT m.transaction_id) AS d FROM queen.messages m "
+            "JOIN queen.partitions p ON p.id = m.partition_id "
+            "JOIN queen.queues q ON q.id = p.queue_id WHERE q.name = $1",
+            target,
+            database=database,
+        )[0]
+    finally:
+        server.stop()
+
+    figures = {
+        "transactions": len(names),
+        "blocked_then_dropped": BLOCKED,
+        "acks_applied_in_flight": acks_in_flight,
+        "backends_terminated": terminated,
+        "random_interrupted": sum(settled[n] != "ok" for n in rest),
+        "acks_after_drop": sum(after_drop[n]["consumed"] for n in blocked),
+        "pushes_after_drop": sum(after_drop[n]["pushed"] for n in blocked),
+        "committed_under_fire": sum(under_fire[n]["consumed"] for n in rest),
+        "torn_under_fire": sum(not atomic(under_fire[n]) for n in rest),
+        "final_acks": sum(s["consumed"] for s in final.values()),
+        "final_pushes": target_rows["n"] - 1,
+        "duplicates": target_rows["n"] - target_rows["d"],
+        "outcomes": dict(outcomes),
+    }
+    print("\n[connection-drop] " + " ".join(f"{k}={v}" for k, v in figures.items()))
+    assert acks_in_flight == BLOCKED, "each dropped transaction had applied its ack"
+    assert all(first_try[n] != "ok" for n in blocked), first_try
+    assert not [k for k in outcomes if "http-500" in k], "a dropped connection is a 503"
+    assert figures["acks_after_drop"] == 0 and figures["pushes_after_drop"] == 0
+    assert all(after_drop[n]["lease"] == messages[n]["leaseId"] for n in blocked)
+    assert figures["torn_under_fire"] == 0, {n: s for n, s in under_fire.items() if not atomic(s)}
+    assert all(atomic(s) and s["consumed"] == 1 for s in final.values()), final
+    assert figures["final_pushes"] == len(names) and figures["duplicates"] == 0
