@@ -2,17 +2,24 @@
 
 A push goes to the disk buffer instead of PostgreSQL when push maintenance is on, when the
 database is known to be down (a push failed for lack of it within the last second), or when its
-own database call fails for an availability reason. Other database errors are real errors (500);
-validation already happened, so bad input never reaches the buffer. Each request is answered
-only after its messages are committed or fsynced.
+own database call fails for an availability reason or is not answered within the in-flight
+deadline (statement timeout + 5 s, waiting for a connection included). Other database errors are
+real errors (500); validation already happened, so bad input never reaches the buffer. Each
+request is answered only after its messages are committed or fsynced.
+
+A push given up on at the deadline may still commit later (its call was only presumed dead); the
+buffered copy then replays as a duplicate of the same transactionId, never as a second message.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import trio
+
 from queen.actors.file_buffer import buffer_record
-from queen.actors.slots import is_availability_error
+from queen.actors.slots import call_deadline_s, is_availability_error
 from queen.errors import ServiceUnavailable
 from queen.services import Services
 
@@ -24,9 +31,10 @@ async def push(services: Services, items: list[dict[str, Any]]) -> tuple[int, li
     if buffer.available and buffer.database_known_down():
         return await _to_disk(services, items)
     try:
-        results = await services.batcher.push.submit(items)
+        with trio.fail_after(call_deadline_s(services.config) or math.inf):
+            results = await services.batcher.push.submit(items)
     except Exception as error:
-        if not is_availability_error(error):
+        if not (isinstance(error, trio.TooSlowError) or is_availability_error(error)):
             raise
         buffer.note_database(False)
         if not buffer.available:

@@ -6,7 +6,9 @@ A slot connects lazily and reconnects with backoff when PostgreSQL goes away. Wh
 off it fails jobs at once with DatabaseUnavailable instead of holding them: callers decide whether
 to buffer, retry or answer 503. A call is never cancelled from outside mid-query (the asker only
 stops waiting); a slot cancelled at shutdown discards its connection rather than reuse it in an
-unknown protocol state.
+unknown protocol state. A call that outlives the in-flight deadline (statement timeout + 5 s) marks
+its connection dead: a stalled network would otherwise hold the slot, and every job queued behind
+it, for as long as the stall lasts.
 """
 
 from __future__ import annotations
@@ -65,6 +67,20 @@ class DbCall:
     timeout_s: float | None = None
 
 
+INFLIGHT_GRACE_S = 5.0
+
+
+def call_deadline_s(config: Config) -> float | None:
+    """How long a database call may take before its connection is presumed dead.
+
+    PostgreSQL itself ends any statement after DB_STATEMENT_TIMEOUT; a call still unanswered 5 s
+    later is not slow, its connection is gone without a word (a stalled network closes nothing,
+    so no error ever arrives). None when statement_timeout is off: then nothing bounds a call."""
+    if config.db_statement_timeout <= 0:
+        return None
+    return config.db_statement_timeout / 1000 + INFLIGHT_GRACE_S
+
+
 @dataclass(frozen=True)
 class ConnectParams:
     host: str
@@ -75,6 +91,7 @@ class ConnectParams:
     ssl: str | bool
     connect_timeout_s: float
     server_settings: Mapping[str, str] = field(default_factory=dict)
+    call_deadline_s: float | None = None
 
     @classmethod
     def from_config(cls, config: Config, application_name: str) -> ConnectParams:
@@ -90,6 +107,7 @@ class ConnectParams:
             database=config.pg_db,
             ssl=ssl,
             connect_timeout_s=config.db_connection_timeout / 1000,
+            call_deadline_s=call_deadline_s(config),
             server_settings={
                 "application_name": application_name,
                 "statement_timeout": str(config.db_statement_timeout),
@@ -232,7 +250,9 @@ class ConnectionSlot:
         method = getattr(conn, job.kind)
         try:
             result = await trio_asyncio.aio_as_trio(method)(
-                job.sql, *job.args, timeout=job.timeout_s
+                job.sql,
+                *job.args,
+                timeout=job.timeout_s if job.timeout_s is not None else self.params.call_deadline_s,
             )
         except asyncpg.PostgresError as error:
             if isinstance(error, _CONNECTION_LOST):

@@ -8,16 +8,20 @@ compares them message by message, so a loss or a duplicate names the transaction
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+import asyncpg
 import httpx
 import trio
 
@@ -42,6 +46,7 @@ class Ledger:
     http_codes: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     answers: list[tuple[float, int, list[str]]] = field(default_factory=list)
+    slowest_s: float = 0.0  # longest a single request waited for its answer (or its error)
 
     @property
     def buffered(self) -> int:
@@ -69,6 +74,7 @@ async def push_batch(
     ledger.attempted.update(txids)
     while True:
         ledger.requests += 1
+        sent = time.monotonic()
         try:
             response = await client.post("/api/v1/push", json={"items": items})
         except httpx.TransportError as error:
@@ -77,6 +83,7 @@ async def push_batch(
         else:
             ledger.http_codes[response.status_code] += 1
             outcome = response
+        ledger.slowest_s = max(ledger.slowest_s, time.monotonic() - sent)
         if outcome is not None and outcome.status_code in (200, 201):
             body = outcome.json()
             now = time.monotonic()
@@ -175,6 +182,7 @@ def report(name: str, ledger: Ledger, rows: Counter[str], **extra: Any) -> dict[
         "strangers": len(set(rows) - ledger.attempted),
         "requests": ledger.requests,
         "retries": ledger.retries,
+        "slowest_answer_s": round(ledger.slowest_s, 2),
         "statuses": dict(ledger.statuses()),
         "http": dict(ledger.http_codes),
         "transport_errors": dict(ledger.errors),
@@ -310,3 +318,48 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state[state.rindex(")") + 2 :].split()[0] != "Z"
+
+
+class HeldRowLock:
+    """A test session holding `SELECT ... FOR UPDATE` open (asyncpg needs asyncio, so it lives in
+    a thread of its own) until the `with` block ends."""
+
+    def __init__(self, cluster: PgCluster, database: str, sql: str, *args: Any) -> None:
+        self.parts = {**cluster.dsn_parts(), "database": database}
+        self.sql, self.args = sql, args
+        self.locked, self.release = threading.Event(), threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._hold()), daemon=True)
+
+    async def _hold(self) -> None:
+        try:
+            conn = await asyncpg.connect(**self.parts)
+            try:
+                async with conn.transaction():
+                    await conn.execute(self.sql, *self.args)
+                    self.locked.set()
+                    await asyncio.get_running_loop().run_in_executor(None, self.release.wait)
+                    raise asyncio.CancelledError  # roll back: the lock was all we wanted
+            finally:
+                await conn.close()
+        except asyncio.CancelledError:
+            pass
+        except BaseException as error:
+            self.error = error
+            self.locked.set()
+
+    def __enter__(self) -> HeldRowLock:
+        self.thread.start()
+        self.locked.wait(10)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release.set()
+        self.thread.join(10)

@@ -11,10 +11,7 @@ compared. Each transaction acks the one message of its own source partition and 
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections import Counter
-from types import TracebackType
 from typing import Any
 
 import asyncpg
@@ -23,7 +20,7 @@ import pytest
 import trio
 
 from queen.storage.pgcluster import PgCluster
-from tests.faults.harness import eventually
+from tests.faults.harness import HeldRowLock, eventually
 from tests.integration.api import Api, unique
 from tests.support import ServerProcess, create_database, run_sql, server_env
 
@@ -36,51 +33,6 @@ TERMINATE = (
     "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
     "WHERE application_name LIKE 'queen-w%' AND datname = $1"
 )
-
-
-class HeldRowLock:
-    """A test session holding `SELECT ... FOR UPDATE` open (asyncpg needs asyncio, so it lives in
-    a thread of its own) until the `with` block ends."""
-
-    def __init__(self, cluster: PgCluster, database: str, sql: str, *args: Any) -> None:
-        self.parts = {**cluster.dsn_parts(), "database": database}
-        self.sql, self.args = sql, args
-        self.locked, self.release = threading.Event(), threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._hold()), daemon=True)
-
-    async def _hold(self) -> None:
-        try:
-            conn = await asyncpg.connect(**self.parts)
-            try:
-                async with conn.transaction():
-                    await conn.execute(self.sql, *self.args)
-                    self.locked.set()
-                    await asyncio.get_running_loop().run_in_executor(None, self.release.wait)
-                    raise asyncio.CancelledError  # roll back: the lock was all we wanted
-            finally:
-                await conn.close()
-        except asyncio.CancelledError:
-            pass
-        except BaseException as error:
-            self.error = error
-            self.locked.set()
-
-    def __enter__(self) -> HeldRowLock:
-        self.thread.start()
-        self.locked.wait(10)
-        if self.error is not None:
-            raise self.error
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release.set()
-        self.thread.join(10)
 
 
 def effects(cluster: PgCluster, database: str, source: str, target: str) -> dict[str, Any]:
