@@ -27,7 +27,7 @@ import trio
 
 from queen.storage.file_buffer import count_records
 from queen.storage.pgcluster import PgCluster
-from tests.support import run_sql
+from tests.support import ServerProcess, descendants, run_sql
 
 RETRY_PAUSE_S = 0.05
 
@@ -273,39 +273,10 @@ def records_on_disk(root: Path) -> int:
     return sum(count_records(path) for path in root.rglob("*.buf*"))
 
 
-def child_pids(parent: int) -> list[int]:
-    """Live children of `parent`, read from /proc (workers are in sessions of their own, so a
-    process group does not reach them)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[1]) == parent:
-            found.append(int(entry))
-    return sorted(found)
-
-
-def worker_pids(parent: int) -> dict[int, int]:
-    """Worker index -> pid for the `queen worker` children of a `queen serve` process."""
-    workers = {}
-    for pid in child_pids(parent):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        except OSError:
-            continue
-        if b"worker" in argv and b"--index" in argv:
-            workers[int(argv[argv.index(b"--index") + 1])] = pid
-    return workers
-
-
-def sigkill_server(parent: int) -> list[int]:
-    """SIGKILL a `queen serve` process and all its workers at once, as a power cut would."""
-    victims = [parent, *child_pids(parent)]
+def sigkill_server(server: ServerProcess) -> list[int]:
+    """SIGKILL a `queen serve` process and all its workers at once, as a power cut would (the
+    workers run in sessions of their own, so a process-group kill would miss them)."""
+    victims = [server.pid, *(child.pid for child in descendants(server.pid))]
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

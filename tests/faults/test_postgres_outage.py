@@ -33,8 +33,8 @@ pytestmark = pytest.mark.faults
 OUTAGE_S = 5.0
 
 
-async def test_postgres_outage_under_push_load(dedicated_cluster: PgCluster) -> None:
-    cluster = dedicated_cluster
+async def test_postgres_outage_under_push_load(own_cluster: PgCluster) -> None:
+    cluster = own_cluster
     database = create_database(cluster)
     env = server_env(cluster, database)
     server = ServerProcess(env).start()

@@ -37,8 +37,8 @@ from tests.support import ServerProcess, create_database, server_env
 pytestmark = pytest.mark.faults
 
 
-async def test_sigkill_with_pushes_in_the_buffer(dedicated_cluster: PgCluster) -> None:
-    cluster = dedicated_cluster
+async def test_sigkill_with_pushes_in_the_buffer(own_cluster: PgCluster) -> None:
+    cluster = own_cluster
     database = create_database(cluster)
     env = server_env(cluster, database)
     root = Path(env["FILE_BUFFER_DIR"])
@@ -72,7 +72,7 @@ async def test_sigkill_with_pushes_in_the_buffer(dedicated_cluster: PgCluster) -
             )
             await eventually(lambda: ledger.buffered >= 250, 20, "a buffered load")
             files_at_kill = buffer_files(root)
-            victims = sigkill_server(first.pid)
+            victims = sigkill_server(first)
             killed_at = time.monotonic()
             await eventually(lambda: not any(alive(pid) for pid in victims), 5, "the kill")
             stop.set()

@@ -26,7 +26,6 @@ from tests.faults.harness import (
     push_load,
     report,
     stored_async,
-    worker_pids,
 )
 from tests.integration.api import unique
 from tests.support import ServerProcess, create_database, server_env
@@ -55,8 +54,8 @@ async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost(
     ledger = Ledger()
     stop = trio.Event()
     try:
-        await eventually(lambda: len(worker_pids(server.pid)) == 2, 10, "two workers")
-        before = worker_pids(server.pid)
+        await eventually(lambda: len(server.worker_pids()) == 2, 10, "two workers")
+        before = server.worker_pids()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 partial(
@@ -81,7 +80,7 @@ async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost(
             await eventually(lambda: not alive(before[VICTIM]), 5, "the worker to die")
 
             def replaced() -> bool:
-                now = worker_pids(server.pid)
+                now = server.worker_pids()
                 return VICTIM in now and now[VICTIM] != before[VICTIM]
 
             await eventually(replaced, 15, "the parent to restart the worker")
@@ -93,7 +92,7 @@ async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost(
             target = len(ledger.acknowledged) + 100
             await eventually(lambda: len(ledger.acknowledged) >= target, 15, "more pushes")
             stop.set()
-        after = worker_pids(server.pid)
+        after = server.worker_pids()
         rows = await stored_async(pg_cluster, database, queue)
     finally:
         server.stop()
