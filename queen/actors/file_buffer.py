@@ -6,7 +6,8 @@ fdatasync, and each gets its answer only after that fsync. The drain loop finali
 file, replays finalized files oldest first in chunks of FILE_BUFFER_MAX_BATCH (order kept within a
 partition), deduplicated by transactionId, so a crash during replay never doubles a message. A file
 that fails for lack of a database moves to `failed/` and comes back for another try; a record
-PostgreSQL rejects outright (it never will accept it) is quarantined so it cannot block the rest.
+PostgreSQL rejects outright (five times) is quarantined in `failed/poison_*.buf` so it cannot block
+the rest, and stays there (still counted as pending) until an operator replays it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger("queen.file_buffer")
 PushItems = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 KNOWN_DOWN_S = 1.0
 MAX_FILES_PER_CYCLE = 10
+POISON_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,11 @@ class FileBuffer:
                         break
 
     async def _replay(self, directory: BufferDirectory, path: Path) -> bool:
-        """Replay one file; False when the database failed us (the file went to failed/)."""
+        """Replay one file; False when the database failed us (the file went to failed/).
+
+        Records PostgreSQL rejects are quarantined only once the whole file is through: a file
+        that fails half-way goes to failed/ intact and comes back, and must not leave a second
+        copy of its rejects behind each time."""
         records, framed = await trio.to_thread.run_sync(_read_file, path)
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for record in records:
@@ -197,23 +203,36 @@ class FileBuffer:
             if item is not None:
                 groups.setdefault((item["queue"], item["partition"]), []).append(item)
         chunk_size = self.config.file_buffer_max_batch
+        rejected: list[dict[str, Any]] = []
         for items in groups.values():
             for start in range(0, len(items), chunk_size):
                 chunk = items[start : start + chunk_size]
                 try:
                     await self.push(chunk)
-                except DatabaseError as error:
-                    if is_availability_error(error):
+                    continue
+                except Exception as error:
+                    if not isinstance(error, DatabaseError) or is_availability_error(error):
                         return await self._replay_failed(directory, path, framed, error)
-                    await self._push_one_by_one(directory, chunk)
+                try:
+                    rejected += await self._push_one_by_one(chunk)
                 except Exception as error:
                     return await self._replay_failed(directory, path, framed, error)
-        async with self._disk:
+        async with self._disk:  # the counters both update are shared with the write loop
+            if rejected:
+                target = await trio.to_thread.run_sync(directory.quarantine, rejected)
+                log.error(
+                    "quarantined buffered records PostgreSQL rejects; move the file back into "
+                    "the buffer directory to replay it once the cause is fixed",
+                    extra={"records": len(rejected), "file": str(target)},
+                )
             await trio.to_thread.run_sync(directory.replayed, path, framed)
         self.db_healthy = True
-        self.replayed_total += len(records)
+        self.replayed_total += len(records) - len(rejected)
         if records:
-            log.info("replayed buffered pushes", extra={"file": path.name, "records": len(records)})
+            log.info(
+                "replayed buffered pushes",
+                extra={"file": path.name, "records": len(records) - len(rejected)},
+            )
         return True
 
     async def _replay_failed(
@@ -229,25 +248,23 @@ class FileBuffer:
             await trio.to_thread.run_sync(directory.move_to_failed, path, records)
         return False
 
-    async def _push_one_by_one(
-        self, directory: BufferDirectory, chunk: list[dict[str, Any]]
-    ) -> None:
-        """PostgreSQL rejected a chunk's content: store what it accepts, quarantine the rest."""
+    async def _push_one_by_one(self, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """PostgreSQL rejected a chunk's content: store what it accepts and return the rest.
+
+        Each record gets POISON_ATTEMPTS tries, since a rejection can be transient (a deadlock, a
+        serialization failure); a lost database raises, so the caller keeps the whole file."""
         rejected = []
         for item in chunk:
-            try:
-                await self.push([item])
-            except DatabaseError as error:
-                if is_availability_error(error):
-                    raise
+            for _ in range(POISON_ATTEMPTS):
+                try:
+                    await self.push([item])
+                    break
+                except DatabaseError as error:
+                    if is_availability_error(error):
+                        raise
+            else:
                 rejected.append(item)
-        if rejected:
-            async with self._disk:  # the counters it updates are shared with the write loop
-                target = await trio.to_thread.run_sync(directory.quarantine, rejected)
-            log.error(
-                "quarantined buffered records PostgreSQL rejects",
-                extra={"records": len(rejected), "file": str(target)},
-            )
+        return rejected
 
 
 def _read_file(path: Path) -> tuple[list[dict[str, Any]], int]:

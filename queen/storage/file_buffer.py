@@ -33,7 +33,8 @@ LENGTH = struct.Struct("<I")
 MAX_RECORD_BYTES = 10 * 1024 * 1024
 ACTIVE_SUFFIX = ".buf.tmp"
 FINAL_SUFFIX = ".buf"
-REPLAYABLE_PREFIXES = ("failover_", "qos0_", "poison_")
+POISON_PREFIX = "poison_"
+REPLAYABLE_PREFIXES = ("failover_", "qos0_", POISON_PREFIX)
 LOCK_NAME = ".lock"
 
 
@@ -224,8 +225,12 @@ class BufferDirectory:
         self.failed += records
 
     def retry_failed(self, all_of_them: bool) -> int:
-        """Move failed files back for another replay (all, or just the oldest as a probe)."""
-        files = self.failed_files()
+        """Move failed files back for another replay (all, or just the oldest as a probe).
+
+        Quarantined (`poison_`) files stay: their records failed every attempt already, and
+        retrying them each second would only repeat the error; an operator moves one back into
+        the directory to replay it once the cause is fixed."""
+        files = [p for p in self.failed_files() if not p.name.startswith(POISON_PREFIX)]
         if not all_of_them:
             files = files[:1]
         for path in files:
@@ -240,8 +245,8 @@ class BufferDirectory:
         """Records PostgreSQL rejected, set aside in failed/ so they stop blocking their file.
 
         They are still undelivered messages: they stay in `pending` and `failed` (the file they
-        came from is about to be counted out by `replayed`) until a retry stores them."""
-        target = self.failed_dir / f"poison_{uuid7_str()}{FINAL_SUFFIX}"
+        came from is about to be counted out by `replayed`) until an operator replays them."""
+        target = self.failed_dir / f"{POISON_PREFIX}{uuid7_str()}{FINAL_SUFFIX}"
         with open(target, "wb") as handle:
             handle.write(b"".join(encode(record) for record in records))
             handle.flush()

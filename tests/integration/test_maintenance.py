@@ -220,6 +220,50 @@ async def test_damaged_buffer_files_replay_what_is_readable(
     assert not list(root.rglob("*.buf*")), "replayed files are deleted"
 
 
+async def test_a_record_postgres_rejects_is_quarantined_once(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    """A buffered record PostgreSQL will never take (here a traceId that is no UUID, written by
+    an older version) must not block its file, nor be retried every second forever: it goes to
+    failed/poison_*.buf, stays counted as buffered, and the log says so once."""
+    database = create_database(pg_cluster)
+    queue = unique("poison")
+    root = tmp_path / "buffer"
+    (root / "w0").mkdir(parents=True, mode=0o700)
+    bad = orjson.loads(record(queue, "bad")[LENGTH.size :])
+    bad["traceId"] = "not-a-uuid"
+    (root / "w0" / f"failover_{uuid7_str()}.buf").write_bytes(
+        record(queue, "p1") + encode(bad) + record(queue, "p2")
+    )
+    server = ServerProcess(server_env(pg_cluster, database, FILE_BUFFER_DIR=str(root))).start()
+    try:
+        async with Api(server.url) as api:
+
+            async def quarantined() -> bool:
+                state = await buffer_state(api.client)
+                return state is not None and state["bufferStats"]["failedFiles"]["count"] == 1
+
+            await eventually(quarantined, 15, "the record to be quarantined")
+            await trio.sleep(2.5)  # an observation window: retries would come every second
+            state = await buffer_state(api.client)
+            rows = stored(pg_cluster, database, queue)
+    finally:
+        server.stop()
+    poison = sorted(p.name for p in (root / "w0" / "failed").iterdir())
+    log_lines = server.log_path.read_text().count("quarantined buffered records")
+    assert state is not None
+    print(
+        f"\n[poison-record] stored={sorted(rows)} poison_files={poison} "
+        f"bufferedMessages={state['bufferedMessages']} "
+        f"failedCount={state['bufferStats']['failedCount']} "
+        f"quarantine_log_lines={log_lines}"
+    )
+    assert rows == Counter({"p1": 1, "p2": 1})
+    assert len(poison) == 1 and poison[0].startswith("poison_")
+    assert state["bufferedMessages"] == 1 and state["bufferStats"]["failedCount"] == 1
+    assert log_lines == 1
+
+
 async def test_a_second_server_on_the_same_buffer_directory_refuses_to_start(
     server: ServerProcess,
 ) -> None:
