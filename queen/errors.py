@@ -30,9 +30,20 @@ class NotFound(QueenError):
     status = 404
 
 
+class Conflict(QueenError):
+    """The request contradicts the current state (a full queue, a cursor that cannot move so)."""
+
+    status = 409
+
+
 class PayloadTooLarge(QueenError):
     status = 413
 
 
 class ServiceUnavailable(QueenError):
     status = 503
+
+
+# Refusals a stored procedure raises with our own SQLSTATEs, so they roll back everything the call
+# did and still reach the client as the right status (see sql/006, sql/002 capacity check).
+SQLSTATE_ERRORS: dict[str, type[QueenError]] = {"QN404": NotFound, "QN409": Conflict}

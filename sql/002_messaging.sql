@@ -40,6 +40,8 @@ CREATE FUNCTION queen.push_items(p_items jsonb) RETURNS jsonb LANGUAGE plpgsql A
 DECLARE
     v_now timestamptz;
     v_result jsonb;
+    v_full_queue text;
+    v_max_size integer;
 BEGIN
     INSERT INTO queen.queues (name, namespace, task)
     SELECT DISTINCT e.item->>'queue', split_part(e.item->>'queue', '.', 1), split_part(e.item->>'queue', '.', 2)
@@ -65,6 +67,27 @@ BEGIN
              AND p2.name = coalesce(nullif(e.item->>'partition', ''), 'Default'))
     ORDER BY p.id
     FOR UPDATE;
+
+    -- Capacity (maxSize): refuse a push that would leave more than maxSize messages pending in
+    -- queue mode. Replays of the disk buffer (skipCapacity) are exempt: those pushes were already
+    -- accepted once (quirk Q17 keeps the original's "replay never blocks").
+    SELECT q.name, q.max_queue_size INTO v_full_queue, v_max_size
+    FROM (SELECT e.item->>'queue' AS name, count(*) AS incoming
+          FROM jsonb_array_elements(p_items) e(item)
+          WHERE NOT coalesce((e.item->>'skipCapacity')::boolean, false)
+          GROUP BY 1) n
+    JOIN queen.queues q ON q.name = n.name AND q.max_queue_size > 0
+    WHERE n.incoming + (
+        SELECT coalesce(sum(p.last_seq - coalesce(pc.last_consumed_seq, 0)), 0)
+        FROM queen.partitions p
+        LEFT JOIN queen.partition_consumers pc
+               ON pc.partition_id = p.id AND pc.consumer_group = '__QUEUE_MODE__'
+        WHERE p.queue_id = q.id) > q.max_queue_size
+    LIMIT 1;
+    IF v_full_queue IS NOT NULL THEN
+        RAISE EXCEPTION 'Queue % is full (maxSize %)', v_full_queue, v_max_size
+            USING ERRCODE = 'QN409';
+    END IF;
 
     v_now := clock_timestamp();
 

@@ -309,6 +309,7 @@ def _push_item(record: dict[str, Any]) -> dict[str, Any] | None:
         "traceId": record.get("traceId") or None,
         "producerSub": record.get("producerSub") or None,
         "messageId": uuid7_str(),
+        "skipCapacity": True,
     }
 
 

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 
 from queen.actors.mailbox import ActorGone
 from queen.actors.slots import DatabaseError, DatabaseUnavailable
-from queen.errors import QueenError
+from queen.errors import SQLSTATE_ERRORS, QueenError
 from queen.http import (
     consumer_groups,
     dead_letters,
@@ -88,6 +88,12 @@ def _install_error_table(app: QuartTrio) -> None:
         return error_response("Service unavailable: database not reachable", 503)
 
     @app.errorhandler(DatabaseError)
+    async def database_error(error: DatabaseError) -> Response:
+        refusal = SQLSTATE_ERRORS.get(error.sqlstate or "")
+        if refusal is not None:
+            return error_response(str(error), refusal.status)
+        return await unexpected(error)
+
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
         error_id = uuid.uuid4().hex[:12]

@@ -16,7 +16,7 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from queen.actors.slots import DatabaseError, SlotPool
-from queen.errors import BadRequest, NotFound, QueenError
+from queen.errors import SQLSTATE_ERRORS, BadRequest, NotFound
 from queen.http import validate
 from queen.http.context import services
 from queen.http.responses import json_object, json_response
@@ -28,21 +28,12 @@ MAX_ERROR_TEXT = 10_000
 STATUSES = ("pending", "processing", "completed", "dead_letter")
 
 
-class Conflict(QueenError):
-    """The request contradicts the consumer group's position (see dead_letter_message)."""
-
-    status = 409
-
-
-_REFUSALS: dict[str, type[QueenError]] = {"QN404": NotFound, "QN409": Conflict}
-
-
 async def call(pool: SlotPool, sql: str, *args: Any) -> Any:
     """One procedure call whose QN404/QN409 refusals reach the client as 404/409."""
     try:
         return await pool.call(sql, *args, kind="fetchval")
     except DatabaseError as error:
-        refusal = _REFUSALS.get(error.sqlstate or "")
+        refusal = SQLSTATE_ERRORS.get(error.sqlstate or "")
         if refusal is None:
             raise
         raise refusal(str(error)) from None
