@@ -329,13 +329,21 @@ def _is_postmaster_of(pid: int, data_dir: Path) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """A zombie counts as dead: it holds no memory, ports or locks, and an orphaned postmaster's
+    corpse stays one until PID 1 reaps it, which in a container may be never."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # no /proc to ask
+    return stat[stat.rindex(")") + 2 :][:1] != "Z"
 
 
 @contextlib.contextmanager
