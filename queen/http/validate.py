@@ -40,6 +40,10 @@ BOOL_OPTIONS = {
     "encryptionEnabled": False,
 }
 MAX_OPTION_VALUE = 2**31 - 1
+# Containers nested in one payload. orjson encodes at most 254 levels, and a stored payload is sent
+# back wrapped in a few more (pop, transaction, DLQ), so anything deeper than this could be stored
+# but never delivered; the margin keeps every envelope encodable.
+MAX_PAYLOAD_DEPTH = 200
 
 
 def is_uuid(value: str) -> bool:
@@ -50,12 +54,19 @@ def is_uuid(value: str) -> bool:
     return True
 
 
+def text(value: str, what: str) -> str:
+    """PostgreSQL text and jsonb cannot hold U+0000; reject it here rather than fail the call."""
+    if "\x00" in value:
+        raise BadRequest(f"{what} must not contain the NUL character (\\u0000)")
+    return value
+
+
 def name(value: Any, what: str, *, required_message: str | None = None) -> str:
     if not isinstance(value, str):
         raise BadRequest(required_message or f"{what} must be a string")
     if not value or len(value) > MAX_NAME:
         raise BadRequest(f"{what} must be 1 to {MAX_NAME} characters")
-    return value
+    return text(value, what)
 
 
 def optional_string(value: Any, what: str) -> str | None:
@@ -63,6 +74,30 @@ def optional_string(value: Any, what: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise BadRequest(f"{what} must be a string")
+    return text(value, what)
+
+
+def payload(value: Any) -> Any:
+    """A message payload: any JSON, but storable (no NUL in keys or strings) and deliverable (at
+    most MAX_PAYLOAD_DEPTH nested containers)."""
+    if isinstance(value, str):
+        return text(value, "payload")
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise BadRequest(f"payload nesting must not exceed {MAX_PAYLOAD_DEPTH} levels")
+        if isinstance(node, dict):
+            for key in node:
+                text(key, "payload")
+            children = node.values()
+        else:
+            children = node
+        for child in children:
+            if isinstance(child, str):
+                text(child, "payload")
+            elif isinstance(child, dict | list):
+                stack.append((child, depth + 1))
     return value
 
 
@@ -83,13 +118,15 @@ def push_item(item: Any) -> dict[str, Any]:
     partition = item.get("partition")
     if partition is not None and not isinstance(partition, str):
         raise BadRequest("Partition must be a string")
-    partition = partition or DEFAULT_PARTITION
+    partition = text(partition or DEFAULT_PARTITION, "Partition")
     if len(partition) > MAX_NAME:
         raise BadRequest(f"Partition must be at most {MAX_NAME} characters")
     queue = name(item.get("queue"), "Queue name", required_message="Queue must be a string")
     transaction_id = item.get("transactionId")
     if transaction_id is not None and not isinstance(transaction_id, str):
         raise BadRequest("TransactionId must be a string")
+    if transaction_id is not None:
+        text(transaction_id, "TransactionId")
     if transaction_id and len(transaction_id) > MAX_NAME:
         raise BadRequest(f"TransactionId must be at most {MAX_NAME} characters")
     trace_id = item.get("traceId")
@@ -100,7 +137,7 @@ def push_item(item: Any) -> dict[str, Any]:
     return {
         "queue": queue,
         "partition": partition,
-        "payload": item.get("payload"),
+        "payload": payload(item.get("payload")),
         "transactionId": transaction_id or str(uuid.uuid4()),
         "traceId": trace_id or None,
         "messageId": uuid7_str(),
@@ -121,6 +158,7 @@ def ack_item(item: Any, group: str | None = None) -> dict[str, Any]:
     transaction_id = item.get("transactionId")
     if not isinstance(transaction_id, str) or not transaction_id:
         raise BadRequest("transactionId is required")
+    text(transaction_id, "transactionId")
     partition_id = item.get("partitionId")
     if not isinstance(partition_id, str) or not partition_id:
         raise BadRequest("partitionId is required to ensure message uniqueness")
@@ -133,6 +171,8 @@ def ack_item(item: Any, group: str | None = None) -> dict[str, Any]:
     error = item.get("error")
     if error is not None and not isinstance(error, str):
         error = str(error)
+    if error is not None:
+        text(error, "error")
     return {
         "transactionId": transaction_id,
         "partitionId": partition_id,
@@ -194,6 +234,9 @@ def configure(body: Any) -> dict[str, Any]:
     queue = name(body["queue"], "queue")
     namespace = optional_string(body.get("namespace"), "namespace") or ""
     task = optional_string(body.get("task"), "task") or ""
+    for label, scope in (("namespace", namespace), ("task", task)):
+        if len(scope) > MAX_NAME:
+            raise BadRequest(f"{label} must be at most {MAX_NAME} characters")
     raw_options = body.get("options")
     if raw_options is None:
         raw_options = {}
@@ -277,7 +320,9 @@ def pop_params(args: Mapping[str, str], config: Config) -> PopParams:
     partitions = query_int(args, "partitions", 1)
     if partitions <= 0 or partitions > 1000:
         raise BadRequest("partitions must be between 1 and 1000")
-    mode = args.get("subscriptionMode") or config.default_subscription_mode
+    mode = optional_string(args.get("subscriptionMode"), "subscriptionMode")
+    mode = mode or config.default_subscription_mode
+    subscription_from = optional_string(args.get("subscriptionFrom"), "subscriptionFrom") or ""
     return PopParams(
         batch=batch,
         wait=query_bool(args, "wait"),
@@ -285,7 +330,7 @@ def pop_params(args: Mapping[str, str], config: Config) -> PopParams:
         group=group_name(args.get("consumerGroup")),
         auto_ack=query_bool(args, "autoAck"),
         subscription_mode="new" if mode in ("new", "new-only") else mode,
-        subscription_from=args.get("subscriptionFrom") or "",
+        subscription_from=subscription_from,
         partitions=partitions,
     )
 
