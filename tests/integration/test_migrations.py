@@ -16,7 +16,14 @@ import pytest
 from queen.storage import migrations
 from queen.storage.migrations import MigrationError
 from queen.storage.pgcluster import PgCluster
-from tests.support import ServerProcess, create_database, run_sql, server_env
+from tests.support import (
+    ServerProcess,
+    create_database,
+    descendants,
+    run_sql,
+    server_env,
+    still_running,
+)
 
 SHIPPED = [m.version for m in migrations.available()]
 
@@ -171,3 +178,33 @@ def test_failing_migration_is_refused_naming_its_file_and_leaves_nothing_half_do
         database=fresh_database,
     )
     assert [row["column_name"] for row in columns] == ["id"]  # rolled back, untouched
+
+
+@pytest.mark.timeout(90)
+def test_refusal_found_once_postgresql_comes_up_stops_the_running_server(
+    own_cluster: PgCluster,
+) -> None:
+    """queen started while PostgreSQL was down (workers already serving 503); when the database
+    appears with an edited migration, the whole server stops instead of serving a wrong schema."""
+    database = create_database(own_cluster)
+    migrate_directly(own_cluster, database)
+    run_sql(
+        own_cluster,
+        "UPDATE queen.schema_migrations SET checksum = 'edited' WHERE version = $1",
+        SHIPPED[0],
+        database=database,
+    )
+    own_cluster.stop()
+    server = ServerProcess(server_env(own_cluster, database)).start(wait_healthy=False)
+    try:
+        server.wait_health(503, timeout_s=30.0)
+        tree = descendants(server.pid)
+        own_cluster.start()
+        assert server.process is not None
+        assert server.process.wait(30) == 1
+        log = server.log()
+        assert "migration refused" in log
+        assert "Traceback" not in log
+        assert still_running(tree) == []
+    finally:
+        server.stop()
