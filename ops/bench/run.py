@@ -16,6 +16,11 @@ NUM_WORKERS=2. Phases, in order:
 stdout gets one JSON line with every figure; progress and failures go to stderr. A phase that the
 server refuses stops the run and the first failing request (status and body) is printed.
 `--write-results` appends a readable section to ops/bench/RESULTS.md.
+
+The machine is shared by everything above, so each phase also reports who used the CPU (generator,
+workers, PostgreSQL, and other processes). For a look inside: `--profile-dir DIR` samples the
+workers with py-spy, `--pg-statements` lists the costliest SQL per phase, `--phases` runs a subset,
+and `--ref COMMIT` measures a commit exported from git rather than a busy working tree.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ ORIGINAL = (
 
 PHASES = ("baseline", "push1", "push100", "push1000", "pop", "latency")
 PROFILE_MAX_S = 120.0
+QUIET_PROBE_S = 2.0
+QUIET_CORES = 0.3
+CONTENDED_CORES = 0.3
 PG_TOP_STATEMENTS = 8
 PROFILE_NEEDLES = [
     "(hypercorn/",
@@ -125,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--latency-rate", type=float, default=200.0, help="paced pushes per second")
     add("--prefill", type=int, help="messages pre-filled for pop+ack (default: sized to duration)")
     add("--warmup", type=float, help="seconds of uncounted traffic before each window")
+    add(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each phase, wait up to this long for the machine to be idle",
+    )
     add("--pg-setting", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
     add("--server-env", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
     add(
@@ -299,6 +314,7 @@ class Bench:
     def run_phase(
         self, name: str, specs: list[PhaseSpec], warmup_s: float, duration_s: float, grace_s: float
     ) -> PhaseOutcome:
+        self._wait_quiet(name)
         ctx = multiprocessing.get_context("spawn")
         running: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
         try:
@@ -370,6 +386,23 @@ class Bench:
                     process.terminate()
                 process.join(5)
                 conn.close()
+
+    def _wait_quiet(self, name: str) -> None:
+        """On a shared machine another test suite can take a whole core; starting a phase in a
+        quiet moment is the best we can do (the `other` figure shows what happened during it)."""
+        limit = self.args.wait_quiet
+        if not limit:
+            return
+        deadline = time.monotonic() + limit
+        while True:
+            before = procs.machine_cpu()
+            time.sleep(QUIET_PROBE_S)
+            busy = (procs.machine_cpu()["busy"] - before["busy"]) / QUIET_PROBE_S
+            if busy <= QUIET_CORES:
+                return
+            if time.monotonic() >= deadline:
+                _say(f"{name}: machine still {busy:.2f} cores busy after {limit:g}s; going ahead")
+                return
 
     def _reset_statements(self) -> None:
         if self.args.pg_statements and self.cluster is not None:
@@ -627,6 +660,17 @@ class Bench:
             and latency.get("duplicates") == 0,
             "rss<=100MB_per_worker": None if rss is None else rss <= TARGETS["rss_mb_per_worker"],
         }
+        named = {
+            "baseline": self.out.get("baseline"),
+            **{f"push@{k}": v for k, v in push.items()},
+            "pop_ack": self.out.get("pop_ack"),
+            "latency": self.out.get("latency"),
+        }
+        self.out["contended_phases"] = {
+            name: figures["cpu_cores"].get("other")
+            for name, figures in named.items()
+            if figures and (figures["cpu_cores"].get("other") or 0) > CONTENDED_CORES
+        }
         phases = [self.out.get("baseline"), *push.values(), self.out.get("pop_ack")]
         self.out["generator_saturated_in"] = [
             name
@@ -810,6 +854,13 @@ def results_section(out: dict[str, Any], command: str) -> str:
         f"- other load on the machine just before the start: {out.get('background_cores_before')} "
         "cores (the `not ours` column below is other processes' CPU during each phase)"
     )
+    contended = out.get("contended_phases")
+    if contended:
+        listed = ", ".join(f"{name} ({cores} cores)" for name, cores in contended.items())
+        lines.append(
+            f"- **shared machine**: other processes took CPU during {listed}; those figures "
+            "understate the server"
+        )
     if out.get("error"):
         lines.append(
             f"- **INCOMPLETE**: phase `{out['error']['phase']}` failed: "
