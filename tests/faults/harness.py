@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,7 +28,7 @@ import trio
 
 from queen.storage.file_buffer import count_records
 from queen.storage.pgcluster import PgCluster
-from tests.support import ServerProcess, descendants, run_sql
+from tests.support import ServerProcess, create_database, descendants, run_sql
 
 RETRY_PAUSE_S = 0.05
 
@@ -163,6 +164,18 @@ def stored(cluster: PgCluster, database: str, queue: str) -> Counter[str]:
 
 async def stored_async(cluster: PgCluster, database: str, queue: str) -> Counter[str]:
     return await trio.to_thread.run_sync(stored, cluster, database, queue)
+
+
+async def sql(cluster: PgCluster, query: str, *args: Any, database: str | None = None) -> Any:
+    """run_sql from a trio test. run_sql drives asyncpg with asyncio.run, which trio_asyncio's
+    loop policy refuses inside trio once any test module imported it; a worker thread is not
+    inside trio."""
+    return await trio.to_thread.run_sync(partial(run_sql, cluster, query, *args, database=database))
+
+
+async def new_database(cluster: PgCluster) -> str:
+    """create_database from a trio test (see `sql`)."""
+    return await trio.to_thread.run_sync(create_database, cluster)
 
 
 def report(name: str, ledger: Ledger, rows: Counter[str], **extra: Any) -> dict[str, Any]:

@@ -20,9 +20,9 @@ import pytest
 import trio
 
 from queen.storage.pgcluster import PgCluster
-from tests.faults.harness import HeldRowLock, eventually
+from tests.faults.harness import HeldRowLock, eventually, new_database, sql
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, create_database, run_sql, server_env
+from tests.support import ServerProcess, server_env
 
 pytestmark = pytest.mark.faults
 
@@ -35,9 +35,9 @@ TERMINATE = (
 )
 
 
-def effects(cluster: PgCluster, database: str, source: str, target: str) -> dict[str, Any]:
+async def effects(cluster: PgCluster, database: str, source: str, target: str) -> dict[str, Any]:
     """Per source partition: (ack applied?, copies of its push stored, lease holder)."""
-    rows = run_sql(
+    rows = await sql(
         cluster,
         "SELECT p.name, coalesce(pc.total_messages_consumed, 0) AS consumed, "
         "coalesce(pc.last_consumed_seq, 0) AS cursor, pc.worker_id AS lease, "
@@ -75,11 +75,11 @@ def transaction_body(message: dict[str, Any], target: str, ack_first: bool) -> d
     return {"operations": [ack, push] if ack_first else [push, ack]}
 
 
-def consumer_row_locked(cluster: PgCluster, database: str, partition_id: str) -> bool:
+async def consumer_row_locked(cluster: PgCluster, database: str, partition_id: str) -> bool:
     """Whether an open transaction holds the queue-mode consumer row of a partition: ack_items
     locks it when it applies an ack, so this shows an ack applied but not yet committed."""
     try:
-        run_sql(
+        await sql(
             cluster,
             "SELECT 1 FROM queen.partition_consumers WHERE partition_id = $1::uuid "
             "AND consumer_group = '__QUEUE_MODE__' FOR UPDATE NOWAIT",
@@ -123,7 +123,7 @@ def atomic(state: dict[str, Any]) -> bool:
 
 
 async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgCluster) -> None:
-    database = create_database(pg_cluster)
+    database = await new_database(pg_cluster)
     server = ServerProcess(server_env(pg_cluster, database)).start()
     source, target = unique("txsrc"), unique("txdst")
     outcomes: Counter[str] = Counter()
@@ -164,8 +164,8 @@ async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgC
                     for name in blocked:
                         nursery.start_soon(attempt, name)
 
-                    def waiting_on_lock() -> bool:
-                        rows = run_sql(
+                    async def waiting_on_lock() -> bool:
+                        rows = await sql(
                             pg_cluster,
                             "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 "
                             "AND application_name LIKE 'queen-w%' AND wait_event_type = 'Lock'",
@@ -174,12 +174,14 @@ async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgC
                         return bool(rows[0]["n"] == BLOCKED)
 
                     await eventually(waiting_on_lock, 10, "transactions blocked inside PostgreSQL")
-                    acks_in_flight = sum(
-                        consumer_row_locked(pg_cluster, database, messages[n]["partitionId"])
-                        for n in blocked
-                    )
-                    terminated += run_sql(pg_cluster, TERMINATE, database)[0]["n"]
-            after_drop = effects(pg_cluster, database, source, target)
+                    acks_in_flight = 0
+                    for name in blocked:
+                        partition_id = messages[name]["partitionId"]
+                        acks_in_flight += await consumer_row_locked(
+                            pg_cluster, database, partition_id
+                        )
+                    terminated += (await sql(pg_cluster, TERMINATE, database))[0]["n"]
+            after_drop = await effects(pg_cluster, database, source, target)
             for name in blocked:
                 outcomes[f"blocked-{first_try[name]}"] += 1
                 await retry_until_settled(client, bodies[name], outcomes)
@@ -193,7 +195,7 @@ async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgC
                 nonlocal terminated
                 while not done.is_set():
                     await trio.sleep(KILL_EVERY_S)  # the fault's cadence
-                    rows = await trio.to_thread.run_sync(run_sql, pg_cluster, TERMINATE, database)
+                    rows = await sql(pg_cluster, TERMINATE, database)
                     terminated += rows[0]["n"]
 
             async def worker(chunk: list[str]) -> None:
@@ -208,21 +210,21 @@ async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgC
                     for k in range(4):
                         workers.start_soon(worker, rest[k::4])
                 done.set()
-            under_fire = effects(pg_cluster, database, source, target)
+            under_fire = await effects(pg_cluster, database, source, target)
             for name in rest:
                 outcomes[f"random-{settled[name]}"] += 1
                 if settled[name] != "ok":
                     body = transaction_body(messages[name], target, ack_first=False)
                     await retry_until_settled(client, body, outcomes)
-        final = effects(pg_cluster, database, source, target)
-        target_rows = run_sql(
+        final = await effects(pg_cluster, database, source, target)
+        target_counts = await sql(
             pg_cluster,
             "SELECT count(*) AS n, count(DISTINCT m.transaction_id) AS d FROM queen.messages m "
             "JOIN queen.partitions p ON p.id = m.partition_id "
             "JOIN queen.queues q ON q.id = p.queue_id WHERE q.name = $1",
             target,
             database=database,
-        )[0]
+        )
     finally:
         server.stop()
 
@@ -237,8 +239,8 @@ async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgC
         "committed_under_fire": sum(under_fire[n]["consumed"] for n in rest),
         "torn_under_fire": sum(not atomic(under_fire[n]) for n in rest),
         "final_acks": sum(s["consumed"] for s in final.values()),
-        "final_pushes": target_rows["n"] - 1,
-        "duplicates": target_rows["n"] - target_rows["d"],
+        "final_pushes": target_counts[0]["n"] - 1,
+        "duplicates": target_counts[0]["n"] - target_counts[0]["d"],
         "outcomes": dict(outcomes),
     }
     print("\n[connection-drop] " + " ".join(f"{k}={v}" for k, v in figures.items()))

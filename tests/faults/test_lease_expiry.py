@@ -13,9 +13,9 @@ import pytest
 import trio
 
 from queen.storage.pgcluster import PgCluster
-from tests.faults.harness import eventually
+from tests.faults.harness import eventually, sql
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, run_sql
+from tests.support import ServerProcess
 
 pytestmark = pytest.mark.faults
 
@@ -23,8 +23,8 @@ LEASE_S = 1
 MESSAGES = 20
 
 
-def consumer_books(cluster: PgCluster, database: str, queue: str) -> dict[str, Any]:
-    rows = run_sql(
+async def consumer_books(cluster: PgCluster, database: str, queue: str) -> dict[str, Any]:
+    rows = await sql(
         cluster,
         "SELECT pc.total_messages_consumed, pc.last_consumed_seq, pc.worker_id, "
         "(SELECT count(*) FROM queen.messages m WHERE m.partition_id = p.id) AS stored "
@@ -70,12 +70,12 @@ async def test_expired_lease_goes_to_another_consumer_and_late_ack_is_refused(
         assert taken_over["leaseId"] != silent["leaseId"]
 
         late = await first.ack_batch(silent["messages"])
-        books_after_late = consumer_books(pg_cluster, database, queue)
+        books_after_late = await consumer_books(pg_cluster, database, queue)
         on_time = await second.ack_batch(taken_over["messages"])
-        books_after_ack = consumer_books(pg_cluster, database, queue)
+        books_after_ack = await consumer_books(pg_cluster, database, queue)
         later_still = await first.ack_batch(silent["messages"])
         single_late = await first.ack(silent["messages"][0])
-        books_final = consumer_books(pg_cluster, database, queue)
+        books_final = await consumer_books(pg_cluster, database, queue)
         leftover = await second.pop(queue, batch=MESSAGES)
 
     figures = {
@@ -103,3 +103,36 @@ async def test_expired_lease_goes_to_another_consumer_and_late_ack_is_refused(
     assert books_final == books_after_ack, "a late ack after completion changes nothing"
     assert books_final["worker_id"] is None, "the partition is free again"
     assert leftover is None, "nothing is delivered a third time"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sql/002 ack_items: an ack without leaseId is not lease-checked, so a late one after "
+    "the message was completed counts it again (total_messages_consumed 2 for 1 message)",
+)
+async def test_late_ack_without_lease_id_does_not_count_twice(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    queue = unique("lease-nolid")
+    async with Api(server.url) as api:
+        await api.request(
+            "POST", "/api/v1/configure", json={"queue": queue, "options": {"leaseTime": LEASE_S}}
+        )
+        await api.push(queue, [{"n": 1}])
+        silent = await api.pop(queue)
+        assert silent is not None
+        taken_over: dict[str, Any] = {}
+
+        async def redelivered() -> bool:
+            popped = await api.pop(queue)
+            if popped is not None:
+                taken_over.update(popped)
+            return popped is not None
+
+        await eventually(redelivered, LEASE_S + 5, "the lease to expire", every_s=0.1)
+        assert (await api.ack(taken_over["messages"][0]))["success"] is True
+        late = dict(silent["messages"][0], leaseId=None)  # a client that does not send leaseId
+        result = await api.ack(late)
+        books = await consumer_books(pg_cluster, database, queue)
+    print(f"\n[late-ack-no-lease] success={result['success']} consumed={books}")
+    assert books["total_messages_consumed"] == 1

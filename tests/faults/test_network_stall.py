@@ -23,14 +23,16 @@ from tests.faults.harness import (
     Ledger,
     assert_exactly_once,
     eventually,
+    new_database,
     push_batch,
     push_load,
     report,
-    stored,
+    sql,
+    stored_async,
     wait_drained,
 )
 from tests.integration.api import unique
-from tests.support import PausableProxy, ServerProcess, create_database, run_sql, server_env
+from tests.support import PausableProxy, ServerProcess, server_env
 
 pytestmark = pytest.mark.faults
 
@@ -44,7 +46,7 @@ async def test_stalled_network_fails_over_to_disk_and_loses_nothing(
     own_cluster: PgCluster,
 ) -> None:
     cluster = own_cluster
-    database = create_database(cluster)
+    database = await new_database(cluster)
     proxy = PausableProxy(cluster.port)
     # One hot connection: it is established (and then stalls) before the load, so pushes do meet
     # the stalled connection instead of only fresh slots that time out connecting.
@@ -73,8 +75,8 @@ async def test_stalled_network_fails_over_to_disk_and_loses_nothing(
                 ):
                     nursery.start_soon(push_batch, client, queue, [EDGE], ledger)
 
-                    def push_waits_on_lock() -> bool:
-                        rows = run_sql(
+                    async def push_waits_on_lock() -> bool:
+                        rows = await sql(
                             cluster,
                             "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 "
                             "AND application_name = 'queen-w0' AND wait_event_type = 'Lock'",
@@ -85,10 +87,12 @@ async def test_stalled_network_fails_over_to_disk_and_loses_nothing(
                     await eventually(push_waits_on_lock, 10, "the push to wait inside PostgreSQL")
                     proxy.pause()
                     timing["paused"] = time.monotonic()
+
                 # The lock is gone: PostgreSQL commits the push, its reply stays in the proxy.
-                await eventually(
-                    lambda: EDGE in stored(cluster, database, queue), 10, "the edge push to commit"
-                )
+                async def edge_committed() -> bool:
+                    return EDGE in await stored_async(cluster, database, queue)
+
+                await eventually(edge_committed, 10, "the edge push to commit")
                 nursery.start_soon(
                     partial(
                         push_load,

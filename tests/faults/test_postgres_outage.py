@@ -21,12 +21,13 @@ from tests.faults.harness import (
     assert_exactly_once,
     buffer_files,
     eventually,
+    new_database,
     push_load,
     report,
     wait_drained,
 )
 from tests.integration.api import unique
-from tests.support import ServerProcess, create_database, server_env
+from tests.support import ServerProcess, server_env
 
 pytestmark = pytest.mark.faults
 
@@ -35,7 +36,7 @@ OUTAGE_S = 5.0
 
 async def test_postgres_outage_under_push_load(own_cluster: PgCluster) -> None:
     cluster = own_cluster
-    database = create_database(cluster)
+    database = await new_database(cluster)
     env = server_env(cluster, database)
     server = ServerProcess(env).start()
     queue = unique("outage")

@@ -24,6 +24,7 @@ from tests.faults.harness import (
     assert_exactly_once,
     buffer_files,
     eventually,
+    new_database,
     push_batch,
     push_load,
     records_on_disk,
@@ -32,14 +33,14 @@ from tests.faults.harness import (
     wait_drained,
 )
 from tests.integration.api import unique
-from tests.support import ServerProcess, create_database, server_env
+from tests.support import ServerProcess, server_env
 
 pytestmark = pytest.mark.faults
 
 
 async def test_sigkill_with_pushes_in_the_buffer(own_cluster: PgCluster) -> None:
     cluster = own_cluster
-    database = create_database(cluster)
+    database = await new_database(cluster)
     env = server_env(cluster, database)
     root = Path(env["FILE_BUFFER_DIR"])
     first = ServerProcess(env).start()

@@ -23,12 +23,13 @@ from tests.faults.harness import (
     alive,
     assert_exactly_once,
     eventually,
+    new_database,
     push_load,
     report,
     stored_async,
 )
 from tests.integration.api import unique
-from tests.support import ServerProcess, create_database, server_env
+from tests.support import ServerProcess, server_env
 
 pytestmark = pytest.mark.faults
 
@@ -48,7 +49,7 @@ async def served_by(url: str, worker: int) -> bool:
 async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost(
     pg_cluster: PgCluster,
 ) -> None:
-    database = create_database(pg_cluster)
+    database = await new_database(pg_cluster)
     server = ServerProcess(server_env(pg_cluster, database, NUM_WORKERS="2")).start()
     queue = unique("crash")
     ledger = Ledger()

@@ -24,14 +24,15 @@ from tests.faults.harness import (
     assert_exactly_once,
     buffer_state,
     eventually,
+    new_database,
     push_batch,
     push_load,
     report,
-    stored,
+    stored_async,
     wait_drained,
 )
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, create_database, server_env
+from tests.support import ServerProcess, server_env
 
 
 async def set_switch(api: Api, path: str, enabled: bool) -> dict[str, Any]:
@@ -94,7 +95,7 @@ async def test_maintenance_on_and_off_under_load_loses_nothing(
                 status, pop_state = await api.request("GET", "/api/v1/system/maintenance/pop")
                 assert status == 200 and pop_state["popMaintenanceMode"] is True
                 paused = [await api.pop(queue, batch=50) for _ in range(3)]
-                waiting_in_db = sum(stored(pg_cluster, database, queue).values())
+                waiting_in_db = sum((await stored_async(pg_cluster, database, queue)).values())
                 await set_switch(api, "/api/v1/system/maintenance/pop", False)
 
                 # Push maintenance alone does not stop consumers: what is stored is delivered.
@@ -164,7 +165,7 @@ def record(queue: str, txid: str) -> bytes:
 async def test_damaged_buffer_files_replay_what_is_readable(
     pg_cluster: PgCluster, tmp_path: Path
 ) -> None:
-    database = create_database(pg_cluster)
+    database = await new_database(pg_cluster)
     queue = unique("damaged")
     env = server_env(pg_cluster, database, FILE_BUFFER_DIR=str(tmp_path / "buffer"))
     worker_dir = tmp_path / "buffer" / "w0"
@@ -226,7 +227,7 @@ async def test_a_record_postgres_rejects_is_quarantined_once(
     """A buffered record PostgreSQL will never take (here a traceId that is no UUID, written by
     an older version) must not block its file, nor be retried every second forever: it goes to
     failed/poison_*.buf, stays counted as buffered, and the log says so once."""
-    database = create_database(pg_cluster)
+    database = await new_database(pg_cluster)
     queue = unique("poison")
     root = tmp_path / "buffer"
     (root / "w0").mkdir(parents=True, mode=0o700)
@@ -246,7 +247,7 @@ async def test_a_record_postgres_rejects_is_quarantined_once(
             await eventually(quarantined, 15, "the record to be quarantined")
             await trio.sleep(2.5)  # an observation window: retries would come every second
             state = await buffer_state(api.client)
-            rows = stored(pg_cluster, database, queue)
+            rows = await stored_async(pg_cluster, database, queue)
     finally:
         server.stop()
     poison = sorted(p.name for p in (root / "w0" / "failed").iterdir())
@@ -333,7 +334,7 @@ async def test_buffered_messages_reaches_zero_only_when_every_worker_drained(
     against two workers, each with a buffer of its own. Worker 1 holds most of the buffer and
     hears that maintenance is off only through its own poll of system_state; worker 0, which
     answers every request of the client, must still not report 0 before worker 1 has drained."""
-    database = create_database(pg_cluster)
+    database = await new_database(pg_cluster)
     server = ServerProcess(server_env(pg_cluster, database, NUM_WORKERS="2")).start()
     queue = unique("workers")
     ledger = Ledger()
@@ -358,7 +359,7 @@ async def test_buffered_messages_reaches_zero_only_when_every_worker_drained(
                 return state is not None and state["bufferedMessages"] == 0
 
             await eventually(reported_empty, 30, "bufferedMessages to reach 0", every_s=0.02)
-            rows = stored(pg_cluster, database, queue)
+            rows = await stored_async(pg_cluster, database, queue)
         finally:
             for client in pinned.values():
                 await client.aclose()
