@@ -167,9 +167,9 @@ async def stored_async(cluster: PgCluster, database: str, queue: str) -> Counter
 
 
 async def sql(cluster: PgCluster, query: str, *args: Any, database: str | None = None) -> Any:
-    """run_sql from a trio test. run_sql drives asyncpg with asyncio.run, which trio_asyncio's
-    loop policy refuses inside trio once any test module imported it; a worker thread is not
-    inside trio."""
+    """run_sql from a trio test, in a worker thread: a blocking query on the trio loop would
+    stall the load the test is measuring, and asyncio.run inside trio is refused under the loop
+    policy trio_asyncio installs once any collected module imports it."""
     return await trio.to_thread.run_sync(partial(run_sql, cluster, query, *args, database=database))
 
 
