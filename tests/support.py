@@ -71,7 +71,10 @@ def run_sql(cluster: PgCluster, sql: str, *args: Any, database: str | None = Non
         finally:
             await conn.close()
 
-    return asyncio.run(go())
+    # A loop of our own: trio-asyncio, once imported, installs an event-loop policy under which
+    # asyncio.run() inside a trio test fails.
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        return runner.run(go())
 
 
 def create_database(cluster: PgCluster, prefix: str = "queen_test") -> str:

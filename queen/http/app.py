@@ -69,7 +69,10 @@ def _install_error_table(app: QuartTrio) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     async def too_large(_: RequestEntityTooLarge) -> Response:
-        return error_response("Request body too large", 413)
+        # The rest of the body is never read, so the connection cannot carry another request.
+        response = error_response("Request body too large", 413)
+        response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

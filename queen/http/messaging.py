@@ -54,8 +54,8 @@ async def pop_partition(queue: str, partition: str) -> Response:
 
 @blueprint.get("/pop")
 async def pop_namespace_task() -> Response:
-    namespace = request.args.get("namespace") or ""
-    task = request.args.get("task") or ""
+    namespace = validate.text(request.args.get("namespace") or "", "namespace")
+    task = validate.text(request.args.get("task") or "", "task")
     if not namespace and not task:
         raise BadRequest("namespace or task is required")
     scope = {"namespace": namespace or None, "task": task or None}
