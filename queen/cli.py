@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(cause, migrations.MigrationError):
             log.error("migration refused: %s", cause)
             return 1
-        if isinstance(cause, BufferLocked):
+        if isinstance(cause, BufferLocked | PortInUse):
             log.error("%s", cause)
             return 1
         if isinstance(cause, KeyboardInterrupt):
@@ -269,7 +270,27 @@ def _lock_buffer_root(config: Config) -> None:
         )
 
 
+class PortInUse(RuntimeError):
+    """Another process listens on our port; with SO_REUSEPORT we would silently share it."""
+
+
+def _check_port_free(config: Config) -> None:
+    """Bind once *without* SO_REUSEPORT: that fails while anyone (another queen's workers
+    included) listens on the port, so a second instance refuses to start instead of taking half
+    of the first one's connections."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((config.host, config.port))
+        except OSError as error:
+            raise PortInUse(
+                f"port {config.port} on {config.host} is in use: {error.strerror}"
+            ) from None
+
+
 async def _serve(config: Config) -> int:
+    _check_port_free(config)
     _lock_buffer_root(config)
     log.info(
         "queen starting",

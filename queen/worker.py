@@ -60,7 +60,7 @@ def build_services(config: Config, worker_id: int, nursery: trio.Nursery) -> Ser
 
 def _hypercorn_config(sock: socket.socket) -> HypercornConfig:
     hc = HypercornConfig()
-    hc.bind = [f"fd://{sock.fileno()}"]
+    hc.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the descriptor from here on
     hc.graceful_timeout = GRACEFUL_TIMEOUT_S
     hc.keep_alive_timeout = 75
     hc.read_timeout = None

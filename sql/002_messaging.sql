@@ -516,16 +516,21 @@ BEGIN
                 END IF;
                 v_ok := true;
 
-                IF v_item.status IN ('completed', 'success') THEN
+                IF v_item.status IN ('completed', 'success')
+                   AND v_item.seq <= v_pc.last_consumed_seq AND NOT v_live THEN
+                    -- Already behind the cursor and no batch in flight: a repeated or late ack
+                    -- is acknowledged again, changing nothing (no double count, no rewind).
+                    NULL;
+                ELSIF v_item.status IN ('completed', 'success') THEN
                     IF v_item.seq > v_pc.last_consumed_seq THEN
                         v_pc.last_consumed_seq := v_item.seq;
                         v_pc.last_consumed_id := v_item.message_id;
                         v_pc.last_consumed_created_at := v_item.created_at;
+                        v_pc.total_messages_consumed := v_pc.total_messages_consumed + 1;
+                        v_completed := v_completed + 1;
                     END IF;
                     v_pc.last_consumed_at := v_now;
-                    v_pc.total_messages_consumed := v_pc.total_messages_consumed + 1;
                     v_pc.acked_count := v_pc.acked_count + 1;
-                    v_completed := v_completed + 1;
                     IF (p_in_transaction AND v_pc.acked_count >= greatest(v_pc.batch_size, 1))
                        OR (NOT p_in_transaction AND v_pc.batch_size > 0
                            AND v_pc.acked_count >= v_pc.batch_size) THEN

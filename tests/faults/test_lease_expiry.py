@@ -105,11 +105,6 @@ async def test_expired_lease_goes_to_another_consumer_and_late_ack_is_refused(
     assert leftover is None, "nothing is delivered a third time"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sql/002 ack_items: an ack without leaseId is not lease-checked, so a late one after "
-    "the message was completed counts it again (total_messages_consumed 2 for 1 message)",
-)
 async def test_late_ack_without_lease_id_does_not_count_twice(
     server: ServerProcess, pg_cluster: PgCluster, database: str
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -222,3 +223,11 @@ def test_workers_of_a_killed_server_stop_by_themselves(
         assert server.health_status() is None  # nobody serves the port any more
     finally:
         server.stop()
+
+
+def test_a_second_instance_on_the_same_port_refuses_to_start(server: ServerProcess) -> None:
+    second = ServerProcess({**server.env, "FILE_BUFFER_DIR": tempfile.mkdtemp()}, port=server.port)
+    second.start(wait_healthy=False)
+    assert second.process is not None
+    assert second.process.wait(30) == 1
+    assert "is in use" in second.log()
