@@ -9,7 +9,7 @@ from tests.support import (
     ServerProcess,
     create_database,
     remove_test_cluster,
-    server_env,
+    running_server,
     start_test_cluster,
 )
 
@@ -41,8 +41,5 @@ def database(pg_cluster: PgCluster) -> str:
 @pytest.fixture(scope="module")
 def server(pg_cluster: PgCluster, database: str) -> Iterator[ServerProcess]:
     """One real server per test module, on its own database."""
-    process = ServerProcess(server_env(pg_cluster, database)).start()
-    try:
+    with running_server(pg_cluster, database) as process:
         yield process
-    finally:
-        process.stop()

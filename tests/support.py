@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,3 +353,18 @@ class _Link:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+# Parked long-polls re-check only every 5 s on their own under these settings, so a waiting pop
+# answered well inside that window was woken by whatever the test did.
+SLOW_RECHECK = {"POP_WAIT_INITIAL_INTERVAL_MS": "5000", "POP_WAIT_MAX_INTERVAL_MS": "5000"}
+
+
+@contextlib.contextmanager
+def running_server(cluster: PgCluster, database: str, **env: str) -> Iterator[ServerProcess]:
+    """A healthy `queen serve` on `database` for the duration of the block."""
+    process = ServerProcess(server_env(cluster, database, **env)).start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -262,18 +262,10 @@ class BufferDirectory:
         self.pending = max(0, self.pending - records)
 
     def stats(self) -> dict[str, Any]:
-        failed_files = self.failed_files()
-        total_bytes = sum(p.stat().st_size for p in failed_files if p.exists())
         return {
             "pendingCount": self.pending,
             "failedCount": self.failed,
-            "failedFiles": {
-                "count": len(failed_files),
-                "totalBytes": total_bytes,
-                "totalMB": round(total_bytes / 1024 / 1024, 3),
-                "failoverCount": sum(p.name.startswith("failover_") for p in failed_files),
-                "qos0Count": sum(p.name.startswith("qos0_") for p in failed_files),
-            },
+            "failedFiles": failed_files_summary(self.failed_files()),
         }
 
 
@@ -312,20 +304,25 @@ def scan_buffers(root: Path) -> dict[str, Any]:
         if _buffer_files(root) == files:
             break
     failed_files = [p for p in files if p.parent.name == "failed"]
+    return {
+        "pendingCount": sum(counts.values()),
+        "failedCount": sum(counts[p] for p in failed_files),
+        "failedFiles": failed_files_summary(failed_files),
+    }
+
+
+def failed_files_summary(failed_files: list[Path]) -> dict[str, Any]:
+    """The `failedFiles` block of the maintenance endpoint (original field names)."""
     total_bytes = 0
     for path in failed_files:
         with contextlib.suppress(FileNotFoundError):
             total_bytes += path.stat().st_size
     return {
-        "pendingCount": sum(counts.values()),
-        "failedCount": sum(counts[p] for p in failed_files),
-        "failedFiles": {
-            "count": len(failed_files),
-            "totalBytes": total_bytes,
-            "totalMB": round(total_bytes / 1024 / 1024, 3),
-            "failoverCount": sum(p.name.startswith("failover_") for p in failed_files),
-            "qos0Count": sum(p.name.startswith("qos0_") for p in failed_files),
-        },
+        "count": len(failed_files),
+        "totalBytes": total_bytes,
+        "totalMB": round(total_bytes / 1024 / 1024, 3),
+        "failoverCount": sum(p.name.startswith("failover_") for p in failed_files),
+        "qos0Count": sum(p.name.startswith("qos0_") for p in failed_files),
     }
 
 

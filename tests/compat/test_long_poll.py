@@ -12,20 +12,15 @@ import pytest
 
 from queen.storage.pgcluster import PgCluster
 from tests.compat.harness import ClientRunner, script
-from tests.support import ServerProcess, server_env
+from tests.support import SLOW_RECHECK, ServerProcess, running_server
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(90)]
-
-SLOW_RECHECK = {"POP_WAIT_INITIAL_INTERVAL_MS": "5000", "POP_WAIT_MAX_INTERVAL_MS": "5000"}
 
 
 @pytest.fixture(scope="module")
 def server(pg_cluster: PgCluster, database: str) -> Iterator[ServerProcess]:
-    process = ServerProcess(server_env(pg_cluster, database, **SLOW_RECHECK)).start()
-    try:
+    with running_server(pg_cluster, database, **SLOW_RECHECK) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_push_wakes_a_waiting_pop(client: ClientRunner, queue_name: str) -> None:

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import httpx
+import trio
 
 
 def unique(prefix: str = "q") -> str:
@@ -53,6 +54,15 @@ class Api:
         assert status == 200, body
         assert isinstance(body, dict)
         return body
+
+    async def wait_parked(self, count: int, timeout_s: float = 10.0) -> None:
+        """Until the server shows `count` long-polls parked (so a push now must wake them)."""
+        with trio.fail_after(timeout_s):
+            while True:
+                _, metrics = await self.request("GET", "/metrics")
+                if metrics["longPolls"]["parked"] >= count:
+                    return
+                await trio.sleep(0.02)
 
     async def ack(
         self, message: dict[str, Any], status: str = "completed", **extra: Any

@@ -20,7 +20,7 @@ import trio
 
 from queen.storage.pgcluster import PgCluster
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, server_env
+from tests.support import ServerProcess, running_server
 
 PRODUCERS = 8
 PER_PRODUCER = 100
@@ -28,12 +28,10 @@ PER_PRODUCER = 100
 
 @pytest.fixture(scope="module")
 def server(pg_cluster: PgCluster, database: str) -> Iterator[ServerProcess]:
-    env = server_env(pg_cluster, database, NUM_WORKERS="2", SIDECAR_MICRO_BATCH_WAIT_MS="0")
-    process = ServerProcess(env).start()
-    try:
+    with running_server(
+        pg_cluster, database, NUM_WORKERS="2", SIDECAR_MICRO_BATCH_WAIT_MS="0"
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def check_exactly_once_in_order(

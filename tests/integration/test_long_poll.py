@@ -14,27 +14,13 @@ import trio
 
 from queen.storage.pgcluster import PgCluster
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, server_env
-
-SLOW_RECHECK = {"POP_WAIT_INITIAL_INTERVAL_MS": "5000", "POP_WAIT_MAX_INTERVAL_MS": "5000"}
+from tests.support import SLOW_RECHECK, ServerProcess, running_server
 
 
 @pytest.fixture(scope="module")
 def server(pg_cluster: PgCluster, database: str) -> Iterator[ServerProcess]:
-    process = ServerProcess(server_env(pg_cluster, database, **SLOW_RECHECK)).start()
-    try:
+    with running_server(pg_cluster, database, **SLOW_RECHECK) as process:
         yield process
-    finally:
-        process.stop()
-
-
-async def wait_parked(api: Api, count: int) -> None:
-    with trio.fail_after(10):
-        while True:
-            _, metrics = await api.request("GET", "/metrics")
-            if metrics["longPolls"]["parked"] >= count:
-                return
-            await trio.sleep(0.02)
 
 
 async def test_push_wakes_a_parked_pop(server: ServerProcess) -> None:
@@ -47,7 +33,7 @@ async def test_push_wakes_a_parked_pop(server: ServerProcess) -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(consumer)
-            await wait_parked(api, 1)
+            await api.wait_parked(1)
             pushed_at = trio.current_time()
             await api.push(queue, [{"wake": True}])
         woke_after = trio.current_time() - pushed_at

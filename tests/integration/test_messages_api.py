@@ -15,21 +15,22 @@ import trio
 
 from queen.storage.pgcluster import PgCluster
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, create_database, run_sql, server_env
+from tests.support import (
+    SLOW_RECHECK,
+    ServerProcess,
+    create_database,
+    run_sql,
+    running_server,
+    server_env,
+)
 
 QUEUE_MODE = "__QUEUE_MODE__"
-# Parked long-polls re-check only every 5 s on their own here, so a waiting consumer served well
-# inside that window was woken by the admin action.
-SLOW_RECHECK = {"POP_WAIT_INITIAL_INTERVAL_MS": "5000", "POP_WAIT_MAX_INTERVAL_MS": "5000"}
 
 
 @pytest.fixture(scope="module")
 def server(pg_cluster: PgCluster, database: str) -> Iterator[ServerProcess]:
-    process = ServerProcess(server_env(pg_cluster, database, **SLOW_RECHECK)).start()
-    try:
+    with running_server(pg_cluster, database, **SLOW_RECHECK) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def message_path(message: dict[str, Any], action: str = "") -> str:
@@ -64,15 +65,6 @@ async def dead_letters(api: Api, queue: str) -> list[dict[str, Any]]:
     return body["messages"]  # type: ignore[no-any-return]
 
 
-async def wait_parked(api: Api, count: int) -> None:
-    with trio.fail_after(10):
-        while True:
-            _, metrics = await api.request("GET", "/metrics")
-            if metrics["longPolls"]["parked"] >= count:
-                return
-            await trio.sleep(0.02)
-
-
 async def served_while_waiting(api: Api, queue: str, action: Any) -> tuple[list[Any], float]:
     """Park a long-poll on `queue`, run `action`, and return what the poll got and how long after
     the action it got it."""
@@ -86,7 +78,7 @@ async def served_while_waiting(api: Api, queue: str, action: Any) -> tuple[list[
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(consumer)
-            await wait_parked(api, 1)
+            await api.wait_parked(1)
             started = trio.current_time()
             await action()
     return delivered, trio.current_time() - started
