@@ -10,7 +10,7 @@ from __future__ import annotations
 from quart import Blueprint, Response
 
 from queen.http.context import services
-from queen.http.messages import name_filters, page
+from queen.http.query import name_filters, page
 from queen.http.responses import json_response
 
 blueprint = Blueprint("overview", __name__, url_prefix="/api/v1/resources")

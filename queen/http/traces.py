@@ -14,7 +14,7 @@ from quart import Blueprint, Response, request
 from queen.errors import BadRequest, NotFound
 from queen.http import validate
 from queen.http.context import services
-from queen.http.messages import call, page, partition_id, timestamp, transaction_id
+from queen.http.query import call, page, partition_id, timestamp, transaction_id
 from queen.http.responses import json_object, json_response
 
 blueprint = Blueprint("traces", __name__, url_prefix="/api/v1")

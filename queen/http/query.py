@@ -1,0 +1,79 @@
+"""Reading request query strings and calling procedures for the admin routes: pagination,
+timestamps and name filters parsed one way everywhere, refused (400) rather than clamped."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from quart import request
+
+from queen.actors.slots import DatabaseError, SlotPool
+from queen.errors import SQLSTATE_ERRORS, BadRequest
+from queen.http import validate
+
+MAX_LIMIT = 1000
+
+
+async def call(pool: SlotPool, sql: str, *args: Any) -> Any:
+    """One procedure call whose QN404/QN409 refusals reach the client as 404/409."""
+    try:
+        return await pool.call(sql, *args, kind="fetchval")
+    except DatabaseError as error:
+        refusal = SQLSTATE_ERRORS.get(error.sqlstate or "")
+        if refusal is None:
+            raise
+        raise refusal(str(error)) from None
+
+
+def partition_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise BadRequest("partitionId must be a UUID") from None
+
+
+def transaction_id(value: str) -> str:
+    if not value or len(value) > validate.MAX_NAME:
+        raise BadRequest(f"transactionId must be 1 to {validate.MAX_NAME} characters")
+    return value
+
+
+def page(default_limit: int) -> dict[str, int]:
+    """`limit`/`offset` from the query; out-of-range values are refused, not clamped, so a client
+    paging through results never silently gets a different page than it asked for."""
+    limit = validate.query_int(request.args, "limit", default_limit)
+    offset = validate.query_int(request.args, "offset", 0)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    if offset < 0:
+        raise BadRequest("offset must not be negative")
+    return {"limit": limit, "offset": offset}
+
+
+def timestamp(key: str) -> str | None:
+    """An ISO-8601 query timestamp, re-rendered so PostgreSQL always parses what Python accepted;
+    one without a zone is UTC, as every timestamp queen writes."""
+    raw = request.args.get(key)
+    if not raw:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{key} must be an ISO-8601 timestamp") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.isoformat()
+
+
+def name_filters(**keys: tuple[str, ...]) -> dict[str, str]:
+    """Exact-match name filters; each filter may be spelt several ways in the query."""
+    filters: dict[str, str] = {}
+    for key, spellings in keys.items():
+        for spelling in spellings:
+            value = request.args.get(spelling)
+            if value:
+                filters[key] = validate.name(value, spelling)
+                break
+    return filters
