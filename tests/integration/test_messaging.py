@@ -267,9 +267,13 @@ async def test_a_partition_whose_messages_were_deleted_does_not_stall_wildcard_p
     queue = unique()
     async with Api(server.url) as api:
         await api.push(queue, [{"gone": True}], partition="a")
-        run_sql(pg_cluster, "DELETE FROM queen.messages m USING queen.partitions p, queen.queues q "
-                "WHERE m.partition_id = p.id AND p.queue_id = q.id AND q.name = $1", queue,
-                database=database)
+        run_sql(
+            pg_cluster,
+            "DELETE FROM queen.messages m USING queen.partitions p, queen.queues q "
+            "WHERE m.partition_id = p.id AND p.queue_id = q.id AND q.name = $1",
+            queue,
+            database=database,
+        )
         await api.push(queue, [{"here": True}], partition="b")
         popped = await api.pop(queue)
         assert popped is not None and popped["messages"][0]["data"] == {"here": True}
