@@ -177,6 +177,22 @@ class Config:
     ack_max_concurrent: int = _env(
         "QUEEN_ACK_MAX_CONCURRENT", 16, "ack database calls in flight per worker", min=1
     )
+    # Background services
+    retention_interval: int = _env(
+        "RETENTION_INTERVAL", 300000, "retention cycle period (ms), cluster-wide", min=100
+    )
+    retention_batch_size: int = _env(
+        "RETENTION_BATCH_SIZE", 1000, "messages one retention batch deletes at most", min=1
+    )
+    partition_cleanup_days: int = _env(
+        "PARTITION_CLEANUP_DAYS", 30, "drop empty partitions idle for this many days", min=1
+    )
+    eviction_interval: int = _env(
+        "EVICTION_INTERVAL", 60000, "maxWaitTimeSeconds eviction cycle period (ms)", min=100
+    )
+    eviction_batch_size: int = _env(
+        "EVICTION_BATCH_SIZE", 1000, "messages one eviction batch deletes at most", min=1
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
