@@ -17,6 +17,7 @@ import trio
 from queen.actors.batcher import Batcher
 from queen.actors.consumer_groups import ConsumerGroups
 from queen.actors.file_buffer import FileBuffer, worker_orphans
+from queen.actors.retention import RetentionServices
 from queen.actors.slots import SlotPool
 from queen.actors.system_flags import SystemFlags
 from queen.config import Config
@@ -65,6 +66,7 @@ class Services:
     batcher: Batcher = field(init=False)
     flags: SystemFlags = field(init=False)
     file_buffer: FileBuffer = field(init=False)
+    retention: RetentionServices = field(init=False)
     shutting_down: trio.Event = field(default_factory=trio.Event)
     started_at: float = field(default_factory=time.monotonic)
     counters: Counters = field(default_factory=Counters)
@@ -86,6 +88,7 @@ class Services:
             orphans=worker_orphans(self.config, self.worker_id),
         )
         self.flags = SystemFlags(self.admin, on_maintenance_off=self.file_buffer.wake)
+        self.retention = RetentionServices(self.config, self.admin.params, worker_id=self.worker_id)
 
     def _pushed(self, _items: Sequence[Any], results: list[Any]) -> None:
         queued = 0

@@ -111,6 +111,7 @@ async def run_worker(config: Config, worker_id: int, parent_pid: int | None = No
         await root.start(services.batcher.run)
         await root.start(services.flags.run)
         await root.start(services.file_buffer.run)
+        await root.start(services.retention.run)
         root.start_soon(_sample_counters, services)
 
         async def shutdown_trigger() -> None:

@@ -91,6 +91,8 @@ BEGIN
 
     v_now := clock_timestamp();
 
+    -- Duplicates are found with window functions over one pass of the items (no joins between
+    -- CTEs: their row estimates are guesses, and a nested loop over two of them is quadratic).
     WITH src AS (
         SELECT e.ord,
                e.item->>'queue' AS queue_name,
@@ -106,17 +108,18 @@ BEGIN
         JOIN queen.partitions p ON p.queue_id = q.id
              AND p.name = coalesce(nullif(e.item->>'partition', ''), 'Default')
     ),
-    firsts AS (
-        SELECT DISTINCT ON (partition_id, txid) * FROM src ORDER BY partition_id, txid, ord
-    ),
-    existing AS (
-        SELECT f.ord, m.id FROM firsts f
-        JOIN queen.messages m ON m.partition_id = f.partition_id AND m.transaction_id = f.txid
+    ranked AS (
+        SELECT s.*, m.id AS existing_id,
+               first_value(s.ord) OVER same_key AS winner_ord,
+               first_value(s.message_id) OVER same_key AS winner_id
+        FROM src s
+        LEFT JOIN queen.messages m ON m.partition_id = s.partition_id AND m.transaction_id = s.txid
+        WINDOW same_key AS (PARTITION BY s.partition_id, s.txid ORDER BY s.ord)
     ),
     fresh AS (
-        SELECT f.*, pa.last_seq + row_number() OVER (PARTITION BY f.partition_id ORDER BY f.ord) AS seq
-        FROM firsts f JOIN queen.partitions pa ON pa.id = f.partition_id
-        WHERE NOT EXISTS (SELECT 1 FROM existing x WHERE x.ord = f.ord)
+        SELECT r.*, pa.last_seq + row_number() OVER (PARTITION BY r.partition_id ORDER BY r.ord) AS seq
+        FROM ranked r JOIN queen.partitions pa ON pa.id = r.partition_id
+        WHERE r.existing_id IS NULL AND r.ord = r.winner_ord
     ),
     inserted AS (
         INSERT INTO queen.messages (id, transaction_id, trace_id, partition_id, seq, payload,
@@ -137,17 +140,15 @@ BEGIN
         RETURNING pa.id
     )
     SELECT coalesce(jsonb_agg(jsonb_build_object(
-               'status', CASE WHEN s.ord = f.ord AND fr.ord IS NOT NULL THEN 'queued' ELSE 'duplicate' END,
-               'message_id', coalesce(x.id, fr.message_id),
-               'partition_id', s.partition_id,
-               'transaction_id', s.txid,
-               'trace_id', s.trace_id,
-               'queueName', s.queue_name) ORDER BY s.ord), '[]'::jsonb)
+               'status', CASE WHEN r.existing_id IS NULL AND r.ord = r.winner_ord
+                              THEN 'queued' ELSE 'duplicate' END,
+               'message_id', coalesce(r.existing_id, r.winner_id),
+               'partition_id', r.partition_id,
+               'transaction_id', r.txid,
+               'trace_id', r.trace_id,
+               'queueName', r.queue_name) ORDER BY r.ord), '[]'::jsonb)
     INTO v_result
-    FROM src s
-    JOIN firsts f ON f.partition_id = s.partition_id AND f.txid = s.txid
-    LEFT JOIN fresh fr ON fr.ord = f.ord
-    LEFT JOIN existing x ON x.ord = f.ord;
+    FROM ranked r;
 
     RETURN v_result;
 END;

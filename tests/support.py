@@ -7,6 +7,7 @@ starts it, against a real cluster.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -71,10 +72,10 @@ def run_sql(cluster: PgCluster, sql: str, *args: Any, database: str | None = Non
         finally:
             await conn.close()
 
-    # A loop of our own: trio-asyncio, once imported, installs an event-loop policy under which
-    # asyncio.run() inside a trio test fails.
-    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        return runner.run(go())
+    # A thread and a loop of our own: trio-asyncio, once imported, patches asyncio's running-loop
+    # lookup in the thread that runs trio, so asyncio.run() inside a trio test fails there.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, go()).result()
 
 
 def create_database(cluster: PgCluster, prefix: str = "queen_test") -> str:
