@@ -92,6 +92,30 @@ class Tally:
         return {"count": self.count, "requests": self.requests, "last_done": self.last_done}
 
 
+@dataclass
+class Timings:
+    """Request round trips inside the window, by kind: when a phase is latency-bound rather than
+    CPU-bound, these say which request the consumers spend their time waiting on."""
+
+    window: Window
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def record(self, kind: str, started: float, done: float) -> None:
+        if self.window.start_at <= started < self.window.end_at:
+            self.samples.setdefault(kind, []).append(done - started)
+
+    def as_dict(self) -> dict[str, dict[str, float | None]]:
+        summary = {}
+        for kind, values in self.samples.items():
+            ms = sorted(v * 1000 for v in values)
+            summary[kind] = {
+                "p50": _round(percentile(ms, 50)),
+                "p99": _round(percentile(ms, 99)),
+                "max": _round(ms[-1]),
+            }
+        return summary
+
+
 def child_main(spec: PhaseSpec, conn: Connection) -> None:
     """Entry of a generator process: announce readiness, receive the window, run, report."""
     result: dict[str, Any]
@@ -279,6 +303,7 @@ async def _baseline(spec: PhaseSpec, window: Window) -> dict[str, Any]:
 async def _push(spec: PhaseSpec, window: Window) -> dict[str, Any]:
     """Also the prefill of the pop phase: then `total_requests` bounds the work instead of time."""
     tally = Tally(window)
+    timings = Timings(window)
     url = f"{spec.url}/api/v1/push"
 
     async def push_loop(session: aiohttp.ClientSession, task: int) -> None:
@@ -296,14 +321,16 @@ async def _push(spec: PhaseSpec, window: Window) -> dict[str, Any]:
             status, raw = await _request(session, "POST", url, body)
             done = time.monotonic()
             tally.record(started, done, _queued(url, status, raw, spec.batch))
+            timings.record("push", started, done)
 
     async with _session(spec.connections) as session:
         await _all([push_loop(session, spec.task_offset + i) for i in range(spec.connections)])
-    return tally.as_dict()
+    return {**tally.as_dict(), "rtt_ms": timings.as_dict()}
 
 
 async def _pop_ack(spec: PhaseSpec, window: Window) -> dict[str, Any]:
     tally = Tally(window)
+    timings = Timings(window)
     pop_url = f"{spec.url}/api/v1/pop/queue/{spec.queue}?batch={spec.batch}&wait=false"
     ack_url = f"{spec.url}/api/v1/ack/batch"
     empty = Counter[str]()
@@ -319,19 +346,29 @@ async def _pop_ack(spec: PhaseSpec, window: Window) -> dict[str, Any]:
             if started >= window.end_at:
                 return
             status, raw = await _request(session, "GET", pop_url)
+            popped = time.monotonic()
             messages = _messages(pop_url, status, raw)
             if not messages:
                 empty["in window" if started >= window.start_at else "in warm-up"] += 1
+                timings.record("empty pop", started, popped)
                 await asyncio.sleep(IDLE_SLEEP_S)
                 continue
+            timings.record("pop", started, popped)
             status, raw = await _request(session, "POST", ack_url, _acks(messages))
+            done = time.monotonic()
             acked = _acked(ack_url, status, raw, len(messages))
             acked_total[0] += acked
-            tally.record(started, time.monotonic(), acked)
+            timings.record("ack", popped, done)
+            tally.record(started, done, acked)
 
     async with _session(spec.connections) as session:
         await _all([consume_loop(session) for _ in range(spec.connections)])
-    return {**tally.as_dict(), "empty_pops": dict(empty), "acked_total": acked_total[0]}
+    return {
+        **tally.as_dict(),
+        "empty_pops": dict(empty),
+        "acked_total": acked_total[0],
+        "rtt_ms": timings.as_dict(),
+    }
 
 
 async def _latency(spec: PhaseSpec, window: Window) -> dict[str, Any]:

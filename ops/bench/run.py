@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
@@ -271,6 +272,9 @@ class Bench:
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.stop()
+            self.out["postgres_errors"] = _postgres_errors(self.cluster.data_dir / "postgres.log")
+            if self.out["postgres_errors"]:
+                _say(f"PostgreSQL logged errors: {self.out['postgres_errors']}")
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -416,7 +420,8 @@ class Bench:
         rows = run_sql(
             self.cluster,
             "SELECT calls, round(total_exec_time::numeric, 1) AS total_ms, "
-            "round(mean_exec_time::numeric, 3) AS mean_ms, rows, toplevel, "
+            "round(mean_exec_time::numeric, 3) AS mean_ms, "
+            "round(max_exec_time::numeric, 1) AS max_ms, rows, toplevel, "
             "left(regexp_replace(query, '\\s+', ' ', 'g'), 140) AS query "
             "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
             "WHERE datname = current_database()) ORDER BY total_exec_time DESC LIMIT $1",
@@ -429,7 +434,7 @@ class Bench:
         for row in top[:5]:
             _say(
                 f"    {row['total_ms']:>10,.0f} ms total, {row['calls']:>7} calls, "
-                f"{row['mean_ms']:8.2f} ms mean  {row['query'][:90]}"
+                f"{row['mean_ms']:8.2f} ms mean {row['max_ms']:8.1f} max  {row['query'][:80]}"
             )
 
     def _start_profile(self, name: str, duration_s: float) -> list[profile.Recording]:
@@ -702,14 +707,17 @@ class Bench:
             self.out["pg_top_statements"] = self.pg_top
 
 
-def _add(total: Any, value: Any) -> Any:
-    """Sums what generator processes of one phase report (counts, or dicts of counts)."""
+def _add(total: Any, value: Any, key: str = "") -> Any:
+    """Merges what generator processes of one phase report: counts add up; round-trip
+    percentiles cannot be added, so the worst process's figure is kept."""
     if total is None:
         return value
     if value is None:
         return total
     if isinstance(value, dict):
-        return {k: _add(total.get(k), value.get(k)) for k in {**total, **value}}
+        return {k: _add(total.get(k), value.get(k), k) for k in {**total, **value}}
+    if key in ("p50", "p99", "max"):
+        return max(total, value)
     return total + value
 
 
@@ -730,6 +738,18 @@ def _git_commit() -> str | None:
         dirty = _git("status", "--porcelain", "--", "queen", "sql")
         return head + ("+dirty" if dirty else "")
     return None
+
+
+def _postgres_errors(log_path: Path) -> dict[str, int]:
+    """Errors PostgreSQL logged during the run, by message: deadlocks and lock timeouts that the
+    server retries silently still show up here (and in the latency tail)."""
+    counts: Counter[str] = Counter()
+    with contextlib.suppress(OSError):
+        for line in log_path.read_text(errors="replace").splitlines():
+            _, marker, message = line.partition(" ERROR:  ")
+            if marker:
+                counts[message.strip()[:100]] += 1
+    return dict(counts.most_common(8))
 
 
 @contextlib.contextmanager
