@@ -19,7 +19,7 @@ async def list_queues() -> Response:
     filters: dict[str, Any] = {}
     for key in ("namespace", "task", "search"):
         if request.args.get(key):
-            filters[key] = request.args[key]
+            filters[key] = validate.text(request.args[key], key)
     for key in ("limit", "offset"):
         if key in request.args:
             value = validate.query_int(request.args, key, -1)

@@ -31,7 +31,7 @@ def _trace_names(value: Any) -> list[str]:
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise BadRequest("traceNames must be a string or an array of strings")
-    distinct = list(dict.fromkeys(n for n in names if n))
+    distinct = list(dict.fromkeys(validate.text(n, "trace names") for n in names if n))
     if any(len(n) > validate.MAX_NAME for n in distinct):
         raise BadRequest(f"trace names must be at most {validate.MAX_NAME} characters")
     if len(distinct) > MAX_TRACE_NAMES:
@@ -56,7 +56,7 @@ def _trace_event(body: dict[str, Any]) -> dict[str, Any]:
         "partitionId": partition_id(partition),
         "consumerGroup": validate.group_name(body.get("consumerGroup")),
         "eventType": event_type,
-        "data": body["data"],
+        "data": validate.payload(body["data"], "data"),
         "traceNames": _trace_names(body.get("traceNames")),
     }
 
@@ -72,7 +72,7 @@ async def record_trace() -> Response:
 
 @blueprint.get("/traces/names")
 async def trace_names() -> Response:
-    search = request.args.get("search") or None
+    search = validate.optional_string(request.args.get("search"), "search") or None
     if search is not None and len(search) > validate.MAX_NAME:
         raise BadRequest(f"search must be at most {validate.MAX_NAME} characters")
     query = {**page(50), "search": search}

@@ -77,25 +77,26 @@ def optional_string(value: Any, what: str) -> str | None:
     return text(value, what)
 
 
-def payload(value: Any) -> Any:
-    """A message payload: any JSON, but storable (no NUL in keys or strings) and deliverable (at
-    most MAX_PAYLOAD_DEPTH nested containers)."""
+def payload(value: Any, what: str = "payload") -> Any:
+    """A message payload (or any JSON stored as jsonb and sent back, such as trace data): any JSON,
+    but storable (no NUL in keys or strings) and deliverable (at most MAX_PAYLOAD_DEPTH nested
+    containers)."""
     if isinstance(value, str):
-        return text(value, "payload")
+        return text(value, what)
     stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         node, depth = stack.pop()
         if depth > MAX_PAYLOAD_DEPTH:
-            raise BadRequest(f"payload nesting must not exceed {MAX_PAYLOAD_DEPTH} levels")
+            raise BadRequest(f"{what} nesting must not exceed {MAX_PAYLOAD_DEPTH} levels")
         if isinstance(node, dict):
             for key in node:
-                text(key, "payload")
+                text(key, what)
             children = node.values()
         else:
             children = node
         for child in children:
             if isinstance(child, str):
-                text(child, "payload")
+                text(child, what)
             elif isinstance(child, dict | list):
                 stack.append((child, depth + 1))
     return value
