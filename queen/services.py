@@ -22,6 +22,7 @@ from queen.actors.slots import SlotPool
 from queen.actors.system_flags import SystemFlags
 from queen.config import Config
 from queen.storage.file_buffer import worker_directory
+from queen.sync.siblings import SiblingWakeups
 
 log = logging.getLogger("queen.services")
 
@@ -67,6 +68,7 @@ class Services:
     flags: SystemFlags = field(init=False)
     file_buffer: FileBuffer = field(init=False)
     retention: RetentionServices = field(init=False)
+    siblings: SiblingWakeups = field(init=False)
     shutting_down: trio.Event = field(default_factory=trio.Event)
     started_at: float = field(default_factory=time.monotonic)
     counters: Counters = field(default_factory=Counters)
@@ -88,6 +90,12 @@ class Services:
             orphans=worker_orphans(self.config, self.worker_id),
         )
         self.flags = SystemFlags(self.admin, on_maintenance_off=self.file_buffer.wake)
+        self.siblings = SiblingWakeups(
+            self.config.port,
+            self.worker_id,
+            self.config.num_workers,
+            on_wake=self.consumer_groups.wake_queue,
+        )
         self.retention = RetentionServices(self.config, self.admin.params, worker_id=self.worker_id)
 
     def _pushed(self, _items: Sequence[Any], results: list[Any]) -> None:
@@ -98,24 +106,32 @@ class Services:
                 queued += 1
                 woken.add(result["queueName"])
         self.counters.messages_pushed += queued
-        for queue in woken:
-            self.consumer_groups.wake_queue(queue)
+        self._wake({(queue, None) for queue in woken})
 
     def _acked(self, _items: Sequence[Any], results: list[Any]) -> None:
-        released = {(r["queueName"], r["consumerGroup"]) for r in results if r.get("leaseReleased")}
-        for queue, group in released:
-            self.consumer_groups.wake_queue(queue, group)
+        self._wake(
+            {(r["queueName"], r["consumerGroup"]) for r in results if r.get("leaseReleased")}
+        )
 
     def _transacted(self, _items: Sequence[Any], results: list[Any]) -> None:
         outcome = results[0]
         if not outcome.get("success"):
             return
+        woken: set[tuple[str, str | None]] = set()
         for entry in outcome.get("results", []):
             if entry.get("type") == "push":
                 self.counters.messages_pushed += 1
-                self.consumer_groups.wake_queue(entry["queueName"])
+                woken.add((entry["queueName"], None))
             elif entry.get("leaseReleased"):
-                self.consumer_groups.wake_queue(entry["queueName"], entry["consumerGroup"])
+                woken.add((entry["queueName"], entry["consumerGroup"]))
+        self._wake(woken)
+
+    def _wake(self, targets: set[tuple[str, str | None]]) -> None:
+        """Parked pops of these (queue, group) here, and of these queues in sibling workers."""
+        for queue, group in targets:
+            self.consumer_groups.wake_queue(queue, group)
+        if targets:
+            self.siblings.notify({queue for queue, _ in targets})
 
     def _pop_undelivered(self, result: Any) -> None:
         """The client left while its pop ran: give the partition back at once instead of letting

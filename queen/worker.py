@@ -108,6 +108,7 @@ async def run_worker(config: Config, worker_id: int, parent_pid: int | None = No
             root.start_soon(_watch_parent, stop, parent_pid)
         await root.start(services.admin.run)
         await root.start(services.hot.run)
+        await root.start(services.siblings.run)
         await root.start(services.batcher.run)
         await root.start(services.flags.run)
         await root.start(services.file_buffer.run)
