@@ -58,7 +58,9 @@ BEGIN
         WHERE p.queue_id = q.id AND p.name = coalesce(nullif(e.item->>'partition', ''), 'Default'))
     ON CONFLICT (queue_id, name) DO NOTHING;
 
-    -- Serialise with every other push into these partitions until commit (lock order: id).
+    -- Serialise with every other push into these partitions until commit (lock order: id). NO KEY
+    -- UPDATE conflicts with itself but not with the key-share locks of foreign-key checks, so acks
+    -- and DLQ moves that insert rows referencing the partition never queue behind a push.
     PERFORM 1 FROM queen.partitions p
     WHERE p.id IN (
         SELECT p2.id FROM jsonb_array_elements(p_items) e(item)
@@ -66,7 +68,7 @@ BEGIN
         JOIN queen.partitions p2 ON p2.queue_id = q.id
              AND p2.name = coalesce(nullif(e.item->>'partition', ''), 'Default'))
     ORDER BY p.id
-    FOR UPDATE;
+    FOR NO KEY UPDATE;
 
     -- Capacity (maxSize): refuse a push that would leave more than maxSize messages pending in
     -- queue mode. Replays of the disk buffer (skipCapacity) are exempt: those pushes were already
