@@ -23,8 +23,10 @@ async def list_queues() -> Response:
     for key in ("limit", "offset"):
         if key in request.args:
             value = validate.query_int(request.args, key, -1)
-            if value < 0:
-                raise BadRequest(f"{key} must be a non-negative integer")
+            if not 0 <= value <= validate.MAX_OPTION_VALUE:
+                raise BadRequest(
+                    f"{key} must be a non-negative integer (at most {validate.MAX_OPTION_VALUE})"
+                )
             filters[key] = value
     result = await services().admin.call(
         "SELECT queen.list_queues($1::jsonb)", filters, kind="fetchval"

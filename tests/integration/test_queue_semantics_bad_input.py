@@ -170,15 +170,20 @@ async def test_trace_input_postgres_cannot_store_is_refused(env: Env) -> None:
     assert status == 200 and [t["data"] for t in traces["traces"]] == [nested(200)]
 
 
-async def test_queue_listing_refuses_nul_filters(env: Env) -> None:
+async def test_queue_resources_refuse_bad_filters_and_names(env: Env) -> None:
+    listing = "/api/v1/resources/queues"
     for key in ("namespace", "task", "search"):
         await env.refused(
-            "GET",
-            "/api/v1/resources/queues",
-            400,
-            f"{key} must not contain the NUL character",
-            params={key: f"a{NUL}"},
+            "GET", listing, 400, f"{key} must not contain the NUL", params={key: f"a{NUL}"}
         )
+    for key in ("limit", "offset"):
+        for value in ("-1", "x", str(2**31), "9" * 30):
+            await env.refused(
+                "GET", listing, 400, f"{key} must be a non-negative integer", params={key: value}
+            )
+    for method in ("GET", "DELETE"):
+        await env.refused(method, listing + "/a%00b", 400, "queue must not contain the NUL")
+        await env.refused(method, f"{listing}/{LONG}", 400, "queue must be 1 to 255 characters")
 
 
 DELIVERY_OPTIONS = (
