@@ -14,6 +14,7 @@ from queen.errors import SQLSTATE_ERRORS, BadRequest
 from queen.http import validate
 
 MAX_LIMIT = 1000
+MAX_OFFSET = 2**31 - 1  # the procedures read it as a PostgreSQL integer
 
 
 async def call(pool: SlotPool, sql: str, *args: Any) -> Any:
@@ -49,6 +50,8 @@ def page(default_limit: int) -> dict[str, int]:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
     if offset < 0:
         raise BadRequest("offset must not be negative")
+    if offset > MAX_OFFSET:
+        raise BadRequest(f"offset must be at most {MAX_OFFSET}")
     return {"limit": limit, "offset": offset}
 
 

@@ -186,6 +186,25 @@ async def test_queue_resources_refuse_bad_filters_and_names(env: Env) -> None:
         await env.refused(method, f"{listing}/{LONG}", 400, "queue must be 1 to 255 characters")
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/dlq",
+        "/api/v1/messages",
+        "/api/v1/traces/by-name/x",
+        "/api/v1/traces/names",
+        "/api/v1/resources/partitions",
+    ],
+)
+async def test_admin_listings_refuse_offsets_beyond_an_integer(env: Env, path: str) -> None:
+    for offset in (str(2**31), "9" * 30):
+        await env.refused(
+            "GET", path, 400, "offset must be at most 2147483647", params={"offset": offset}
+        )
+    status, _ = await env.api.request("GET", path, params={"offset": str(2**31 - 1)})
+    assert status == 200, "the largest offset is a valid (empty) page"
+
+
 DELIVERY_OPTIONS = (
     "delayedProcessing",
     "windowBuffer",
