@@ -38,7 +38,7 @@ def partition_id(value: str) -> str:
 def transaction_id(value: str) -> str:
     if not value or len(value) > validate.MAX_NAME:
         raise BadRequest(f"transactionId must be 1 to {validate.MAX_NAME} characters")
-    return value
+    return validate.text(value, "transactionId")
 
 
 def page(default_limit: int) -> dict[str, int]:

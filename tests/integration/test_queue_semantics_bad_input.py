@@ -205,6 +205,18 @@ async def test_admin_listings_refuse_offsets_beyond_an_integer(env: Env, path: s
     assert status == 200, "the largest offset is a valid (empty) page"
 
 
+async def test_message_routes_refuse_a_nul_transaction_id(env: Env) -> None:
+    message = "/api/v1/messages/{pid}/tx%00id"
+    for method, path in (
+        ("GET", message),
+        ("DELETE", message),
+        ("POST", message + "/retry"),
+        ("POST", message + "/dlq"),
+        ("GET", "/api/v1/traces/{pid}/tx%00id"),
+    ):
+        await env.refused(method, path, 400, "transactionId must not contain the NUL")
+
+
 DELIVERY_OPTIONS = (
     "delayedProcessing",
     "windowBuffer",
