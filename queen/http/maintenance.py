@@ -95,3 +95,22 @@ async def buffer_status() -> Response:
             "worker": svc.worker_id,
         }
     )
+
+
+@blueprint.post("/stats/refresh")
+async def refresh_stats() -> Response:
+    """The original recomputes cached statistics here; ours are read from the live tables on every
+    request, so there is nothing to recompute. Answered for the clients' admin refresh call."""
+    counts = await services().admin.call(
+        "SELECT count(*) AS queues, (SELECT count(*) FROM queen.partitions) AS partitions "
+        "FROM queen.queues",
+        kind="fetchrow",
+    )
+    return json_response(
+        {
+            "success": True,
+            "statistics": "live",
+            "queue": {"queues": counts["queues"]},
+            "partition": {"partitions": counts["partitions"]},
+        }
+    )

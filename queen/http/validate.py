@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from queen.config import Config
@@ -284,6 +285,22 @@ def query_int(args: Mapping[str, str], key: str, default: int) -> int:
         return default
 
 
+def subscription_start(raw: str) -> str:
+    """`now`, an ISO-8601 timestamp (UTC when it has no zone) rendered for PostgreSQL, or "" —
+    an unparsable value is ignored (spec §3.4), so the subscription mode decides instead; it is
+    parsed here so that PostgreSQL's own words (`tomorrow`, `infinity`) and the session time zone
+    never take part."""
+    if raw in ("", "now"):
+        return raw
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.isoformat()
+
+
 @dataclass(frozen=True)
 class PopParams:
     batch: int
@@ -323,7 +340,9 @@ def pop_params(args: Mapping[str, str], config: Config) -> PopParams:
         raise BadRequest("partitions must be between 1 and 1000")
     mode = optional_string(args.get("subscriptionMode"), "subscriptionMode")
     mode = mode or config.default_subscription_mode
-    subscription_from = optional_string(args.get("subscriptionFrom"), "subscriptionFrom") or ""
+    subscription_from = subscription_start(
+        optional_string(args.get("subscriptionFrom"), "subscriptionFrom") or ""
+    )
     return PopParams(
         batch=batch,
         wait=query_bool(args, "wait"),

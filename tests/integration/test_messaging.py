@@ -277,3 +277,25 @@ async def test_a_partition_whose_messages_were_deleted_does_not_stall_wildcard_p
         await api.push(queue, [{"here": True}], partition="b")
         popped = await api.pop(queue)
         assert popped is not None and popped["messages"][0]["data"] == {"here": True}
+
+
+async def test_stats_refresh_answers_without_a_body(server: ServerProcess) -> None:
+    async with Api(server.url) as api:
+        status, body = await api.request("POST", "/api/v1/stats/refresh")
+        assert status == 200 and body["success"] is True
+
+
+async def test_subscription_from_is_parsed_as_utc_and_unparsable_values_are_ignored(
+    server: ServerProcess,
+) -> None:
+    queue = unique()
+    async with Api(server.url) as api:
+        await api.push(queue, [{"n": 1}])
+        future = await api.pop(queue, consumerGroup="words", subscriptionFrom="tomorrow")
+        assert future is not None, "PostgreSQL's special words are not timestamps: all history"
+        skip = await api.pop(queue, consumerGroup="later", subscriptionFrom="2999-01-01T00:00:00")
+        assert skip is None, "a zone-less timestamp far ahead skips everything"
+        mode_new = await api.pop(
+            queue, consumerGroup="fresh", subscriptionFrom="garbage", subscriptionMode="new"
+        )
+        assert mode_new is None, "an unparsable subscriptionFrom leaves the mode in charge"
