@@ -106,6 +106,31 @@ def _package(frame: str) -> str:
     return head
 
 
+def own_functions(
+    paths: list[Path], prefix: str = "queen/", limit: int = TOP_FRAMES
+) -> list[tuple[str, float]]:
+    """Inclusive share of our own functions (entry points and process plumbing left out): where
+    the server's own Python spends the time its framework does not."""
+    skip = ("queen/__main__.py", "queen/cli.py", "queen/worker.py")
+    hits: Counter[str] = Counter()
+    total = 0
+    for path in paths:
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not (stack and count.isdigit()):
+                continue
+            total += int(count)
+            seen = set()
+            for frame in stack.split(";"):
+                name, _, location = frame.partition(" (")
+                file = location.rsplit(":", 1)[0]
+                if file.startswith(prefix) and not file.startswith(skip):
+                    seen.add(f"{file}:{name}")
+            for key in seen:
+                hits[key] += int(count)
+    return [(key, round(100 * n / (total or 1), 1)) for key, n in hits.most_common(limit)]
+
+
 def inclusive(paths: list[Path], needles: list[str]) -> dict[str, float]:
     """Share of samples whose stack passes through a frame containing each needle."""
     hits: Counter[str] = Counter()

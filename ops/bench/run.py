@@ -451,15 +451,18 @@ class Bench:
         top = profile.top_frames(paths)
         packages = profile.self_by_package(paths)
         through = profile.inclusive(paths, PROFILE_NEEDLES)
+        own = profile.own_functions(paths)
         self.profiles[name] = {
             "files": [str(p) for p in paths],
             "self_by_package_pct": packages,
             "top_self_frames_pct": top,
             "inclusive_pct": through,
+            "queen_functions_inclusive_pct": own,
         }
         _say(f"{name} profile, self time by package (% of worker samples):")
         _say("    " + ", ".join(f"{package} {pct}" for package, pct in packages))
         _say("  inclusive: " + ", ".join(f"{k.strip('(/')} {v}" for k, v in through.items()))
+        _say("  queen functions, inclusive: " + ", ".join(f"{f} {p}" for f, p in own[:8]))
 
     def _throughput(
         self, name: str, spec: PhaseSpec, connections: int, warmup_s: float, duration_s: float
