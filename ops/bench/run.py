@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -105,7 +106,9 @@ class PhaseOutcome:
 
 
 def _say(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
+    """Progress only: a reader who closed the pipe (`| head`) must not abort the run."""
+    with contextlib.suppress(OSError):
+        print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
 def _key_value(raw: str) -> tuple[str, str]:
@@ -259,9 +262,17 @@ class Bench:
         self.out["server_env"] = dict(self.args.server_env)
 
     def teardown(self, keep_log: bool) -> None:
+        """Processes first, reporting after: nothing that can fail (a closed stderr included) may
+        stand between a run and stopping the PostgreSQL it started, not even a second signal."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if self.server is not None:
             with contextlib.suppress(Exception):
                 self.server.stop()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.stop()
+        if self.server is not None:
             buffer_dir = self.server.env.get("FILE_BUFFER_DIR")
             if buffer_dir:
                 shutil.rmtree(buffer_dir, ignore_errors=True)
@@ -270,8 +281,6 @@ class Bench:
             else:
                 self.server.log_path.unlink(missing_ok=True)
         if self.cluster is not None:
-            with contextlib.suppress(Exception):
-                self.cluster.stop()
             self.out["postgres_errors"] = _postgres_errors(self.cluster.data_dir / "postgres.log")
             if self.out["postgres_errors"]:
                 _say(f"PostgreSQL logged errors: {self.out['postgres_errors']}")
@@ -904,8 +913,15 @@ def write_results(out: dict[str, Any], path: Path, command: str) -> None:
     _say(f"appended a section to {path}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # A plain `kill` must tear down like Ctrl-C: the server and PostgreSQL run in sessions of
+    # their own and would otherwise outlive us.
+    signal.signal(signal.SIGTERM, _interrupt)
     bench = Bench(args)
     code = 0
     try:
