@@ -9,6 +9,7 @@ whose parent died stops by itself, so a killed `queen serve` leaves no orphans s
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from queen.services import Services
 log = logging.getLogger("queen.worker")
 
 GRACEFUL_TIMEOUT_S = 10.0
+GC_YOUNG_THRESHOLD = 50_000
 PARENT_CHECK_INTERVAL_S = 0.5
 
 
@@ -92,6 +94,18 @@ async def _watch_parent(stop: trio.Event, parent_pid: int) -> None:
     stop.set()
 
 
+def _tune_garbage_collection() -> None:
+    """A 1000-message push builds some ten thousand dicts and lists; with the default thresholds
+    that runs several collections per request, and every third-generation one walks the whole heap
+    (measured: a push's JSON parsing cost four times its own time in collections). Objects made at
+    start-up (modules, the app, its routes) live as long as the worker, so they are frozen out of
+    collections altogether, and the young generation is allowed to grow larger before one runs.
+    Nearly all garbage here is freed by reference counting; cycles just wait a little longer."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+
+
 async def _sample_counters(services: Services) -> None:
     while True:
         services.counters.sample()
@@ -120,6 +134,7 @@ async def run_worker(config: Config, worker_id: int, parent_pid: int | None = No
             services.shutting_down.set()
             services.consumer_groups.wake_all()
 
+        _tune_garbage_collection()
         log.info(
             "worker serving",
             extra={"worker_id": worker_id, "port": config.port, "version": __version__},

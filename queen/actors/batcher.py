@@ -21,15 +21,35 @@ from typing import Any
 import orjson
 import trio
 
+from queen.actors import push_batch
 from queen.actors.concurrency import AdaptiveLimit
 from queen.actors.mailbox import Reply, deliver
-from queen.actors.slots import DatabaseError, SlotPool
+from queen.actors.slots import CallKind, DatabaseError, SlotPool
 from queen.config import Config
 
 log = logging.getLogger("queen.batcher")
 
 Results = list[Any]
 Delivered = Callable[[Sequence[Any], Results], None]
+
+
+def _json_array(items: Sequence[Any]) -> tuple[Any, ...]:
+    return (orjson.dumps(list(items)).decode(),)
+
+
+def _json_results(raw: Any, _items: Sequence[Any]) -> Results:
+    return raw if isinstance(raw, list) else [raw]
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """A stored procedure a lane calls with a whole batch: most take the items as one JSONB array
+    and answer a JSONB array of results; push has its own array encoding."""
+
+    sql: str
+    encode: Callable[[Sequence[Any]], tuple[Any, ...]] = _json_array
+    decode: Callable[[Any, Sequence[Any]], Results] = _json_results
+    kind: CallKind = "fetchval"
 
 
 @dataclass(frozen=True)
@@ -45,7 +65,7 @@ class Lane:
         self,
         name: str,
         pool: SlotPool,
-        sql: str,
+        procedure: Procedure,
         *,
         hold_s: float,
         max_items: int,
@@ -57,7 +77,7 @@ class Lane:
     ) -> None:
         self.name = name
         self.pool = pool
-        self.sql = sql
+        self.procedure = procedure
         self.hold_s = hold_s
         self.max_items = max_items if fuse else 1
         self.limit = AdaptiveLimit(1, max_concurrent)
@@ -139,8 +159,9 @@ class Lane:
 
     async def _call(self, items: Sequence[Any]) -> Results:
         self.calls += 1
-        raw = await self.pool.call(self.sql, orjson.dumps(list(items)).decode(), kind="fetchval")
-        results: Results = raw if isinstance(raw, list) else [raw]
+        procedure = self.procedure
+        raw = await self.pool.call(procedure.sql, *procedure.encode(items), kind=procedure.kind)
+        results = procedure.decode(raw, items)
         if len(results) != len(items):
             raise DatabaseError(f"{self.name}: {len(results)} results for {len(items)} items")
         return results
@@ -172,7 +193,7 @@ class Batcher:
         self.push = Lane(
             "push",
             pool,
-            "SELECT queen.push_items($1::jsonb)",
+            Procedure(push_batch.SQL, push_batch.encode, push_batch.decode, "fetchrow"),
             hold_s=hold,
             max_items=max_items,
             max_concurrent=config.push_max_concurrent,
@@ -181,7 +202,7 @@ class Batcher:
         self.pop = Lane(
             "pop",
             pool,
-            "SELECT queen.pop_requests($1::jsonb)",
+            Procedure("SELECT queen.pop_requests($1::jsonb)"),
             hold_s=hold,
             max_items=64,
             max_concurrent=config.pop_max_concurrent,
@@ -190,7 +211,7 @@ class Batcher:
         self.ack = Lane(
             "ack",
             pool,
-            "SELECT queen.ack_items($1::jsonb)",
+            Procedure("SELECT queen.ack_items($1::jsonb)"),
             hold_s=hold,
             max_items=max_items,
             max_concurrent=config.ack_max_concurrent,
@@ -199,7 +220,7 @@ class Batcher:
         self.renew = Lane(
             "renew",
             pool,
-            "SELECT queen.renew_leases($1::jsonb)",
+            Procedure("SELECT queen.renew_leases($1::jsonb)"),
             hold_s=hold,
             max_items=100,
             max_concurrent=2,
@@ -207,7 +228,7 @@ class Batcher:
         self.transaction = Lane(
             "transaction",
             pool,
-            "SELECT jsonb_build_array(queen.run_transaction($1::jsonb -> 0))",
+            Procedure("SELECT jsonb_build_array(queen.run_transaction($1::jsonb -> 0))"),
             hold_s=0,
             max_items=1,
             max_concurrent=config.push_max_concurrent,

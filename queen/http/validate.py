@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from queen.config import Config
 from queen.errors import BadRequest
-from queen.ids import uuid7_str
+from queen.ids import uuid7_str, uuid7_strs
 
 QUEUE_MODE = "__QUEUE_MODE__"
 MAX_NAME = 255
@@ -81,10 +83,29 @@ def optional_string(value: Any, what: str) -> str | None:
 def payload(value: Any, what: str = "payload") -> Any:
     """A message payload (or any JSON stored as jsonb and sent back, such as trace data): any JSON,
     but storable (no NUL in keys or strings) and deliverable (at most MAX_PAYLOAD_DEPTH nested
-    containers)."""
+    containers).
+
+    The serialised form answers both questions for almost every payload without walking it: NUL
+    can only appear as the escape `\\u0000`, and a payload with no more brackets than
+    MAX_PAYLOAD_DEPTH cannot nest deeper than that."""
     if isinstance(value, str):
         return text(value, what)
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    if not isinstance(value, dict | list):
+        return value
+    try:
+        serialised = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        raise BadRequest(f"{what} nesting must not exceed {MAX_PAYLOAD_DEPTH} levels") from None
+    if b"\\u0000" in serialised or (
+        len(serialised) > 2 * MAX_PAYLOAD_DEPTH
+        and serialised.count(b"[") + serialised.count(b"{") > MAX_PAYLOAD_DEPTH
+    ):
+        _walk_payload(value, what)
+    return value
+
+
+def _walk_payload(value: dict[str, Any] | list[Any], what: str) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_PAYLOAD_DEPTH:
@@ -100,7 +121,6 @@ def payload(value: Any, what: str = "payload") -> Any:
                 text(child, what)
             elif isinstance(child, dict | list):
                 stack.append((child, depth + 1))
-    return value
 
 
 def group_name(value: Any) -> str:
@@ -113,8 +133,9 @@ def group_name(value: Any) -> str:
     return group
 
 
-def push_item(item: Any) -> dict[str, Any]:
-    """One push item, normalised: ids generated, partition defaulted, traceId checked."""
+def push_item(item: Any, message_id: str) -> dict[str, Any]:
+    """One push item, normalised: ids given, partition defaulted, traceId checked. A missing
+    transactionId becomes the message id, so generated ones are time-ordered too."""
     if not isinstance(item, dict):
         raise BadRequest("Each item must be an object")
     partition = item.get("partition")
@@ -140,9 +161,9 @@ def push_item(item: Any) -> dict[str, Any]:
         "queue": queue,
         "partition": partition,
         "payload": payload(item.get("payload")),
-        "transactionId": transaction_id or str(uuid.uuid4()),
+        "transactionId": transaction_id or message_id,
         "traceId": trace_id or None,
-        "messageId": uuid7_str(),
+        "messageId": message_id,
     }
 
 
@@ -150,7 +171,8 @@ def push_items(body: Any) -> list[dict[str, Any]]:
     items = body.get("items") if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise BadRequest("items array is required")
-    return [push_item(item) for item in items]
+    ids = uuid7_strs(len(items))
+    return [push_item(item, message_id) for item, message_id in zip(items, ids, strict=True)]
 
 
 def ack_item(item: Any, group: str | None = None) -> dict[str, Any]:
@@ -219,7 +241,7 @@ def transaction_ops(body: Any) -> list[dict[str, Any]]:
             if not isinstance(raw_items, list) or not raw_items:
                 raise BadRequest("push operation needs a non-empty items array")
             for raw in raw_items:
-                item = push_item(raw)
+                item = push_item(raw, uuid7_str())
                 if isinstance(raw, dict) and "payload" not in raw:
                     item["payload"] = {}
                 ops.append({"type": "push", "item": item})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -79,6 +80,55 @@ async def test_duplicate_transaction_ids_are_stored_once(server: ServerProcess) 
         assert len({r[0]["message_id"] for r in results}) == 1
         other = await api.push(queue, [{"v": 4}], partition="elsewhere", transactionId="same")
         assert other[0]["status"] == "queued", "dedup is per partition"
+
+
+async def test_a_push_over_several_partitions_with_duplicates_delivers_each_message_once(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    """One request, two partitions, a duplicate inside the request and one of an earlier push:
+    results line up with the items, and the numbers a duplicate leaves unused are no hole a
+    consumer stops at."""
+    queue = unique()
+    async with Api(server.url) as api:
+        await api.push(queue, [{"n": 0}], partition="a", transactionId="t0")
+        items = [
+            {"queue": queue, "partition": "a", "payload": {"n": 1}, "transactionId": "t1"},
+            {"queue": queue, "partition": "b", "payload": {"n": 2}, "transactionId": "t1"},
+            {"queue": queue, "partition": "a", "payload": {"n": 3}, "transactionId": "t0"},
+            {"queue": queue, "partition": "a", "payload": {"n": 4}, "transactionId": "t1"},
+            {"queue": queue, "partition": "a", "payload": {"n": 5}, "transactionId": "t5"},
+            {"queue": queue, "partition": "b", "payload": {"n": 6}},
+        ]
+        status, results = await api.request("POST", "/api/v1/push", json={"items": items})
+        assert status == 201, results
+        assert [r["status"] for r in results] == [
+            "queued",
+            "queued",
+            "duplicate",
+            "duplicate",
+            "queued",
+            "queued",
+        ]
+        assert results[3]["message_id"] == results[0]["message_id"]
+        assert results[1]["partition_id"] == results[5]["partition_id"]
+        assert results[0]["partition_id"] != results[1]["partition_id"]
+        assert results[5]["transaction_id"] == results[5]["message_id"], "generated id is the v7 id"
+
+        delivered: dict[str, list[int]] = {}
+        while (popped := await api.pop(queue, batch=10)) is not None:
+            delivered[popped["partition"]] = [m["data"]["n"] for m in popped["messages"]]
+            await api.ack_batch(popped["messages"])
+        assert delivered == {"a": [0, 1, 5], "b": [2, 6]}
+
+        status, body = await api.request("DELETE", f"/api/v1/resources/queues/{queue}")
+        assert status == 200, body
+    left = run_sql(
+        pg_cluster,
+        "SELECT count(*) AS n FROM queen.messages m WHERE NOT EXISTS "
+        "(SELECT 1 FROM queen.partitions p WHERE p.id = m.partition_id)",
+        database=database,
+    )
+    assert left[0]["n"] == 0, "a deleted queue's messages go with it"
 
 
 async def test_failed_ack_redelivers_then_dead_letters(
@@ -299,3 +349,34 @@ async def test_subscription_from_is_parsed_as_utc_and_unparsable_values_are_igno
             queue, consumerGroup="fresh", subscriptionFrom="garbage", subscriptionMode="new"
         )
         assert mode_new is None, "an unparsable subscriptionFrom leaves the mode in charge"
+
+
+async def test_direct_sql_push_entry_points_store_and_report_duplicates(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    queue = unique()
+    items = [
+        {"queue": queue, "payload": {"n": 1}, "transactionId": "x"},
+        {"queue": queue, "partition": "p", "payload": {"n": 2}},
+    ]
+    v2 = run_sql(
+        pg_cluster,
+        "SELECT queen.push_messages_v2($1::jsonb) AS r",
+        json.dumps(items),
+        database=database,
+    )
+    first = json.loads(v2[0]["r"])
+    assert [r["status"] for r in first] == ["queued", "queued"]
+    assert first[0]["queueName"] == queue and first[0]["transaction_id"] == "x"
+    v3 = run_sql(
+        pg_cluster,
+        "SELECT queen.push_messages_v3($1::jsonb) AS r",
+        json.dumps(items[:1]),
+        database=database,
+    )
+    again = json.loads(v3[0]["r"])
+    assert again["items"][0]["status"] == "duplicate"
+    assert again["items"][0]["message_id"] == first[0]["message_id"]
+    async with Api(server.url) as api:
+        popped = await api.pop(queue, partition="Default", batch=5)
+        assert popped is not None and [m["data"] for m in popped["messages"]] == [{"n": 1}]
