@@ -1,9 +1,12 @@
 """The connection between queen and PostgreSQL breaks under a transaction (push + ack): each
 transaction is all or nothing, and a client that retries it ends with both effects exactly once.
 
-First deterministically: the transactions ack first and then push into a partition whose row a
-test session holds locked, so each one sits inside PostgreSQL with its ack already applied when
-its backend is terminated; the ack must roll back with it. Then at random: backends are terminated
+First deterministically: the transactions ack first, and a test session holds the rows of their
+source partitions locked FOR UPDATE, so each one sits inside PostgreSQL with its ack already
+applied (the cursor moved), waiting to log the completion (the foreign-key check of
+messages_consumed), when its backend is terminated; the ack must roll back with it. (A
+transaction locks the partitions it pushes to before its first op, so blocking the push would
+stop it before its ack.) Then at random: backends are terminated
 every few hundred milliseconds while transactions run, and every transaction's two effects are
 compared. Each transaction acks the one message of its own source partition and pushes
 `tx-<partition>`, so both effects can be read back per transaction.
@@ -54,7 +57,9 @@ async def effects(cluster: PgCluster, database: str, source: str, target: str) -
     return {row["name"]: dict(row) for row in rows}
 
 
-def transaction_body(message: dict[str, Any], target: str, ack_first: bool) -> dict[str, Any]:
+def transaction_body(
+    message: dict[str, Any], target: str, ack_first: bool, partition: str | None = None
+) -> dict[str, Any]:
     ack = {
         "type": "ack",
         "transactionId": message["transactionId"],
@@ -69,6 +74,7 @@ def transaction_body(message: dict[str, Any], target: str, ack_first: bool) -> d
                 "queue": target,
                 "transactionId": f"tx-{message['partition']}",
                 "payload": {"from": message["partition"]},
+                **({"partition": partition} if partition else {}),
             }
         ],
     }
@@ -145,16 +151,22 @@ async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgC
                 messages[name] = popped["messages"][0]
             client = api.client
 
-            # Deterministic: ack applied, push blocked on the row lock, connection terminated.
+            # Deterministic: ack applied, its completion log blocked on the source partition's
+            # row lock, connection terminated. Each pushes to a target partition of its own:
+            # pushes to one partition queue up before their first op, acks included.
             blocked = names[:BLOCKED]
-            bodies = {n: transaction_body(messages[n], target, ack_first=True) for n in blocked}
+            bodies = {
+                n: transaction_body(messages[n], target, ack_first=True, partition=n)
+                for n in blocked
+            }
             first_try: dict[str, str] = {}
             with HeldRowLock(
                 pg_cluster,
                 database,
                 "SELECT 1 FROM queen.partitions p JOIN queen.queues q ON q.id = p.queue_id "
-                "WHERE q.name = $1 FOR UPDATE OF p",
-                target,
+                "WHERE q.name = $1 AND p.name = ANY ($2::text[]) FOR UPDATE OF p",
+                source,
+                blocked,
             ):
                 async with trio.open_nursery() as nursery:
 
