@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,14 +71,20 @@ def finish(recordings: list[Recording], timeout_s: float = 30.0) -> list[Path]:
     return done
 
 
-def top_frames(paths: list[Path], limit: int = TOP_FRAMES) -> list[tuple[str, float]]:
-    """Leaf frames by share of samples across the given collapsed-stack files (self time)."""
-    leaves: Counter[str] = Counter()
+def _samples(paths: list[Path]) -> Iterator[tuple[str, int]]:
+    """(stack, sample count) of every well-formed line of the collapsed-stack files."""
     for path in paths:
         for line in path.read_text(errors="replace").splitlines():
             stack, _, count = line.rpartition(" ")
             if stack and count.isdigit():
-                leaves[stack.rsplit(";", 1)[-1]] += int(count)
+                yield stack, int(count)
+
+
+def top_frames(paths: list[Path], limit: int = TOP_FRAMES) -> list[tuple[str, float]]:
+    """Leaf frames by share of samples across the given collapsed-stack files (self time)."""
+    leaves: Counter[str] = Counter()
+    for stack, count in _samples(paths):
+        leaves[stack.rsplit(";", 1)[-1]] += count
     total = sum(leaves.values()) or 1
     return [(frame, round(100 * n / total, 1)) for frame, n in leaves.most_common(limit)]
 
@@ -86,11 +93,8 @@ def self_by_package(paths: list[Path], limit: int = TOP_FRAMES) -> list[tuple[st
     """Self time grouped by the top-level package of the leaf frame's file: the quickest answer
     to "HTTP stack, event loops, driver or our own code?"."""
     packages: Counter[str] = Counter()
-    for path in paths:
-        for line in path.read_text(errors="replace").splitlines():
-            stack, _, count = line.rpartition(" ")
-            if stack and count.isdigit():
-                packages[_package(stack.rsplit(";", 1)[-1])] += int(count)
+    for stack, count in _samples(paths):
+        packages[_package(stack.rsplit(";", 1)[-1])] += count
     total = sum(packages.values()) or 1
     return [(name, round(100 * n / total, 1)) for name, n in packages.most_common(limit)]
 
@@ -114,20 +118,16 @@ def own_functions(
     skip = ("queen/__main__.py", "queen/cli.py", "queen/worker.py")
     hits: Counter[str] = Counter()
     total = 0
-    for path in paths:
-        for line in path.read_text(errors="replace").splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not (stack and count.isdigit()):
-                continue
-            total += int(count)
-            seen = set()
-            for frame in stack.split(";"):
-                name, _, location = frame.partition(" (")
-                file = location.rsplit(":", 1)[0]
-                if file.startswith(prefix) and not file.startswith(skip):
-                    seen.add(f"{file}:{name}")
-            for key in seen:
-                hits[key] += int(count)
+    for stack, count in _samples(paths):
+        total += count
+        seen = set()
+        for frame in stack.split(";"):
+            name, _, location = frame.partition(" (")
+            file = location.rsplit(":", 1)[0]
+            if file.startswith(prefix) and not file.startswith(skip):
+                seen.add(f"{file}:{name}")
+        for key in seen:
+            hits[key] += count
     return [(key, round(100 * n / (total or 1), 1)) for key, n in hits.most_common(limit)]
 
 
@@ -135,13 +135,9 @@ def inclusive(paths: list[Path], needles: list[str]) -> dict[str, float]:
     """Share of samples whose stack passes through a frame containing each needle."""
     hits: Counter[str] = Counter()
     total = 0
-    for path in paths:
-        for line in path.read_text(errors="replace").splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not (stack and count.isdigit()):
-                continue
-            total += int(count)
-            for needle in needles:
-                if needle in stack:
-                    hits[needle] += int(count)
+    for stack, count in _samples(paths):
+        total += count
+        for needle in needles:
+            if needle in stack:
+                hits[needle] += count
     return {needle: round(100 * hits[needle] / (total or 1), 1) for needle in needles}
