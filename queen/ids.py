@@ -43,24 +43,24 @@ _clock = _MonotonicClock()
 
 
 def uuid7_strs(count: int) -> list[str]:
-    """`count` ascending ids in canonical text form."""
+    """`count` ascending ids in canonical text form. Within one call only the counter and the
+    random bits differ, so the timestamp part is formatted once and each id formats two short
+    fields and slices its random hex digits out of one string."""
     if count <= 0:
         return []
     millis, first = _clock.reserve(count)
-    head = ((millis & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (0b10 << 62)
-    noise = os.urandom(_RANDOM_BYTES * count)
+    stamp = f"{millis & ((1 << 48) - 1):012x}"
+    head = f"{stamp[:8]}-{stamp[8:]}-7"
+    noise = os.urandom(_RANDOM_BYTES * count).hex()
     ids = []
     for index in range(count):
         counter = first + index
-        start = index * _RANDOM_BYTES
-        value = (
-            head
-            | ((counter >> 18) << 64)
-            | ((counter & ((1 << 18) - 1)) << 44)
-            | (int.from_bytes(noise[start : start + _RANDOM_BYTES], "big") & ((1 << 44) - 1))
+        # rand_b: variant 0b10, the low 18 counter bits, then 44 random bits (11 hex digits).
+        high = 0x8000 | ((counter & ((1 << 18) - 1)) >> 4)
+        start = index * 2 * _RANDOM_BYTES + 1
+        ids.append(
+            f"{head}{counter >> 18:03x}-{high:04x}-{counter & 0xF:x}{noise[start : start + 11]}"
         )
-        text = f"{value:032x}"
-        ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
     return ids
 
 

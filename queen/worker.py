@@ -23,6 +23,7 @@ from hypercorn.trio import serve
 from queen import __version__
 from queen.actors.consumer_groups import ConsumerGroups
 from queen.actors.slots import ConnectParams, SlotPool
+from queen.actors.warm_up import warm_up
 from queen.config import Config
 from queen.http.app import create_app
 from queen.services import Services
@@ -56,7 +57,12 @@ def build_services(config: Config, worker_id: int, nursery: trio.Nursery) -> Ser
             ConnectParams.from_config(config, f"{name}-admin"),
             config.admin_slots_per_worker(),
         ),
-        hot=SlotPool("hot", ConnectParams.from_config(config, name), config.hot_slots_per_worker()),
+        hot=SlotPool(
+            "hot",
+            ConnectParams.from_config(config, name),
+            config.hot_slots_per_worker(),
+            on_connect=warm_up,
+        ),
     )
 
 

@@ -14,9 +14,9 @@ never fails the others it happened to share a batch with.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import trio
@@ -30,26 +30,47 @@ from queen.config import Config
 log = logging.getLogger("queen.batcher")
 
 Results = list[Any]
+
+
+class RunSql(Protocol):
+    """How a procedure reaches PostgreSQL: a pool's `call`, or a bare connection (warm-up)."""
+
+    def __call__(self, sql: str, *args: Any, kind: CallKind) -> Awaitable[Any]: ...
+
+
 Delivered = Callable[[Sequence[Any], Results], None]
 
 
-def _json_array(items: Sequence[Any]) -> tuple[Any, ...]:
-    return (orjson.dumps(list(items)).decode(),)
+def _json_array(items: Sequence[Any]) -> tuple[tuple[Any, ...], None]:
+    return (orjson.dumps(list(items)).decode(),), None
 
 
-def _json_results(raw: Any, _items: Sequence[Any]) -> Results:
+def _json_results(raw: Any, _items: Sequence[Any], _state: None) -> Results:
     return raw if isinstance(raw, list) else [raw]
 
 
 @dataclass(frozen=True)
 class Procedure:
     """A stored procedure a lane calls with a whole batch: most take the items as one JSONB array
-    and answer a JSONB array of results; push has its own array encoding."""
+    and answer a JSONB array of results; push has its own encoding. `encode` answers the call's
+    arguments and whatever `decode` will need besides the items to read the answer."""
 
     sql: str
-    encode: Callable[[Sequence[Any]], tuple[Any, ...]] = _json_array
-    decode: Callable[[Any, Sequence[Any]], Results] = _json_results
+    encode: Callable[[Sequence[Any]], tuple[tuple[Any, ...], Any]] = _json_array
+    decode: Callable[[Any, Sequence[Any], Any], Results] = _json_results
     kind: CallKind = "fetchval"
+
+    async def call(self, run: RunSql, items: Sequence[Any]) -> Results:
+        args, state = self.encode(items)
+        raw = await run(self.sql, *args, kind=self.kind)
+        return self.decode(raw, items, state)
+
+
+PUSH = Procedure(push_batch.SQL, push_batch.encode, push_batch.decode, "fetchrow")
+POP = Procedure("SELECT queen.pop_requests($1::jsonb)")
+ACK = Procedure("SELECT queen.ack_items($1::jsonb)")
+RENEW = Procedure("SELECT queen.renew_leases($1::jsonb)")
+TRANSACTION = Procedure("SELECT jsonb_build_array(queen.run_transaction($1::jsonb -> 0))")
 
 
 @dataclass(frozen=True)
@@ -159,9 +180,7 @@ class Lane:
 
     async def _call(self, items: Sequence[Any]) -> Results:
         self.calls += 1
-        procedure = self.procedure
-        raw = await self.pool.call(procedure.sql, *procedure.encode(items), kind=procedure.kind)
-        results = procedure.decode(raw, items)
+        results = await self.procedure.call(self.pool.call, items)
         if len(results) != len(items):
             raise DatabaseError(f"{self.name}: {len(results)} results for {len(items)} items")
         return results
@@ -193,7 +212,7 @@ class Batcher:
         self.push = Lane(
             "push",
             pool,
-            Procedure(push_batch.SQL, push_batch.encode, push_batch.decode, "fetchrow"),
+            PUSH,
             hold_s=hold,
             max_items=max_items,
             max_concurrent=config.push_max_concurrent,
@@ -202,7 +221,7 @@ class Batcher:
         self.pop = Lane(
             "pop",
             pool,
-            Procedure("SELECT queen.pop_requests($1::jsonb)"),
+            POP,
             hold_s=hold,
             max_items=64,
             max_concurrent=config.pop_max_concurrent,
@@ -211,7 +230,7 @@ class Batcher:
         self.ack = Lane(
             "ack",
             pool,
-            Procedure("SELECT queen.ack_items($1::jsonb)"),
+            ACK,
             hold_s=hold,
             max_items=max_items,
             max_concurrent=config.ack_max_concurrent,
@@ -220,7 +239,7 @@ class Batcher:
         self.renew = Lane(
             "renew",
             pool,
-            Procedure("SELECT queen.renew_leases($1::jsonb)"),
+            RENEW,
             hold_s=hold,
             max_items=100,
             max_concurrent=2,
@@ -228,7 +247,7 @@ class Batcher:
         self.transaction = Lane(
             "transaction",
             pool,
-            Procedure("SELECT jsonb_build_array(queen.run_transaction($1::jsonb -> 0))"),
+            TRANSACTION,
             hold_s=0,
             max_items=1,
             max_concurrent=config.push_max_concurrent,

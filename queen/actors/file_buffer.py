@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import trio
 
 from queen.actors.mailbox import Reply, deliver
@@ -219,7 +220,9 @@ class FileBuffer:
                     return await self._replay_failed(directory, path, framed, error)
         async with self._disk:  # the counters both update are shared with the write loop
             if rejected:
-                target = await trio.to_thread.run_sync(directory.quarantine, rejected)
+                target = await trio.to_thread.run_sync(
+                    directory.quarantine, [buffer_record(item) for item in rejected]
+                )
                 log.error(
                     "quarantined buffered records PostgreSQL rejects; move the file back into "
                     "the buffer directory to replay it once the cause is fixed",
@@ -278,7 +281,7 @@ def buffer_record(item: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {
         "queue": item["queue"],
         "partition": item["partition"],
-        "payload": item["payload"],
+        "payload": orjson.Fragment(item["payload"]),
         "transactionId": item["transactionId"],
         "failover": True,
     }
@@ -304,7 +307,7 @@ def _push_item(record: dict[str, Any]) -> dict[str, Any] | None:
     return {
         "queue": queue,
         "partition": partition if isinstance(partition, str) and partition else "Default",
-        "payload": record.get("payload"),
+        "payload": orjson.dumps(record.get("payload")),
         "transactionId": transaction_id,
         "traceId": record.get("traceId") or None,
         "producerSub": record.get("producerSub") or None,

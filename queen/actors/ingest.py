@@ -43,21 +43,9 @@ async def push(services: Services, items: list[dict[str, Any]]) -> tuple[int, li
             ) from error
         return await _to_disk(services, items)
     buffer.note_database(True)
-    return 201, [_stored(index, result) for index, result in enumerate(results)]
-
-
-def _stored(index: int, result: dict[str, Any]) -> dict[str, Any]:
-    shaped = {
-        "index": index,
-        "transaction_id": result["transaction_id"],
-        "status": result["status"],
-        "message_id": result["message_id"],
-        "queueName": result["queueName"],
-    }
-    if result["status"] == "queued":
-        shaped["partition_id"] = result["partition_id"]
-        shaped["trace_id"] = result["trace_id"]
-    return shaped
+    for index, result in enumerate(results):
+        result["index"] = index
+    return 201, results
 
 
 async def _to_disk(

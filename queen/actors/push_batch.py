@@ -1,45 +1,77 @@
-"""How a fused batch of push items travels to `queen.push_batch` (sql/009_push_batch.sql) and
-back: one array per field, the batch's distinct (queue, partition) targets listed once, and each
-item's position within its target precomputed here, where it costs a dict lookup rather than a
-sort in the database."""
+"""How a fused batch of push items travels to `queen.push_batch` (sql/010_push_lean.sql) and back.
+
+The batch's distinct (queue, partition) targets are listed once; each item's target and position
+within it are computed here, where they cost a dict lookup rather than a sort in the database.
+Per-item integers and payloads go as one text each: asyncpg checks every element of an array
+parameter against three abstract base classes before encoding it, which for a 1000-message push
+cost more CPU per array than all of this module.
+
+An item repeating an earlier item's (queue, partition, transactionId) in the same batch is not
+sent at all: it is a duplicate of that earlier item, whatever that one's fate (the first wins).
+Items carry their payload as serialised JSON (`validate.push_item`), decoded to text once for
+the whole batch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
+SQL = "SELECT * FROM queen.push_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 
-SQL = "SELECT * FROM queen.push_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+# Separates payloads in one text; valid JSON text never contains it outside an escape.
+PAYLOAD_SEPARATOR = b"\x1e"
 
 
-def encode(items: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
+@dataclass(frozen=True)
+class Plan:
+    """What `decode` needs to map the procedure's answer back to every item of the batch."""
+
+    target_of: list[int]  # per item: 0-based index into the targets
+    sent_as: list[int]  # per item: 1-based position among the sent items, or -(first item + 1)
+
+
+def encode(items: Sequence[dict[str, Any]]) -> tuple[tuple[Any, ...], Plan]:
     targets: dict[tuple[str, str], int] = {}
+    firsts: dict[tuple[int, str], int] = {}
     per_target: list[int] = []
     target_of: list[int] = []
-    offset_of: list[int] = []
-    for item in items:
+    sent_as: list[int] = []
+    sent: list[dict[str, Any]] = []
+    targets_text: list[str] = []
+    offsets_text: list[str] = []
+    for position, item in enumerate(items):
         key = (item["queue"], item["partition"])
-        index = targets.get(key)
-        if index is None:
-            index = targets[key] = len(targets)
+        target = targets.get(key)
+        if target is None:
+            target = targets[key] = len(targets)
             per_target.append(0)
-        per_target[index] += 1
-        target_of.append(index + 1)
-        offset_of.append(per_target[index])
-    return (
+        target_of.append(target)
+        first = firsts.setdefault((target, item["transactionId"]), position)
+        if first != position:
+            sent_as.append(-(first + 1))
+            continue
+        per_target[target] += 1
+        sent.append(item)
+        sent_as.append(len(sent))
+        targets_text.append(str(target + 1))
+        offsets_text.append(str(per_target[target]))
+    args = (
         [queue for queue, _ in targets],
         [partition for _, partition in targets],
-        target_of,
-        offset_of,
-        [item["transactionId"] for item in items],
-        [item["messageId"] for item in items],
-        _optional([item.get("traceId") for item in items]),
-        [orjson.dumps(item["payload"]).decode() for item in items],
-        _optional([item.get("producerSub") for item in items]),
-        _optional([item.get("isEncrypted") for item in items]),
-        _optional([item.get("skipCapacity") for item in items]),
+        per_target,
+        ",".join(targets_text),
+        ",".join(offsets_text),
+        [item["transactionId"] for item in sent],
+        [item["messageId"] for item in sent],
+        _optional([item.get("traceId") for item in sent]),
+        PAYLOAD_SEPARATOR.join([item["payload"] for item in sent]).decode(),
+        _optional([item.get("producerSub") for item in sent]),
+        _optional([item.get("isEncrypted") for item in sent]),
+        _optional([item.get("skipCapacity") for item in sent]),
     )
+    return args, Plan(target_of, sent_as)
 
 
 def _optional(values: list[Any]) -> list[Any] | None:
@@ -47,28 +79,41 @@ def _optional(values: list[Any]) -> list[Any] | None:
     return values if any(values) else None
 
 
-def decode(row: Any, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The per-item results the push path replies with, in item order."""
+def decode(row: Any, items: Sequence[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
+    """Each item's result, in item order and already in the push response's shape; `index`
+    counts items within the batch until the push path renumbers it within each request."""
     partition_ids: list[str] = row["partition_ids"]
-    duplicates = dict(
+    stored_before = dict(
         zip(row["duplicate_positions"] or (), row["duplicate_ids"] or (), strict=True)
     )
-    targets: dict[tuple[str, str], str] = {}
-    results = []
-    for position, item in enumerate(items, start=1):
-        key = (item["queue"], item["partition"])
-        partition_id = targets.get(key)
-        if partition_id is None:
-            partition_id = targets[key] = partition_ids[len(targets)]
-        existing = duplicates.get(position)
-        results.append(
-            {
-                "status": "queued" if existing is None else "duplicate",
-                "message_id": item["messageId"] if existing is None else existing,
-                "partition_id": partition_id,
-                "transaction_id": item["transactionId"],
-                "trace_id": item.get("traceId"),
-                "queueName": item["queue"],
-            }
-        )
+    results: list[dict[str, Any]] = []
+    for index, (item, target, sent_as) in enumerate(
+        zip(items, plan.target_of, plan.sent_as, strict=True)
+    ):
+        if sent_as > 0:
+            existing = stored_before.get(sent_as)
+        else:
+            existing = results[-sent_as - 1]["message_id"]
+        if existing is None:
+            results.append(
+                {
+                    "index": index,
+                    "transaction_id": item["transactionId"],
+                    "status": "queued",
+                    "message_id": item["messageId"],
+                    "queueName": item["queue"],
+                    "partition_id": partition_ids[target],
+                    "trace_id": item.get("traceId"),
+                }
+            )
+        else:
+            results.append(
+                {
+                    "index": index,
+                    "transaction_id": item["transactionId"],
+                    "status": "duplicate",
+                    "message_id": existing,
+                    "queueName": item["queue"],
+                }
+            )
     return results

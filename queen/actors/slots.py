@@ -1,20 +1,23 @@
 """Connection slots: each slot actor owns exactly one asyncpg connection (asyncpg connections are
-not safe for concurrent use) and executes the database calls that reach the pool's shared job
-channel, so a free slot is simply one that is waiting on the channel.
+not safe for concurrent use) and executes the database calls its pool hands it, one at a time.
 
-A slot connects lazily and reconnects with backoff when PostgreSQL goes away. While it is backing
-off it fails jobs at once with DatabaseUnavailable instead of holding them: callers decide whether
-to buffer, retry or answer 503. A call is never cancelled from outside mid-query (the asker only
-stops waiting); a slot cancelled at shutdown discards its connection rather than reuse it in an
-unknown protocol state. A call that outlives the in-flight deadline (statement timeout + 5 s) marks
-its connection dead: a stalled network would otherwise hold the slot, and every job queued behind
-it, for as long as the stall lasts.
+A new connection costs its first calls far more than later ones (PL/pgSQL compiles each function
+and plans each statement on first use in a session): slots connect off the request path, and the
+pool's `on_connect` runs the hot procedures once before a connection serves anyone. A slot
+reconnects with backoff when PostgreSQL goes away. While it is backing off it fails jobs at once
+with DatabaseUnavailable instead of holding them: callers decide whether to buffer, retry or
+answer 503. A call is never cancelled from outside mid-query (the asker only stops waiting); a
+slot cancelled at shutdown discards its connection rather than reuse it in an unknown protocol
+state. A call that outlives the in-flight deadline (statement timeout + 5 s) marks its connection
+dead: a stalled network would otherwise hold the slot, and every job queued behind it, for as
+long as the stall lasts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -133,8 +136,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def connect(params: ConnectParams) -> asyncpg.Connection:
-    """Open one connection with queen's session settings and JSON codecs (asyncio side)."""
+async def connect(
+    params: ConnectParams, *, command_timeout_s: float | None = None
+) -> asyncpg.Connection:
+    """Open one connection with queen's session settings and JSON codecs (asyncio side).
+    `command_timeout_s` is asyncpg's default for calls given no timeout of their own."""
     conn = await asyncpg.connect(
         host=params.host,
         port=params.port,
@@ -145,6 +151,7 @@ async def connect(params: ConnectParams) -> asyncpg.Connection:
         timeout=params.connect_timeout_s,
         server_settings=dict(params.server_settings),
         statement_cache_size=256,
+        command_timeout=command_timeout_s,
     )
     try:
         await _init_connection(conn)
@@ -183,34 +190,61 @@ class PoolHealth:
         return sum(self.slots.values())
 
 
+OnConnect = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
 class ConnectionSlot:
-    def __init__(
-        self,
-        index: int,
-        params: ConnectParams,
-        jobs: trio.MemoryReceiveChannel[DbCall],
-        health: PoolHealth,
-    ) -> None:
+    """One connection and the actor that uses it. The pool hands it one job at a time; between
+    jobs it takes the next queued job itself, or parks on the pool's idle stack."""
+
+    def __init__(self, index: int, pool: SlotPool) -> None:
         self.index = index
-        self.params = params
-        self.jobs = jobs
-        self.health = health
+        self.pool = pool
+        self.params = pool.params
+        self.health = pool.health
         self._conn: asyncpg.Connection | None = None
         self._retry_at = 0.0
         self._failures = 0
         self._delay = backoff_delays(0.05, 2.0)
+        self._handed, self._inbox = trio.open_memory_channel[DbCall](1)
+        self._needed = trio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    def hand(self, job: DbCall) -> None:
+        """Only the pool calls this, and only on a slot it just took off the idle stack."""
+        self._handed.send_nowait(job)
+
+    def wake(self) -> None:
+        self._needed.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.health.slots[self.index] = False
+        self._needed = trio.Event()
         task_status.started()
         try:
-            async for job in self.jobs:
+            if self.index >= self.pool.eager:
+                self.pool.cold.append(self)
+                await self._needed.wait()
+            with contextlib.suppress(DatabaseUnavailable):
+                await self._ensure_connected()
+            self.pool.done_warming(self)
+            while True:
+                job = self.pool.queued_job()
+                if job is None:
+                    self.pool.park(self)
+                    job = await self._inbox.receive()
                 try:
                     await self._serve(job)
                 except BaseException:
                     job.reply.abandon()  # cancelled mid-call: the asker gets ActorGone
                     raise
         finally:
+            self.pool.done_warming(self)
+            self.pool.forget(self)
+            _abandon_queued(self._inbox)
             self.health.slots.pop(self.index, None)
             conn, self._conn = self._conn, None
             if conn is not None:
@@ -222,13 +256,48 @@ class ConnectionSlot:
         if trio.current_time() < self._retry_at:
             raise DatabaseUnavailable(self.health.last_error or "database unavailable")
         try:
-            self._conn = await trio_asyncio.aio_as_trio(connect)(self.params)
+            conn = await trio_asyncio.aio_as_trio(connect)(
+                self.params, command_timeout_s=self._command_timeout_s()
+            )
         except Exception as error:
             self._mark_lost(error)
             raise DatabaseUnavailable(self.health.last_error) from error
+        try:
+            await self._warm_up(conn)
+        except Exception as error:
+            conn.terminate()
+            self._mark_lost(error)
+            raise DatabaseUnavailable(self.health.last_error) from error
+        self._conn = conn
         self._failures = 0
         self.health.slots[self.index] = True
-        return self._conn
+        return conn
+
+    def _command_timeout_s(self) -> float | None:
+        """When a call times out or is cancelled, asyncpg sends PostgreSQL a CancelRequest over a
+        connection of its own, bounded only by the command timeout. On a stalled network that
+        request never completes, and its pending task kept the worker from exiting at shutdown.
+        Slot calls always pass a timeout when one applies (the in-flight deadline), so the
+        command timeout bounds just that request and the warm-up; with statement timeouts off
+        nothing is bounded, as before."""
+        if self.params.call_deadline_s is None:
+            return None
+        return self.params.connect_timeout_s
+
+    async def _warm_up(self, conn: asyncpg.Connection) -> None:
+        """A warm-up that fails leaves a usable, merely cold connection, unless it also left the
+        connection closed or inside its transaction."""
+        if self.pool.on_connect is None:
+            return
+        try:
+            await trio_asyncio.aio_as_trio(self.pool.on_connect)(conn)
+        except Exception as error:
+            if conn.is_closed() or conn.is_in_transaction():
+                raise
+            log.warning(
+                "connection warm-up failed; the connection serves cold",
+                extra={"pool": self.pool.name, "slot": self.index, "error": str(error)},
+            )
 
     def _mark_lost(self, error: BaseException) -> None:
         conn, self._conn = self._conn, None
@@ -291,13 +360,39 @@ class ConnectionSlot:
 
 
 class SlotPool:
-    """`size` slots sharing one job channel; `call` is how the rest of queen reaches PostgreSQL."""
+    """`size` slots behind one `call`, the way the rest of queen reaches PostgreSQL.
 
-    def __init__(self, name: str, params: ConnectParams, size: int, queue_size: int = 4096) -> None:
+    Jobs go to the slot that was freed last (a stack, not a queue): a steady load keeps reusing
+    the few connections it needs, whose plans and caches are warm, instead of rotating through
+    all of them. A slot whose connection is down parks at the bottom, so it only gets jobs when no
+    healthy slot is free. The `eager` first slots connect at start; the pool grows one slot at a
+    time after that, whenever a call takes the last free slot or finds none, or a slot leaves
+    others queued behind the job it takes, and off every request's path: the new slot connects
+    and runs `on_connect` before it takes a job. A job that finds no free slot waits
+    in the queue for whichever slot frees first, never for a connection being made. (Waking a
+    slot per queued job instead had a burst start a dozen warm-ups at once on this 2-core
+    machine, each then taking 90-220 ms and slowing everything else.)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        params: ConnectParams,
+        size: int,
+        queue_size: int = 4096,
+        *,
+        eager: int = 1,
+        on_connect: OnConnect | None = None,
+    ) -> None:
         self.name = name
         self.params = params
         self.size = size
+        self.eager = eager
+        self.on_connect = on_connect
         self.health = PoolHealth()
+        self.idle: list[ConnectionSlot] = []
+        self.cold: list[ConnectionSlot] = []
+        self.warming: ConnectionSlot | None = None
         self._send, self._receive = trio.open_memory_channel[DbCall](queue_size)
 
     @property
@@ -306,11 +401,7 @@ class SlotPool:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         children = [
-            Child(
-                f"{self.name}-slot-{i}",
-                ConnectionSlot(i, self.params, self._receive.clone(), self.health).run,
-            )
-            for i in range(self.size)
+            Child(f"{self.name}-slot-{i}", ConnectionSlot(i, self).run) for i in range(self.size)
         ]
         try:
             await Supervisor(f"{self.name}-pool", children).run(task_status=task_status)
@@ -322,12 +413,50 @@ class SlotPool:
         self, sql: str, *args: Any, kind: CallKind = "fetch", timeout_s: float | None = None
     ) -> Any:
         reply: Reply[Any] = Reply()
-        await deliver(self._send, DbCall(sql, args, reply, kind, timeout_s))
+        job = DbCall(sql, args, reply, kind, timeout_s)
+        slot = self.idle.pop() if self.idle else None
+        if not self.idle:
+            self._grow()
+        if slot is not None:
+            slot.hand(job)
+        else:
+            await deliver(self._send, job)
         return await reply.wait()
+
+    def queued_job(self) -> DbCall | None:
+        try:
+            job = self._receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return None
+        if self.waiting:
+            self._grow()
+        return job
+
+    def _grow(self) -> None:
+        """Start one more slot connecting, unless one already is or none is left."""
+        if self.warming is None and self.cold:
+            self.warming = self.cold.pop(0)
+            self.warming.wake()
+
+    def park(self, slot: ConnectionSlot) -> None:
+        if slot.connected:
+            self.idle.append(slot)
+        else:
+            self.idle.insert(0, slot)
+
+    def done_warming(self, slot: ConnectionSlot) -> None:
+        if self.warming is slot:
+            self.warming = None
+
+    def forget(self, slot: ConnectionSlot) -> None:
+        for stack in (self.idle, self.cold):
+            if slot in stack:
+                stack.remove(slot)
 
 
 def _abandon_queued(jobs: trio.MemoryReceiveChannel[DbCall]) -> None:
-    """Calls still queued when the pool stops are answered with ActorGone, never left waiting."""
+    """Calls still queued when a slot or the pool stops are answered with ActorGone, never left
+    waiting."""
     while True:
         try:
             jobs.receive_nowait().reply.abandon()

@@ -83,25 +83,28 @@ def optional_string(value: Any, what: str) -> str | None:
 def payload(value: Any, what: str = "payload") -> Any:
     """A message payload (or any JSON stored as jsonb and sent back, such as trace data): any JSON,
     but storable (no NUL in keys or strings) and deliverable (at most MAX_PAYLOAD_DEPTH nested
-    containers).
+    containers)."""
+    _checked_json(value, what)
+    return value
 
-    The serialised form answers both questions for almost every payload without walking it: NUL
-    can only appear as the escape `\\u0000`, and a payload with no more brackets than
-    MAX_PAYLOAD_DEPTH cannot nest deeper than that."""
-    if isinstance(value, str):
-        return text(value, what)
-    if not isinstance(value, dict | list):
-        return value
+
+def _checked_json(value: Any, what: str) -> bytes:
+    """The serialised form answers both questions for almost every payload without walking it:
+    NUL can only appear as the escape `\\u0000`, and a payload shorter than twice
+    MAX_PAYLOAD_DEPTH, or with no more brackets than that, cannot nest deeper."""
     try:
         serialised = orjson.dumps(value)
     except orjson.JSONEncodeError:
         raise BadRequest(f"{what} nesting must not exceed {MAX_PAYLOAD_DEPTH} levels") from None
-    if b"\\u0000" in serialised or (
-        len(serialised) > 2 * MAX_PAYLOAD_DEPTH
-        and serialised.count(b"[") + serialised.count(b"{") > MAX_PAYLOAD_DEPTH
-    ):
-        _walk_payload(value, what)
-    return value
+    if b"\\u0000" in serialised or len(serialised) > 2 * MAX_PAYLOAD_DEPTH:
+        if isinstance(value, str):
+            text(value, what)
+        elif isinstance(value, dict | list) and (
+            b"\\u0000" in serialised
+            or serialised.count(b"[") + serialised.count(b"{") > MAX_PAYLOAD_DEPTH
+        ):
+            _walk_payload(value, what)
+    return serialised
 
 
 def _walk_payload(value: dict[str, Any] | list[Any], what: str) -> None:
@@ -134,33 +137,43 @@ def group_name(value: Any) -> str:
 
 
 def push_item(item: Any, message_id: str) -> dict[str, Any]:
-    """One push item, normalised: ids given, partition defaulted, traceId checked. A missing
-    transactionId becomes the message id, so generated ones are time-ordered too."""
+    """One push item, normalised: ids given, partition defaulted, traceId checked, payload
+    serialised (the JSON PostgreSQL will store). A missing transactionId becomes the message id,
+    so generated ones are time-ordered too. Runs once per message of every push: the common
+    checks are inline."""
     if not isinstance(item, dict):
         raise BadRequest("Each item must be an object")
     partition = item.get("partition")
-    if partition is not None and not isinstance(partition, str):
+    if partition is None or partition == "":
+        partition = DEFAULT_PARTITION
+    elif not isinstance(partition, str):
         raise BadRequest("Partition must be a string")
-    partition = text(partition or DEFAULT_PARTITION, "Partition")
-    if len(partition) > MAX_NAME:
+    elif len(partition) > MAX_NAME or "\x00" in partition:
+        text(partition, "Partition")
         raise BadRequest(f"Partition must be at most {MAX_NAME} characters")
-    queue = name(item.get("queue"), "Queue name", required_message="Queue must be a string")
+    queue = item.get("queue")
+    if not isinstance(queue, str) or not queue or len(queue) > MAX_NAME or "\x00" in queue:
+        queue = name(queue, "Queue name", required_message="Queue must be a string")
     transaction_id = item.get("transactionId")
-    if transaction_id is not None and not isinstance(transaction_id, str):
-        raise BadRequest("TransactionId must be a string")
-    if transaction_id is not None:
+    if transaction_id is not None and (
+        not isinstance(transaction_id, str)
+        or len(transaction_id) > MAX_NAME
+        or "\x00" in transaction_id
+    ):
+        if not isinstance(transaction_id, str):
+            raise BadRequest("TransactionId must be a string")
         text(transaction_id, "TransactionId")
-    if transaction_id and len(transaction_id) > MAX_NAME:
         raise BadRequest(f"TransactionId must be at most {MAX_NAME} characters")
     trace_id = item.get("traceId")
-    if trace_id is not None and not isinstance(trace_id, str):
-        raise BadRequest("TraceId must be a string")
-    if trace_id and not is_uuid(trace_id):
-        raise BadRequest("TraceId must be a valid UUID")
+    if trace_id is not None:
+        if not isinstance(trace_id, str):
+            raise BadRequest("TraceId must be a string")
+        if trace_id and not is_uuid(trace_id):
+            raise BadRequest("TraceId must be a valid UUID")
     return {
         "queue": queue,
         "partition": partition,
-        "payload": payload(item.get("payload")),
+        "payload": _checked_json(item.get("payload"), "payload"),
         "transactionId": transaction_id or message_id,
         "traceId": trace_id or None,
         "messageId": message_id,
@@ -242,8 +255,8 @@ def transaction_ops(body: Any) -> list[dict[str, Any]]:
                 raise BadRequest("push operation needs a non-empty items array")
             for raw in raw_items:
                 item = push_item(raw, uuid7_str())
-                if isinstance(raw, dict) and "payload" not in raw:
-                    item["payload"] = {}
+                # Transactions travel as one JSONB document: the payload goes in it as JSON.
+                item["payload"] = orjson.Fragment(item["payload"] if "payload" in raw else b"{}")
                 ops.append({"type": "push", "item": item})
         elif kind == "ack":
             ops.append({"type": "ack", **ack_item(operation)})

@@ -115,6 +115,7 @@ async def test_sigterm_answers_requests_in_flight_and_leaves_no_process(
                     f"/api/v1/pop/queue/lifecycle-{n}",
                     {"wait": "true", "timeout": "30000"},
                 )
+            await in_flight.wait_entered(baseline, count=3, parked=3)
             proxy.pause()  # from here on every database call hangs until its timeout
             for _ in range(4):
                 nursery.start_soon(in_flight.request, "/health")

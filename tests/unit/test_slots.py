@@ -22,11 +22,13 @@ Behaviour = Callable[["FakeConnection", str], Awaitable[Any]]
 
 
 class FakeConnection:
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(self, behaviour: Behaviour, calls: list[str]) -> None:
         self.behaviour = behaviour
+        self.calls = calls
         self.closed = False
 
     async def fetchval(self, sql: str, *args: Any, **options: Any) -> Any:
+        self.calls.append(sql)
         return await self.behaviour(self, sql)
 
     def is_closed(self) -> bool:
@@ -43,12 +45,13 @@ class FakeServer:
         self.behaviour = behaviour
         self.refusing = False
         self.connections: list[FakeConnection] = []
+        self.calls: list[str] = []
 
-    async def connect(self, params: ConnectParams) -> FakeConnection:
+    async def connect(self, params: ConnectParams, **options: Any) -> FakeConnection:
         await asyncio.sleep(0)
         if self.refusing:
             raise ConnectionRefusedError("connection refused")
-        connection = FakeConnection(self.behaviour)
+        connection = FakeConnection(self.behaviour, self.calls)
         self.connections.append(connection)
         return connection
 
@@ -170,7 +173,7 @@ async def test_calls_in_flight_or_queued_when_the_pool_stops_get_actor_gone(
         await outer.start(run_pool)
         async with trio.open_nursery() as askers:
             askers.start_soon(asker, pool, "slow")
-            while not server.connections:  # noqa: ASYNC110 (a few loop turns)
+            while "slow" not in server.calls:  # noqa: ASYNC110 (a few loop turns)
                 await trio.sleep(0.01)
             askers.start_soon(asker, pool, "queued")
             while pool.waiting == 0:  # noqa: ASYNC110 (a few loop turns)
