@@ -328,6 +328,7 @@ class Bench:
         self, name: str, specs: list[PhaseSpec], warmup_s: float, duration_s: float, grace_s: float
     ) -> PhaseOutcome:
         self._wait_quiet(name)
+        self._checkpoint()
         ctx = multiprocessing.get_context("spawn")
         running: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
         try:
@@ -351,6 +352,7 @@ class Bench:
             time.sleep(max(0.0, start_at - time.monotonic()))
             cpu_before, wall_before = self._cpu(), time.monotonic()
             machine_before = machine_after = procs.machine_cpu()
+            checkpoints_before = checkpoints_after = self._checkpoints()
             recordings = self._start_profile(name, duration_s)
             results: dict[Connection, dict[str, Any]] = {}
             pending = [conn for _, conn in running]
@@ -361,6 +363,7 @@ class Bench:
                 if cpu_after is None and time.monotonic() >= window.end_at:
                     cpu_after, wall_after = self._cpu(), time.monotonic()
                     machine_after = procs.machine_cpu()
+                    checkpoints_after = self._checkpoints()
                 until = window.end_at if cpu_after is None else deadline
                 for conn in wait(pending, timeout=max(0.0, until - time.monotonic())):
                     try:
@@ -376,6 +379,7 @@ class Bench:
             if cpu_after is None:
                 cpu_after, wall_after = self._cpu(), time.monotonic()
                 machine_after = procs.machine_cpu()
+                checkpoints_after = self._checkpoints()
             self._finish_profile(name, recordings)
             self._top_statements(name)
             wall = max(wall_after - wall_before, 1e-9)
@@ -392,6 +396,7 @@ class Bench:
             cores["generator_max_per_process"] = round(max(gen), 2) if gen else None
             ours = sum(cores.get(k) or 0.0 for k in ("server", "postgres", "generator"))
             cores["other"] = round(max(0.0, cores["machine_busy"] - ours), 2)
+            cores["checkpoints"] = checkpoints_after - checkpoints_before
             return PhaseOutcome(ordered, window, cores)
         finally:
             for process, conn in running:
@@ -416,6 +421,24 @@ class Bench:
             if time.monotonic() >= deadline:
                 _say(f"{name}: machine still {busy:.2f} cores busy after {limit:g}s; going ahead")
                 return
+
+    def _checkpoint(self) -> None:
+        """Each phase starts with no WAL owed by the ones before it: a push phase writes enough
+        to trigger a checkpoint (max_wal_size) during the next phase, whose figures would then
+        carry its flush. Checkpoints that still happen inside a window are counted there."""
+        assert self.cluster is not None
+        run_sql(self.cluster, "CHECKPOINT")
+
+    def _checkpoints(self) -> int:
+        """Checkpoints started so far (the counters moved to their own view in PostgreSQL 17)."""
+        assert self.cluster is not None
+        version = int(run_sql(self.cluster, "SHOW server_version_num")[0][0])
+        sql = (
+            "SELECT num_timed + num_requested AS n FROM pg_stat_checkpointer"
+            if version >= 170000
+            else "SELECT checkpoints_timed + checkpoints_req AS n FROM pg_stat_bgwriter"
+        )
+        return int(run_sql(self.cluster, sql)[0]["n"])
 
     def _reset_statements(self) -> None:
         if self.args.pg_statements and self.cluster is not None:
@@ -853,9 +876,9 @@ def _cpu_rows(out: dict[str, Any]) -> Iterator[str]:
     named += [("pop+ack", out.get("pop_ack")), ("latency", out.get("latency"))]
     yield (
         "| phase | generator (busiest process) | server (per worker) | PostgreSQL "
-        "| whole machine (steal) | not ours |"
+        "| whole machine (steal) | not ours | checkpoints |"
     )
-    yield "|---|---|---|---|---|---|"
+    yield "|---|---|---|---|---|---|---|"
     for name, figures in named:
         if figures:
             c = figures["cpu_cores"]
@@ -863,7 +886,8 @@ def _cpu_rows(out: dict[str, Any]) -> Iterator[str]:
             yield (
                 f"| {name} | {c.get('generator')} ({c.get('generator_max_per_process')}) "
                 f"| {c.get('server')} ({workers}) | {c.get('postgres')} "
-                f"| {c.get('machine_busy')} ({c.get('machine_steal')}) | {c.get('other')} |"
+                f"| {c.get('machine_busy')} ({c.get('machine_steal')}) | {c.get('other')} "
+                f"| {c.get('checkpoints', '—')} |"
             )
 
 
@@ -899,7 +923,13 @@ def results_section(out: dict[str, Any], command: str) -> str:
             f"`{out['error']['message'][:300]}`"
         )
     lines += ["", *_rows(out), "", f"{ORIGINAL}.", ""]
-    lines += ["CPU cores busy during each phase's window:", "", *_cpu_rows(out), ""]
+    lines += [
+        "CPU cores busy during each phase's window, and the checkpoints that started in it "
+        "(a CHECKPOINT runs before each phase):",
+        "",
+        *_cpu_rows(out),
+        "",
+    ]
     saturated = out.get("generator_saturated_in")
     if saturated:
         lines += [f"Generator saturated (≥ {GENERATOR_SATURATED_CORES} core) in: {saturated}.", ""]
