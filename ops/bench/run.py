@@ -71,6 +71,7 @@ ORIGINAL = (
 )
 
 
+POP_PREFILL_PER_S = 30_000
 PHASES = ("baseline", "push1", "push100", "push1000", "pop", "latency")
 PROFILE_MAX_S = 120.0
 QUIET_PROBE_S = 2.0
@@ -586,7 +587,9 @@ class Bench:
         queue = f"bench-pop-{self.run_id}"
         prefill = self.args.prefill
         if prefill is None:
-            prefill = int(15_000 * (self.duration + self.warmup))
+            # Enough for the window at well above the target rate: a drained queue ends the
+            # phase early and its rate then covers only part of the window.
+            prefill = int(POP_PREFILL_PER_S * (self.duration + self.warmup))
         requests = math.ceil(prefill / 1000)
         fill = PhaseSpec(
             kind="push",
