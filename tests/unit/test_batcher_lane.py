@@ -1,0 +1,107 @@
+"""A batcher lane's timing, on trio's mock clock: a lone request is sent at once, requests that
+arrive while a call is in flight are fused and wait for that call or for the hold, whichever
+ends first, and each request gets its own slice of the fused call's results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+import trio
+import trio.testing
+
+from queen.actors.batcher import Lane, Procedure
+
+HOLD_S = 0.005
+
+
+class ScriptedPool:
+    """Stands in for SlotPool.call: records each call's items and start time, and holds a call
+    until the test releases it when `gated`."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, list[Any]]] = []
+        self.gated = False
+        self.release = trio.Event()
+
+    async def call(self, sql: str, *args: Any, kind: str = "fetch") -> Any:
+        items = orjson.loads(args[0])
+        self.calls.append((trio.current_time(), items))
+        if self.gated:
+            await self.release.wait()
+        return [f"done-{item}" for item in items]
+
+
+def lane(pool: ScriptedPool) -> Lane:
+    return Lane(
+        "test",
+        pool,  # type: ignore[arg-type]
+        Procedure("SELECT fake($1)"),
+        hold_s=HOLD_S,
+        max_items=100,
+        max_concurrent=4,
+    )
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_a_lone_request_is_sent_at_once(clock: trio.testing.MockClock) -> None:
+    pool = ScriptedPool()
+    subject = lane(pool)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(subject.run)
+        start = trio.current_time()
+        assert await subject.submit(["a"]) == ["done-a"]
+        nursery.cancel_scope.cancel()
+    assert pool.calls == [(start, ["a"])]
+
+
+async def test_requests_held_behind_a_call_go_when_it_returns(
+    clock: trio.testing.MockClock,
+) -> None:
+    pool = ScriptedPool()
+    pool.gated = True
+    subject = lane(pool)
+    answers: dict[str, list[Any]] = {}
+
+    async def ask(name: str, items: list[str]) -> None:
+        answers[name] = await subject.submit(items)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(subject.run)
+        start = trio.current_time()
+        nursery.start_soon(ask, "first", ["a"])
+        await trio.sleep(0.001)
+        nursery.start_soon(ask, "second", ["b", "c"])
+        await trio.sleep(0.0005)
+        nursery.start_soon(ask, "third", ["d"])
+        await trio.sleep(0.0005)
+        pool.gated = False
+        pool.release.set()
+        await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert [items for _, items in pool.calls] == [["a"], ["b", "c", "d"]]
+    assert pool.calls[1][0] - start == pytest.approx(0.002)  # not at the end of the hold
+    assert answers == {"first": ["done-a"], "second": ["done-b", "done-c"], "third": ["done-d"]}
+
+
+async def test_a_call_outlasting_the_hold_does_not_hold_the_next_batch_longer(
+    clock: trio.testing.MockClock,
+) -> None:
+    pool = ScriptedPool()
+    pool.gated = True
+    subject = lane(pool)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(subject.run)
+        start = trio.current_time()
+        nursery.start_soon(subject.submit, ["a"])
+        await trio.sleep(0.001)
+        nursery.start_soon(subject.submit, ["b"])
+        await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert [items for _, items in pool.calls] == [["a"], ["b"]]
+    assert pool.calls[1][0] - start == pytest.approx(0.001 + HOLD_S)
