@@ -13,6 +13,7 @@ import time
 _COUNTER_BITS = 12 + 18  # rand_a (12 bits) plus the top 18 bits of rand_b act as a counter
 _COUNTER_LIMIT = 1 << _COUNTER_BITS
 _RANDOM_BYTES = 6  # 44 random bits are kept of each 48
+_HEX_DIGITS = "0123456789abcdef"
 
 
 class _MonotonicClock:
@@ -44,23 +45,26 @@ _clock = _MonotonicClock()
 
 def uuid7_strs(count: int) -> list[str]:
     """`count` ascending ids in canonical text form. Within one call only the counter and the
-    random bits differ, so the timestamp part is formatted once and each id formats two short
-    fields and slices its random hex digits out of one string."""
+    random bits differ, and sixteen consecutive counter values share every field but the last
+    hex digit before the random ones: each group of sixteen is formatted once, and each id
+    appends its digit and slices its random hex digits out of one string."""
     if count <= 0:
         return []
     millis, first = _clock.reserve(count)
     stamp = f"{millis & ((1 << 48) - 1):012x}"
     head = f"{stamp[:8]}-{stamp[8:]}-7"
     noise = os.urandom(_RANDOM_BYTES * count).hex()
-    ids = []
-    for index in range(count):
-        counter = first + index
-        # rand_b: variant 0b10, the low 18 counter bits, then 44 random bits (11 hex digits).
-        high = 0x8000 | ((counter & ((1 << 18) - 1)) >> 4)
-        start = index * 2 * _RANDOM_BYTES + 1
-        ids.append(
-            f"{head}{counter >> 18:03x}-{high:04x}-{counter & 0xF:x}{noise[start : start + 11]}"
-        )
+    ids: list[str] = []
+    counter, end, start = first, first + count, 1
+    while counter < end:
+        group_end = min(end, (counter | 0xF) + 1)
+        # rand_a: the counter's top 12 bits; rand_b: variant 0b10, the low 18 counter bits (the
+        # last 4 of them the digit each id appends), then 44 random bits (11 hex digits).
+        group = f"{head}{counter >> 18:03x}-{0x8000 | ((counter & 0x3FFFF) >> 4):04x}-"
+        for value in range(counter, group_end):
+            ids.append(group + _HEX_DIGITS[value & 0xF] + noise[start : start + 11])
+            start += 2 * _RANDOM_BYTES
+        counter = group_end
     return ids
 
 

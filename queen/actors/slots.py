@@ -26,6 +26,7 @@ import orjson
 import trio
 import trio_asyncio
 
+from queen import json_text
 from queen.actors.mailbox import Reply, deliver
 from queen.actors.supervisor import Child, Supervisor, backoff_delays
 from queen.config import Config
@@ -130,7 +131,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             type_name,
             encoder=_encode_json,
-            decoder=orjson.loads,
+            decoder=json_text.loads,
             schema="pg_catalog",
             format="text",
         )

@@ -13,9 +13,9 @@ from queen.actors import ingest
 from queen.actors.consumer_groups import GroupKey
 from queen.actors.slots import DatabaseError, DatabaseUnavailable
 from queen.errors import BadRequest
-from queen.http import validate
+from queen.http import push_body, validate
 from queen.http.context import services
-from queen.http.responses import json_body, json_object, json_response, no_content
+from queen.http.responses import json_body, json_object, json_response, no_content, raw_body
 from queen.ids import uuid7_str
 
 blueprint = Blueprint("messaging", __name__, url_prefix="/api/v1")
@@ -32,7 +32,7 @@ async def configure() -> Response:
 
 @blueprint.post("/push")
 async def push() -> Response:
-    items = validate.push_items(await json_body())
+    items = push_body.push_items(await raw_body())
     if not items:
         return json_response([], 201)
     status, results = await ingest.push(services(), items)

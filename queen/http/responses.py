@@ -31,7 +31,14 @@ def error_response(message: str, status: int) -> Response:
 
 
 async def json_body() -> Any:
-    raw = await request.get_data(cache=False)
+    return parse_json(await raw_body())
+
+
+async def raw_body() -> bytes:
+    return await request.get_data(cache=False, as_text=False, parse_form_data=False)
+
+
+def parse_json(raw: bytes) -> Any:
     if not raw or not raw.strip():
         return {}
     try:

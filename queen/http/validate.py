@@ -137,13 +137,27 @@ def group_name(value: Any) -> str:
 
 
 def push_item(item: Any, message_id: str) -> dict[str, Any]:
-    """One push item, normalised: ids given, partition defaulted, traceId checked, payload
-    serialised (the JSON PostgreSQL will store). A missing transactionId becomes the message id,
-    so generated ones are time-ordered too. Runs once per message of every push: the common
-    checks are inline."""
+    """One push item, normalised (`push_fields`), its payload serialised: the JSON PostgreSQL
+    will store."""
     if not isinstance(item, dict):
         raise BadRequest("Each item must be an object")
-    partition = item.get("partition")
+    fields = push_fields(
+        item.get("queue"),
+        item.get("partition"),
+        item.get("transactionId"),
+        item.get("traceId"),
+        message_id,
+    )
+    fields["payload"] = _checked_json(item.get("payload"), "payload")
+    return fields
+
+
+def push_fields(
+    queue: Any, partition: Any, transaction_id: Any, trace_id: Any, message_id: str
+) -> dict[str, Any]:
+    """A push item's fields besides its payload: partition defaulted, traceId checked, and a
+    missing transactionId the message id, so generated ones are time-ordered too. Runs once per
+    message of every push: the common checks are inline."""
     if partition is None or partition == "":
         partition = DEFAULT_PARTITION
     elif not isinstance(partition, str):
@@ -151,10 +165,8 @@ def push_item(item: Any, message_id: str) -> dict[str, Any]:
     elif len(partition) > MAX_NAME or "\x00" in partition:
         text(partition, "Partition")
         raise BadRequest(f"Partition must be at most {MAX_NAME} characters")
-    queue = item.get("queue")
     if not isinstance(queue, str) or not queue or len(queue) > MAX_NAME or "\x00" in queue:
         queue = name(queue, "Queue name", required_message="Queue must be a string")
-    transaction_id = item.get("transactionId")
     if transaction_id is not None and (
         not isinstance(transaction_id, str)
         or len(transaction_id) > MAX_NAME
@@ -164,7 +176,6 @@ def push_item(item: Any, message_id: str) -> dict[str, Any]:
             raise BadRequest("TransactionId must be a string")
         text(transaction_id, "TransactionId")
         raise BadRequest(f"TransactionId must be at most {MAX_NAME} characters")
-    trace_id = item.get("traceId")
     if trace_id is not None:
         if not isinstance(trace_id, str):
             raise BadRequest("TraceId must be a string")
@@ -173,7 +184,6 @@ def push_item(item: Any, message_id: str) -> dict[str, Any]:
     return {
         "queue": queue,
         "partition": partition,
-        "payload": _checked_json(item.get("payload"), "payload"),
         "transactionId": transaction_id or message_id,
         "traceId": trace_id or None,
         "messageId": message_id,

@@ -380,3 +380,33 @@ async def test_direct_sql_push_entry_points_store_and_report_duplicates(
     async with Api(server.url) as api:
         popped = await api.pop(queue, partition="Default", batch=5)
         assert popped is not None and [m["data"] for m in popped["messages"]] == [{"n": 1}]
+
+
+async def test_payload_numbers_travel_as_written(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    """A payload is stored as the client wrote it, so a 25-digit integer keeps its digits, and a
+    number beyond a float's range is stored and delivered instead of failing every pop."""
+    queue = unique()
+    body = (
+        b'{"items":[{"queue":"' + queue.encode() + b'","payload":'
+        b'{"id": 1234567890123456789012345, "huge": 1e400, "n": 7}}]}'
+    )
+    async with Api(server.url) as api:
+        response = await api.client.post(
+            "/api/v1/push", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 201, response.text
+        stored = run_sql(
+            pg_cluster,
+            "SELECT m.payload->>'id' AS id FROM queen.messages m "
+            "JOIN queen.partitions p ON p.id = m.partition_id "
+            "JOIN queen.queues q ON q.id = p.queue_id WHERE q.name = $1",
+            queue,
+            database=database,
+        )
+        assert stored[0]["id"] == "1234567890123456789012345"
+        popped = await api.client.get(f"/api/v1/pop/queue/{queue}")
+        assert popped.status_code == 200
+        data = json.loads(popped.content)["messages"][0]["data"]  # stdlib: exact numbers
+        assert data["huge"] == 10**400 and data["n"] == 7
