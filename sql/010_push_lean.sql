@@ -41,6 +41,7 @@ DECLARE
     v_ids uuid[];
     v_seqs bigint[];
     v_inserted integer;
+    v_updated integer;
     v_now timestamptz;
     v_full_queue text;
     v_max_size integer;
@@ -133,17 +134,26 @@ BEGIN
             last_message_created_at = v_now, last_activity = v_now
         FROM unnest(v_target, v_offset, p_id) u(t, off, id)
         WHERE u.off = p_target_count[u.t] AND pa.id = v_ids[u.t];
+        -- A count that does not match the items would leave last_seq behind, and the next push
+        -- would collide with the numbers stored here.
+        GET DIAGNOSTICS v_updated = ROW_COUNT;
+        IF v_updated <> cardinality(p_target_queue) THEN
+            RAISE EXCEPTION 'push_batch: % targets, % partitions brought up to date',
+                cardinality(p_target_queue), v_updated;
+        END IF;
         RETURN;
     END IF;
 
-    -- Some items were stored before. This statement sees the rows the insert above stored: an
-    -- item whose stored row carries another id lost to that row. Its sequence number stays
-    -- unused (readers step over gaps).
-    SELECT array_agg(u.ord::integer ORDER BY u.ord), array_agg(m.id::text ORDER BY u.ord)
+    -- Some items were not stored. This statement sees the rows the insert above stored: an item
+    -- is a duplicate unless a row with its own id holds its transactionId (the row it lost to may
+    -- even be gone by now, deleted by retention meanwhile; then it is reported with its own id).
+    -- Its sequence number stays unused (readers step over gaps).
+    SELECT array_agg(u.ord::integer ORDER BY u.ord),
+           array_agg(coalesce(m.id, u.id)::text ORDER BY u.ord)
     INTO duplicate_positions, duplicate_ids
     FROM unnest(v_target, p_txid, p_id) WITH ORDINALITY u(t, txid, id, ord)
-    JOIN queen.messages m ON m.partition_id = v_ids[u.t] AND m.transaction_id = u.txid
-    WHERE m.id <> u.id;
+    LEFT JOIN queen.messages m ON m.partition_id = v_ids[u.t] AND m.transaction_id = u.txid
+    WHERE m.id IS DISTINCT FROM u.id;
 
     UPDATE queen.partitions pa
     SET last_seq = v_seqs[n.t] + n.off, last_message_id = n.id,

@@ -26,7 +26,6 @@ import orjson
 import trio
 import trio_asyncio
 
-from queen import json_text
 from queen.actors.mailbox import Reply, deliver
 from queen.actors.supervisor import Child, Supervisor, backoff_delays
 from queen.config import Config
@@ -131,7 +130,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             type_name,
             encoder=_encode_json,
-            decoder=json_text.loads,
+            decoder=orjson.loads,
             schema="pg_catalog",
             format="text",
         )
@@ -221,18 +220,27 @@ class ConnectionSlot:
     def wake(self) -> None:
         self._needed.set()
 
+    @property
+    def may_retry(self) -> bool:
+        """Not inside its reconnect backoff: waking it would make a connection attempt."""
+        return trio.current_time() >= self._retry_at
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.health.slots[self.index] = False
-        self._needed = trio.Event()
         task_status.started()
         try:
             if self.index >= self.pool.eager:
-                self.pool.cold.append(self)
-                await self._needed.wait()
-            with contextlib.suppress(DatabaseUnavailable):
-                await self._ensure_connected()
-            self.pool.done_warming(self)
+                await self._connect_when_needed()
+            else:
+                with contextlib.suppress(DatabaseUnavailable):
+                    await self._ensure_connected()
             while True:
+                if not self.connected and self.health.connected > 0:
+                    # Other slots serve: jobs this one took would only fail. It waits, cold,
+                    # until the pool needs another slot. (The last slot to lose its connection
+                    # stays, and fails jobs at once while it backs off.)
+                    await self._connect_when_needed()
+                    continue
                 job = self.pool.queued_job()
                 if job is None:
                     self.pool.park(self)
@@ -251,6 +259,16 @@ class ConnectionSlot:
             if conn is not None:
                 conn.terminate()
 
+    async def _connect_when_needed(self) -> None:
+        self._needed = trio.Event()
+        self.pool.cold.append(self)
+        await self._needed.wait()
+        try:
+            with contextlib.suppress(DatabaseUnavailable):
+                await self._ensure_connected()
+        finally:
+            self.pool.done_warming(self)
+
     async def _ensure_connected(self) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
@@ -264,9 +282,14 @@ class ConnectionSlot:
             self._mark_lost(error)
             raise DatabaseUnavailable(self.health.last_error) from error
         try:
-            await self._warm_up(conn)
-        except Exception as error:
+            # However the session is set up, a warm-up that hangs must not hold the slot (and
+            # the pool's growth, which waits for it) for good.
+            with trio.fail_after(self.params.connect_timeout_s):
+                await self._warm_up(conn)
+        except BaseException as error:
             conn.terminate()
+            if not isinstance(error, Exception):
+                raise
             self._mark_lost(error)
             raise DatabaseUnavailable(self.health.last_error) from error
         self._conn = conn
@@ -308,6 +331,7 @@ class ConnectionSlot:
             log.warning("database connection lost", extra={"slot": self.index, "error": str(error)})
         self.health.slots[self.index] = False
         self.health.last_error = str(error) or type(error).__name__
+
         self._retry_at = trio.current_time() + self._delay(self._failures)
         self._failures += 1
 
@@ -365,14 +389,20 @@ class SlotPool:
 
     Jobs go to the slot that was freed last (a stack, not a queue): a steady load keeps reusing
     the few connections it needs, whose plans and caches are warm, instead of rotating through
-    all of them. A slot whose connection is down parks at the bottom, so it only gets jobs when no
-    healthy slot is free. The `eager` first slots connect at start; the pool grows one slot at a
-    time after that, whenever a call takes the last free slot or finds none, or a slot leaves
-    others queued behind the job it takes, and off every request's path: the new slot connects
-    and runs `on_connect` before it takes a job. A job that finds no free slot waits
-    in the queue for whichever slot frees first, never for a connection being made. (Waking a
-    slot per queued job instead had a burst start a dozen warm-ups at once on this 2-core
-    machine, each then taking 90-220 ms and slowing everything else.)
+    all of them.
+
+    The `eager` first slots connect at start; the pool grows one slot at a time after that,
+    whenever a call takes the last free slot or finds none, or a slot leaves others queued behind
+    the job it takes, and off every request's path: the new slot connects and runs `on_connect`
+    before it takes a job. A job that finds no free slot waits in the queue for whichever slot
+    frees first, never for a connection being made. (Waking a slot per queued job instead had a
+    burst start a dozen warm-ups at once on this 2-core machine, each then taking 90-220 ms and
+    slowing everything else.)
+
+    A slot whose connection is down, while others have theirs, waits cold until the pool needs
+    another slot, instead of taking jobs it could only fail. When none is connected, slots take
+    jobs and fail them at once while they back off, so callers learn of an outage without
+    waiting.
     """
 
     def __init__(
@@ -434,10 +464,15 @@ class SlotPool:
         return job
 
     def _grow(self) -> None:
-        """Start one more slot connecting, unless one already is or none is left."""
-        if self.warming is None and self.cold:
-            self.warming = self.cold.pop(0)
-            self.warming.wake()
+        """Start one more slot connecting, unless one already is or none may try now."""
+        if self.warming is not None:
+            return
+        for slot in self.cold:
+            if slot.may_retry:
+                self.cold.remove(slot)
+                self.warming = slot
+                slot.wake()
+                return
 
     def park(self, slot: ConnectionSlot) -> None:
         if slot.connected:

@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 
-from queen import json_text
 from queen.ids import uuid7_str
 
 log = logging.getLogger("queen.file_buffer")
@@ -72,8 +71,8 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
             return
         offset = start + length
         try:
-            record = json_text.loads(data[start:offset])
-        except ValueError:
+            record = orjson.loads(data[start:offset])
+        except orjson.JSONDecodeError:
             log.warning(
                 "skipping a corrupt buffer record", extra={"file": path.name, "offset": start}
             )

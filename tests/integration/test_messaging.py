@@ -382,19 +382,81 @@ async def test_direct_sql_push_entry_points_store_and_report_duplicates(
         assert popped is not None and [m["data"] for m in popped["messages"]] == [{"n": 1}]
 
 
-async def test_payload_numbers_travel_as_written(
+async def test_direct_sql_push_resolves_repeats_within_one_call(
     server: ServerProcess, pg_cluster: PgCluster, database: str
 ) -> None:
-    """A payload is stored as the client wrote it, so a 25-digit integer keeps its digits, and a
-    number beyond a float's range is stored and delivered instead of failing every pop."""
+    """queen.push_items (the JSONB form transactions and direct SQL use) hands push_batch each
+    (queue, partition, transactionId) once: a repeat is a duplicate of the first item, the same
+    transactionId in another partition is a message of its own, and sequence numbers stay
+    consecutive so the next push continues after them."""
     queue = unique()
-    body = (
-        b'{"items":[{"queue":"' + queue.encode() + b'","payload":'
-        b'{"id": 1234567890123456789012345, "huge": 1e400, "n": 7}}]}'
+
+    def push(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows = run_sql(
+            pg_cluster,
+            "SELECT queen.push_items($1::jsonb) AS r",
+            json.dumps(items),
+            database=database,
+        )
+        result: list[dict[str, Any]] = json.loads(rows[0]["r"])
+        return result
+
+    stored_before = push([{"queue": queue, "payload": 0, "transactionId": "old"}])
+    results = push(
+        [
+            {"queue": queue, "payload": 1, "transactionId": "a"},
+            {"queue": queue, "payload": 2, "transactionId": "a"},
+            {"queue": queue, "partition": "other", "payload": 3, "transactionId": "a"},
+            {"queue": queue, "payload": 4, "transactionId": "old"},
+            {"queue": queue, "payload": 5, "transactionId": "old"},
+            {"queue": queue, "payload": 6, "transactionId": "b"},
+        ]
     )
+    assert [r["status"] for r in results] == [
+        "queued",
+        "duplicate",
+        "queued",
+        "duplicate",
+        "duplicate",
+        "queued",
+    ]
+    assert results[1]["message_id"] == results[0]["message_id"]
+    assert results[3]["message_id"] == results[4]["message_id"] == stored_before[0]["message_id"]
+    assert results[2]["partition_id"] != results[0]["partition_id"]
+    push([{"queue": queue, "payload": 7, "transactionId": "c"}])
+    rows = run_sql(
+        pg_cluster,
+        "SELECT p.name, m.seq, m.payload::text AS payload, p.last_seq FROM queen.messages m "
+        "JOIN queen.partitions p ON p.id = m.partition_id "
+        "JOIN queen.queues q ON q.id = p.queue_id WHERE q.name = $1 ORDER BY p.name, m.seq",
+        queue,
+        database=database,
+    )
+    stored = [(r["name"], r["seq"], r["payload"]) for r in rows]
+    assert stored == [
+        ("Default", 1, "0"),
+        ("Default", 2, "1"),
+        ("Default", 4, "6"),  # 3 went unused by the duplicate of "old"
+        ("Default", 5, "7"),
+        ("other", 1, "3"),
+    ]
+    assert {r["name"]: r["last_seq"] for r in rows} == {"Default": 5, "other": 1}
+
+
+async def test_payload_numbers_are_stored_as_written(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    """A payload is stored as the client wrote it, so a 25-digit integer keeps its digits; a
+    number beyond a float's range, which could be stored but never delivered, is refused."""
+    queue = unique()
+
+    def body(payload: bytes) -> bytes:
+        return b'{"items":[{"queue":"' + queue.encode() + b'","payload":' + payload + b"}]}"
+
+    headers = {"Content-Type": "application/json"}
     async with Api(server.url) as api:
         response = await api.client.post(
-            "/api/v1/push", content=body, headers={"Content-Type": "application/json"}
+            "/api/v1/push", content=body(b'{"id": 1234567890123456789012345}'), headers=headers
         )
         assert response.status_code == 201, response.text
         stored = run_sql(
@@ -405,8 +467,10 @@ async def test_payload_numbers_travel_as_written(
             queue,
             database=database,
         )
-        assert stored[0]["id"] == "1234567890123456789012345"
-        popped = await api.client.get(f"/api/v1/pop/queue/{queue}")
-        assert popped.status_code == 200
-        data = json.loads(popped.content)["messages"][0]["data"]  # stdlib: exact numbers
-        assert data["huge"] == 10**400 and data["n"] == 7
+        assert [row["id"] for row in stored] == ["1234567890123456789012345"]
+        for huge in (b"1e400", b"[1e5000]", b"1e131072", b"9" * 5000):
+            refused = await api.client.post("/api/v1/push", content=body(huge), headers=headers)
+            assert refused.status_code == 400, (huge[:20], refused.text)
+            assert "Invalid JSON" in refused.json()["error"]
+        popped = await api.pop(queue)
+        assert popped is not None and len(popped["messages"]) == 1

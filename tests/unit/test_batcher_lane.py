@@ -4,6 +4,8 @@ ends first, and each request gets its own slice of the fused call's results."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -20,9 +22,9 @@ class ScriptedPool:
     """Stands in for SlotPool.call: records each call's items and start time, and holds a call
     until the test releases it when `gated`."""
 
-    def __init__(self) -> None:
+    def __init__(self, gated: bool = False) -> None:
         self.calls: list[tuple[float, list[Any]]] = []
-        self.gated = False
+        self.gated = gated
         self.release = trio.Event()
 
     async def call(self, sql: str, *args: Any, kind: str = "fetch") -> Any:
@@ -49,31 +51,34 @@ def clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
 
 
+@contextlib.asynccontextmanager
+async def running(subject: Lane) -> AsyncIterator[tuple[trio.Nursery, float]]:
+    """The lane serving inside a nursery, and the time it started; stopped on leaving."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(subject.run)
+        yield nursery, trio.current_time()
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_lone_request_is_sent_at_once(clock: trio.testing.MockClock) -> None:
     pool = ScriptedPool()
     subject = lane(pool)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(subject.run)
-        start = trio.current_time()
+    async with running(subject) as (_, start):
         assert await subject.submit(["a"]) == ["done-a"]
-        nursery.cancel_scope.cancel()
     assert pool.calls == [(start, ["a"])]
 
 
 async def test_requests_held_behind_a_call_go_when_it_returns(
     clock: trio.testing.MockClock,
 ) -> None:
-    pool = ScriptedPool()
-    pool.gated = True
+    pool = ScriptedPool(gated=True)
     subject = lane(pool)
     answers: dict[str, list[Any]] = {}
 
     async def ask(name: str, items: list[str]) -> None:
         answers[name] = await subject.submit(items)
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(subject.run)
-        start = trio.current_time()
+    async with running(subject) as (nursery, start):
         nursery.start_soon(ask, "first", ["a"])
         await trio.sleep(0.001)
         nursery.start_soon(ask, "second", ["b", "c"])
@@ -83,7 +88,6 @@ async def test_requests_held_behind_a_call_go_when_it_returns(
         pool.gated = False
         pool.release.set()
         await trio.sleep(0.01)
-        nursery.cancel_scope.cancel()
     assert [items for _, items in pool.calls] == [["a"], ["b", "c", "d"]]
     assert pool.calls[1][0] - start == pytest.approx(0.002)  # not at the end of the hold
     assert answers == {"first": ["done-a"], "second": ["done-b", "done-c"], "third": ["done-d"]}
@@ -92,16 +96,12 @@ async def test_requests_held_behind_a_call_go_when_it_returns(
 async def test_a_call_outlasting_the_hold_does_not_hold_the_next_batch_longer(
     clock: trio.testing.MockClock,
 ) -> None:
-    pool = ScriptedPool()
-    pool.gated = True
+    pool = ScriptedPool(gated=True)
     subject = lane(pool)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(subject.run)
-        start = trio.current_time()
+    async with running(subject) as (nursery, start):
         nursery.start_soon(subject.submit, ["a"])
         await trio.sleep(0.001)
         nursery.start_soon(subject.submit, ["b"])
         await trio.sleep(0.1)
-        nursery.cancel_scope.cancel()
     assert [items for _, items in pool.calls] == [["a"], ["b"]]
     assert pool.calls[1][0] - start == pytest.approx(0.001 + HOLD_S)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from queen.actors.file_buffer import POISON_ATTEMPTS, FileBuffer, buffer_record
+from queen.actors.file_buffer import POISON_ATTEMPTS, FileBuffer
 from queen.actors.slots import DatabaseError, DatabaseUnavailable
 from queen.config import Config
 from queen.ids import uuid7_str
@@ -107,30 +107,3 @@ async def test_database_lost_while_isolating_rejects_keeps_the_whole_file(tmp_pa
         assert (directory.pending, directory.failed, buffer.db_healthy) == (3, 3, False)
     finally:
         buffer.directory.close()
-
-
-async def test_a_buffered_payload_replays_as_written_even_beyond_a_float(tmp_path: Path) -> None:
-    payloads: list[bytes] = []
-
-    async def push(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        payloads.extend(item["payload"] for item in items)
-        return [{"status": "queued"} for _ in items]
-
-    config = Config.from_env({}, file_buffer_dir=str(tmp_path))
-    buffer = FileBuffer(config, tmp_path / "w0", push, maintenance_on=lambda: False)
-    buffer.directory.open()
-    try:
-        item = {
-            "queue": "q",
-            "partition": "Default",
-            "payload": b'{"huge": 1e400, "id": 1234567890123456789012345}',
-            "transactionId": "t1",
-            "traceId": None,
-            "messageId": uuid7_str(),
-        }
-        (tmp_path / "w0" / f"failover_{uuid7_str()}.buf").write_bytes(encode(buffer_record(item)))
-        buffer.directory.pending = 1
-        assert await replay_all(buffer) == [True]
-    finally:
-        buffer.directory.close()
-    assert payloads == [b'{"huge":1e400,"id":1234567890123456789012345}']
