@@ -4,6 +4,7 @@ DatabaseUnavailable, DatabaseError, the unexpected error itself or ActorGone), n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -191,10 +192,34 @@ async def test_calls_in_flight_or_queued_when_the_pool_stops_get_actor_gone(
     assert server.connections[0].closed  # a connection cancelled mid-call is never reused
 
 
-async def test_a_steady_load_reuses_the_connection_freed_last(server: FakeServer) -> None:
+@contextlib.asynccontextmanager
+async def running(pool: SlotPool) -> AsyncIterator[SlotPool]:
+    """The pool serving inside a nursery; stopped on leaving."""
     async with trio.open_nursery() as nursery:
-        pool = SlotPool("test", PARAMS, size=4)
         await nursery.start(pool.run)
+        yield pool
+        nursery.cancel_scope.cancel()
+
+
+async def concurrent_outcomes(pool: SlotPool, sql: str, count: int) -> list[str]:
+    """`count` calls at once; each one's answer, or "unavailable". None may hang."""
+    outcomes: list[str] = []
+
+    async def ask() -> None:
+        try:
+            outcomes.append(await pool.call(sql, kind="fetchval"))
+        except DatabaseUnavailable:
+            outcomes.append("unavailable")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as askers:
+            for _ in range(count):
+                askers.start_soon(ask)
+    return outcomes
+
+
+async def test_a_steady_load_reuses_the_connection_freed_last(server: FakeServer) -> None:
+    async with running(SlotPool("test", PARAMS, size=4)) as pool:
         assert await pool.call("first", kind="fetchval") == "first"
         with trio.fail_after(5):
             while pool.health.connected < 2:  # noqa: ASYNC110 (a few loop turns)
@@ -202,22 +227,15 @@ async def test_a_steady_load_reuses_the_connection_freed_last(server: FakeServer
         server.served.clear()
         for n in range(20):
             assert await pool.call(f"q{n}", kind="fetchval") == f"q{n}"
-        nursery.cancel_scope.cancel()
     used = {id(connection) for _, connection in server.served}
     assert len(used) == 1, "one call at a time needs one connection"
     assert len(server.connections) == 2, "one more was made ready when the first got busy"
 
 
 async def test_concurrent_calls_grow_the_pool_up_to_its_size(server: FakeServer) -> None:
-    async with trio.open_nursery() as nursery:
-        pool = SlotPool("test", PARAMS, size=3)
-        await nursery.start(pool.run)
-        with trio.fail_after(5):
-            async with trio.open_nursery() as askers:
-                for _ in range(12):
-                    askers.start_soon(partial(pool.call, "brief", kind="fetchval"))
+    async with running(SlotPool("test", PARAMS, size=3)) as pool:
+        assert await concurrent_outcomes(pool, "brief", 12) == ["brief"] * 12
         assert len(server.connections) == 3
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_slot_that_cannot_connect_leaves_the_jobs_to_the_healthy_ones(
@@ -226,24 +244,9 @@ async def test_a_slot_that_cannot_connect_leaves_the_jobs_to_the_healthy_ones(
     """PostgreSQL takes one connection and refuses the rest: every call is still answered, by
     the one connection, instead of failing on slots that cannot connect."""
     server.limit = 1
-    async with trio.open_nursery() as nursery:
-        pool = SlotPool("test", PARAMS, size=4)
-        await nursery.start(pool.run)
-        outcomes: list[str] = []
-
-        async def ask() -> None:
-            try:
-                outcomes.append(await pool.call("brief", kind="fetchval"))
-            except DatabaseUnavailable:
-                outcomes.append("unavailable")
-
-        with trio.fail_after(10):
-            async with trio.open_nursery() as askers:
-                for _ in range(20):
-                    askers.start_soon(ask)
-        assert outcomes == ["brief"] * 20
+    async with running(SlotPool("test", PARAMS, size=4)) as pool:
+        assert await concurrent_outcomes(pool, "brief", 20) == ["brief"] * 20
         assert len(server.connections) == 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_new_connections_are_prepared_before_they_serve(server: FakeServer) -> None:
@@ -253,13 +256,10 @@ async def test_new_connections_are_prepared_before_they_serve(server: FakeServer
         await asyncio.sleep(0)
         prepared.append(connection)
 
-    async with trio.open_nursery() as nursery:
-        pool = SlotPool("test", PARAMS, size=2, on_connect=on_connect)  # type: ignore[arg-type]
-        await nursery.start(pool.run)
-        async with trio.open_nursery() as askers:
-            for _ in range(6):
-                askers.start_soon(partial(pool.call, "brief", kind="fetchval"))
-        nursery.cancel_scope.cancel()
+    pool = SlotPool("test", PARAMS, size=2, on_connect=on_connect)  # type: ignore[arg-type]
+    async with running(pool), trio.open_nursery() as askers:
+        for _ in range(6):
+            askers.start_soon(partial(pool.call, "brief", kind="fetchval"))
     assert prepared == server.connections
     assert {id(c) for _, c in server.served} <= {id(c) for c in prepared}
 
@@ -271,52 +271,30 @@ async def test_a_failed_warm_up_serves_cold_and_a_hung_one_is_given_up(
         await asyncio.sleep(0)
         raise asyncpg.exceptions.UndefinedFunctionError("function queen.pop_requests missing")
 
-    async with trio.open_nursery() as nursery:
-        pool = SlotPool("test", PARAMS, size=1, on_connect=failing)  # type: ignore[arg-type]
-        await nursery.start(pool.run)
+    pool = SlotPool("test", PARAMS, size=1, on_connect=failing)  # type: ignore[arg-type]
+    async with running(pool):
         assert await pool.call("cold", kind="fetchval") == "cold"
         assert len(server.connections) == 1 and not server.connections[0].closed
-        nursery.cancel_scope.cancel()
 
     async def hanging(connection: FakeConnection) -> None:
         await asyncio.sleep(3600)
 
     quick = dataclasses.replace(PARAMS, connect_timeout_s=0.05)
-    async with trio.open_nursery() as nursery:
-        pool = SlotPool("test", quick, size=1, on_connect=hanging)  # type: ignore[arg-type]
-        await nursery.start(pool.run)
+    pool = SlotPool("test", quick, size=1, on_connect=hanging)  # type: ignore[arg-type]
+    async with running(pool):
         with trio.fail_after(5), pytest.raises(DatabaseUnavailable):
             await pool.call("q", kind="fetchval")
         assert server.connections[-1].closed, "a connection whose warm-up hung is not kept"
-        nursery.cancel_scope.cancel()
 
 
 async def test_when_every_connection_is_lost_calls_fail_at_once(server: FakeServer) -> None:
     """Slots that lose their connection while others still serve step aside, but the last one
     stays: an outage answers every call with DatabaseUnavailable, none is left queued."""
-    async with trio.open_nursery() as nursery:
-        pool = SlotPool("test", PARAMS, size=3)
-        await nursery.start(pool.run)
+    async with running(SlotPool("test", PARAMS, size=3)) as pool:
+        assert await concurrent_outcomes(pool, "brief", 9) == ["brief"] * 9
         with trio.fail_after(5):
-            async with trio.open_nursery() as askers:
-                for _ in range(9):
-                    askers.start_soon(partial(pool.call, "brief", kind="fetchval"))
             while pool.health.connected < 3:  # noqa: ASYNC110 (a few loop turns)
                 await trio.sleep(0.01)
         server.refusing = True
-        outcomes: list[str] = []
-
-        async def ask() -> None:
-            try:
-                await pool.call("lost", kind="fetchval")
-                outcomes.append("answered")
-            except DatabaseUnavailable:
-                outcomes.append("unavailable")
-
-        with trio.fail_after(5):
-            async with trio.open_nursery() as askers:
-                for _ in range(12):
-                    askers.start_soon(ask)
-        assert outcomes == ["unavailable"] * 12
+        assert await concurrent_outcomes(pool, "lost", 12) == ["unavailable"] * 12
         assert pool.health.connected == 0
-        nursery.cancel_scope.cancel()
