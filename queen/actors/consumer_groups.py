@@ -19,6 +19,7 @@ import trio
 from queen.actors.registry import ActorRegistry, KeyedInbox
 from queen.config import Config
 
+QUEUE_MODE = "__QUEUE_MODE__"  # the consumer group of plain queue-mode pops and acks
 Scope = tuple[str, str, str]  # ("queue", name, "") or ("task", namespace, task)
 GroupKey = tuple[Scope, str]
 

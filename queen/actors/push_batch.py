@@ -94,26 +94,15 @@ def decode(row: Any, items: Sequence[dict[str, Any]], plan: Plan) -> list[dict[s
             existing = stored_before.get(sent_as)
         else:
             existing = results[-sent_as - 1]["message_id"]
-        if existing is None:
-            results.append(
-                {
-                    "index": index,
-                    "transaction_id": item["transactionId"],
-                    "status": "queued",
-                    "message_id": item["messageId"],
-                    "queueName": item["queue"],
-                    "partition_id": partition_ids[target],
-                    "trace_id": item.get("traceId"),
-                }
-            )
-        else:
-            results.append(
-                {
-                    "index": index,
-                    "transaction_id": item["transactionId"],
-                    "status": "duplicate",
-                    "message_id": existing,
-                    "queueName": item["queue"],
-                }
-            )
+        result = {
+            "index": index,
+            "transaction_id": item["transactionId"],
+            "status": "queued" if existing is None else "duplicate",
+            "message_id": item["messageId"] if existing is None else existing,
+            "queueName": item["queue"],
+        }
+        if existing is None:  # the response names a partition and trace only for stored messages
+            result["partition_id"] = partition_ids[target]
+            result["trace_id"] = item.get("traceId")
+        results.append(result)
     return results

@@ -331,7 +331,6 @@ class ConnectionSlot:
             log.warning("database connection lost", extra={"slot": self.index, "error": str(error)})
         self.health.slots[self.index] = False
         self.health.last_error = str(error) or type(error).__name__
-
         self._retry_at = trio.current_time() + self._delay(self._failures)
         self._failures += 1
 

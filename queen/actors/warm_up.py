@@ -18,10 +18,9 @@ from typing import Any
 import asyncpg
 
 from queen.actors.batcher import ACK, POP, PUSH, RENEW, Procedure
+from queen.actors.consumer_groups import QUEUE_MODE
 from queen.actors.slots import CallKind
 from queen.ids import uuid7_str
-
-QUEUE_MODE = "__QUEUE_MODE__"  # the consumer group name queue-mode pops and acks carry
 
 
 class WarmUpFailed(Exception):

@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 
+from queen.actors.consumer_groups import QUEUE_MODE
 from queen.config import Config
 from queen.errors import BadRequest
 from queen.ids import uuid7_str, uuid7_strs
 
-QUEUE_MODE = "__QUEUE_MODE__"
 MAX_NAME = 255
 DEFAULT_PARTITION = "Default"
 ACK_STATUSES = ("completed", "success", "failed", "dlq", "retry")
