@@ -6,11 +6,13 @@ import json
 import uuid
 from typing import Any
 
+import asyncpg
 import trio
 
 from queen.storage.pgcluster import PgCluster
+from tests.faults.harness import HeldRowLock
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, run_sql
+from tests.support import ServerProcess, run_sql, running_server, wait_until
 
 
 async def test_push_pop_ack_round_trip(server: ServerProcess) -> None:
@@ -474,3 +476,100 @@ async def test_payload_numbers_are_stored_as_written(
             assert "Invalid JSON" in refused.json()["error"]
         popped = await api.pop(queue)
         assert popped is not None and len(popped["messages"]) == 1
+
+
+async def test_fused_pushes_number_their_results_within_each_request(
+    pg_cluster: PgCluster, database: str
+) -> None:
+    """Quirk Q15: `index` is the item's position in its own request, also when the batcher
+    fused that request with others into one database call. A held row lock keeps a first push
+    in flight, so the next requests are held (up to SIDECAR_MICRO_BATCH_WAIT_MS) and fused."""
+    queue = unique()
+    with running_server(pg_cluster, database, SIDECAR_MICRO_BATCH_WAIT_MS="3000") as server:
+        async with Api(server.url) as api:
+            await api.push(queue, [0], partition="p")
+
+            probes = 0
+
+            async def requests_seen() -> int:
+                """Requests that reached the server, not counting these probes."""
+                nonlocal probes
+                probes += 1
+                _, body = await api.request("GET", "/metrics")
+                return int(body["requests"]["total"]) - probes
+
+            answers: dict[str, list[int]] = {}
+
+            async def push(name: str, count: int) -> None:
+                results = await api.push(queue, list(range(count)), partition="p")
+                assert all(r["status"] == "queued" for r in results)
+                answers[name] = [r["index"] for r in results]
+
+            lock_sql = (
+                "SELECT 1 FROM queen.partitions p JOIN queen.queues q ON q.id = p.queue_id "
+                "WHERE q.name = $1 FOR UPDATE OF p"
+            )
+            async with trio.open_nursery() as nursery:
+                with HeldRowLock(pg_cluster, database, lock_sql, queue):
+                    nursery.start_soon(push, "first", 1)
+
+                    def push_waits() -> bool:
+                        rows = run_sql(
+                            pg_cluster,
+                            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 "
+                            "AND wait_event_type = 'Lock'",
+                            database,
+                        )
+                        return bool(rows[0]["n"] == 1)
+
+                    await trio.to_thread.run_sync(wait_until, push_waits, 10.0, "a push held")
+                    seen = await requests_seen()
+                    for name in ("b", "c", "d", "e"):
+                        nursery.start_soon(push, name, 3)
+                    with trio.fail_after(10):
+                        while await requests_seen() < seen + 4:  # noqa: ASYNC110 (polling HTTP)
+                            await trio.sleep(0.02)
+    assert answers == {"first": [0], "b": [0, 1, 2], "c": [0, 1, 2], "d": [0, 1, 2], "e": [0, 1, 2]}
+
+
+async def test_push_batch_refuses_inconsistent_calls_and_stores_nothing(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    """Direct callers of queen.push_batch that get its arguments wrong get an error, not a
+    partition whose last_seq lags behind what was stored (which would break the next push)."""
+    queue = unique()
+    sql = "SELECT * FROM queen.push_batch($1, $2, $3, $4, $5, $6, $7, NULL, $8, NULL, NULL, NULL)"
+    message_id = str(uuid.uuid4())
+
+    def call(counts: list[int], offsets: str, payloads: str) -> None:
+        run_sql(
+            pg_cluster,
+            sql,
+            [queue],
+            ["Default"],
+            counts,
+            "1",
+            offsets,
+            ["t1"],
+            [message_id],
+            payloads,
+            database=database,
+        )
+
+    for counts, offsets, payloads in (([2], "1", "{}"), ([1], "1", "{}\x1e{}"), ([1], "1,2", "{}")):
+        try:
+            call(counts, offsets, payloads)
+        except asyncpg.PostgresError as error:
+            assert "push_batch" in str(error)
+        else:
+            raise AssertionError(f"accepted counts={counts} offsets={offsets!r}")
+    stored = run_sql(
+        pg_cluster,
+        "SELECT count(*) AS n FROM queen.messages m "
+        "JOIN queen.partitions p ON p.id = m.partition_id "
+        "JOIN queen.queues q ON q.id = p.queue_id WHERE q.name = $1",
+        queue,
+        database=database,
+    )
+    assert stored[0]["n"] == 0
+    call([1], "1", "{}")  # the consistent call goes through
