@@ -1,5 +1,5 @@
-"""One worker process: a trio run with one asyncio loop (for asyncpg), a root supervisor that
-starts the connection pools and actors before the HTTP server, and a graceful stop.
+"""One worker process: a trio run with one asyncio loop (for asyncpg), the supervision tree of
+its actors (queen/actors/root.py) started before the HTTP server, and a graceful stop.
 
 Workers share the HTTP port through SO_REUSEPORT, so the kernel spreads connections among them.
 On SIGTERM/SIGINT a worker stops accepting, answers parked long-polls as empty, lets in-flight
@@ -21,12 +21,9 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from queen import __version__
-from queen.actors.consumer_groups import ConsumerGroups
-from queen.actors.slots import ConnectParams, SlotPool
-from queen.actors.warm_up import warm_up
+from queen.actors.root import Services
 from queen.config import Config
 from queen.http.app import create_app
-from queen.services import Services
 
 log = logging.getLogger("queen.worker")
 
@@ -43,27 +40,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.set_inheritable(False)
     return sock
-
-
-def build_services(config: Config, worker_id: int, nursery: trio.Nursery) -> Services:
-    name = f"queen-w{worker_id}"
-    return Services(
-        config=config,
-        worker_id=worker_id,
-        nursery=nursery,
-        consumer_groups=ConsumerGroups(config, nursery),
-        admin=SlotPool(
-            "admin",
-            ConnectParams.from_config(config, f"{name}-admin"),
-            config.admin_slots_per_worker(),
-        ),
-        hot=SlotPool(
-            "hot",
-            ConnectParams.from_config(config, name),
-            config.hot_slots_per_worker(),
-            on_connect=warm_up,
-        ),
-    )
 
 
 def _hypercorn_config(sock: socket.socket) -> HypercornConfig:
@@ -113,33 +89,19 @@ def _tune_garbage_collection() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
-async def _sample_counters(services: Services) -> None:
-    while True:
-        services.counters.sample()
-        await trio.sleep(1.0)
-
-
 async def run_worker(config: Config, worker_id: int, parent_pid: int | None = None) -> None:
     sock = listening_socket(config.host, config.port)
     stop = trio.Event()
     async with trio_asyncio.open_loop(), trio.open_nursery() as root:
-        services = build_services(config, worker_id, root)
+        services = Services(config, worker_id)
         root.start_soon(_watch_signals, stop, root)
         if parent_pid is not None:
             root.start_soon(_watch_parent, stop, parent_pid)
-        await root.start(services.admin.run)
-        await root.start(services.hot.run)
-        await root.start(services.siblings.run)
-        await root.start(services.batcher.run)
-        await root.start(services.flags.run)
-        await root.start(services.file_buffer.run)
-        await root.start(services.retention.run)
-        root.start_soon(_sample_counters, services)
+        await root.start(services.run)
 
         async def shutdown_trigger() -> None:
             await stop.wait()
-            services.shutting_down.set()
-            services.consumer_groups.wake_all()
+            services.begin_shutdown()
 
         _tune_garbage_collection()
         log.info(

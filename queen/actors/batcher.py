@@ -127,21 +127,28 @@ class Lane:
             task_status.started()
             async for first in self._receive:
                 batch = [first]
-                count = len(first.items)
-                count = self._drain(batch, count)
-                if self.limit.limiter.borrowed_tokens > 0 and self.hold_s > 0:
-                    with trio.move_on_after(self.hold_s) as self._hold:
-                        while count < self.max_items:
-                            try:
-                                job = await self._receive.receive()
-                            except trio.EndOfChannel:
-                                break
-                            batch.append(job)
-                            count = self._drain(batch, count + len(job.items))
-                    self._hold = None
                 grant = object()
-                await self.limit.limiter.acquire_on_behalf_of(grant)
+                try:
+                    await self._gather(batch)
+                    await self.limit.limiter.acquire_on_behalf_of(grant)
+                except BaseException:
+                    for job in batch:  # stopped or crashed before the call: never a hang
+                        job.reply.abandon()
+                    raise
                 calls.start_soon(self._execute, batch, grant)
+
+    async def _gather(self, batch: list[BatchJob]) -> None:
+        count = self._drain(batch, len(batch[0].items))
+        if self.limit.limiter.borrowed_tokens > 0 and self.hold_s > 0:
+            with trio.move_on_after(self.hold_s) as self._hold:
+                while count < self.max_items:
+                    try:
+                        job = await self._receive.receive()
+                    except trio.EndOfChannel:
+                        break
+                    batch.append(job)
+                    count = self._drain(batch, count + len(job.items))
+            self._hold = None
 
     def _drain(self, batch: list[BatchJob], count: int) -> int:
         while count < self.max_items:
@@ -182,6 +189,8 @@ class Lane:
                 self._deliver(job, results[offset : offset + len(job.items)])
                 offset += len(job.items)
         finally:
+            for job in batch:
+                job.reply.abandon()  # a no-op once answered; cancelled mid-call: ActorGone
             self.limit.limiter.release_on_behalf_of(grant)
             if self._hold is not None and self.limit.limiter.borrowed_tokens == 0:
                 self._hold.cancel()

@@ -1,127 +1,245 @@
-"""Parked long-polls. One ConsumerGroup actor per (queue or namespace/task scope, group) in this
-process holds the wake-up events of the pops waiting on it; a committed push into the queue, or a
-lease released in it, sets them, so a parked pop re-tries at once instead of at its next backoff
-tick. Actors exist only while someone waits and retire when idle.
+"""Parked long-polls. One ConsumerGroup actor per (scope, group) in this process owns the pops
+waiting on it: a pop that found nothing is a `Park` message with a reply, and the actor, not each
+HTTP task, decides when to look again. It looks once per wake-up or backoff tick for all of its
+waiters together (one database call, whatever their number), answers those that got messages and
+keeps the rest; at a waiter's deadline it answers None (the HTTP layer's 204).
 
-The waiting loop itself (`pop_with_wait`) registers its event *before* each attempt, so a push
-that commits while the attempt is in flight still wakes it: no wake-up can fall between "found
-nothing" and "parked".
+No wake-up can fall between a waiter's empty first attempt and its parking: the waiter carries the
+wake-up count it saw before that attempt, and an actor that receives a `Park` whose count is stale
+looks again at once. A wake-up that arrives while the actor is polling makes it poll again after.
+
+An actor that crashes abandons its waiters' replies; `ConsumerGroups.park` then parks them again
+with a fresh actor, so a crash costs a waiter one extra look, never its place or an error.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
+from queen.actors.mailbox import ActorGone, Reply
 from queen.actors.registry import ActorRegistry, KeyedInbox
 from queen.config import Config
 
+log = logging.getLogger("queen.consumer_groups")
+
 QUEUE_MODE = "__QUEUE_MODE__"  # the consumer group of plain queue-mode pops and acks
-Scope = tuple[str, str, str]  # ("queue", name, "") or ("task", namespace, task)
+# ("queue", name, "") for any partition of a queue, ("queue", name, partition) for one partition,
+# ("task", namespace, task) for namespace/task pops across queues.
+Scope = tuple[str, str, str]
 GroupKey = tuple[Scope, str]
+PopResult = dict[str, Any]
+PopItems = Callable[[list[dict[str, Any]]], Awaitable[list[PopResult]]]
+
+IDLE_AFTER_S = 30.0
+INBOX_SIZE = 1024
 
 
 @dataclass(frozen=True)
 class Park:
-    event: trio.Event
+    """A pop that wants to wait: `attempt` builds its stored-procedure item (a fresh lease id per
+    attempt); the reply is the first result with messages, or None at the deadline."""
 
-
-@dataclass(frozen=True)
-class Unpark:
-    event: trio.Event
+    attempt: Callable[[], dict[str, Any]]
+    deadline: float
+    seen_wakes: int
+    reply: Reply[PopResult | None]
 
 
 @dataclass(frozen=True)
 class Wake:
-    pass
+    """Messages may have become available for this group (a push, a released lease, a seek…)."""
 
 
-GroupMessage = Park | Unpark | Wake
+@dataclass(frozen=True)
+class Drain:
+    """The server is stopping: answer every waiter None now."""
 
 
-async def _consumer_group(inbox: KeyedInbox[GroupKey, GroupMessage]) -> None:
-    parked: set[trio.Event] = set()
-    while True:
-        message = await inbox.next() if not parked else await inbox.next(idle_s=3600)
-        if message is None:
-            for event in parked:
-                event.set()
-            return
-        if isinstance(message, Park):
-            parked.add(message.event)
-        elif isinstance(message, Unpark):
-            parked.discard(message.event)
-        else:
-            for event in parked:
-                event.set()
-            parked.clear()
+GroupMessage = Park | Wake | Drain
 
 
 class ConsumerGroups:
-    """The registry of ConsumerGroup actors and the wake-up fan-out from pushes and acks."""
+    """The registry of ConsumerGroup actors; `wake` is the only way in for wake-ups."""
 
-    def __init__(self, config: Config, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        config: Config,
+        pop: PopItems,
+        on_undelivered: Callable[[PopResult], None],
+    ) -> None:
         self.config = config
+        self.pop = pop
+        self.on_undelivered = on_undelivered
         self.parked = 0
+        self.wakes = 0
+        self.polls = 0
+        self.stopping = False
         self.registry: ActorRegistry[GroupKey, GroupMessage] = ActorRegistry(
-            "consumer-group", nursery, _consumer_group, idle_after_s=30.0, inbox_size=1024
+            "consumer-group",
+            None,
+            _ConsumerGroup(self).run,
+            idle_after_s=IDLE_AFTER_S,
+            inbox_size=INBOX_SIZE,
         )
 
-    def wake_queue(self, queue: str, group: str | None = None) -> None:
-        """A push committed into `queue` (any group may want it) or a lease was released."""
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.registry.run(task_status=task_status)
+
+    def wake(self, queue: str | None, group: str | None = None) -> None:
+        """Messages may be available in `queue` (None: in any queue) for `group` (None: for any
+        group)."""
+        self.wakes += 1
         for key in self.registry.keys():  # noqa: SIM118 (a copy: sends may retire actors)
             scope, key_group = key
             if group is not None and key_group != group:
                 continue
-            if scope[0] == "task" or scope[1] == queue:
+            if queue is None or scope[0] == "task" or scope[1] == queue:
                 self.registry.try_send(key, Wake())
 
-    def wake_all(self) -> None:
+    def drain(self) -> None:
+        """Shutdown: every waiter is answered None and new ones are not parked."""
+        self.stopping = True
         for key in self.registry.keys():  # noqa: SIM118 (a copy: sends may retire actors)
-            self.registry.try_send(key, Wake())
+            self.registry.try_send(key, Drain())
 
-    def backoff_s(self, empty_attempts: int) -> float:
-        """Re-check spacing after `empty_attempts` empty attempts (spec §3.6)."""
+    def backoff_s(self, empty_polls: int) -> float:
+        """Re-check spacing after `empty_polls` empty looks (spec §3.6)."""
         config = self.config
         initial = float(config.pop_wait_initial_interval_ms)
-        if empty_attempts <= config.pop_wait_backoff_threshold:
+        if empty_polls <= config.pop_wait_backoff_threshold:
             delay = initial
         else:
-            delay = initial * empty_attempts * config.pop_wait_backoff_multiplier
+            delay = initial * empty_polls * config.pop_wait_backoff_multiplier
         return min(delay, config.pop_wait_max_interval_ms) / 1000
 
-    async def pop_with_wait(
+    async def park(
         self,
         key: GroupKey,
-        attempt: Callable[[], Awaitable[dict[str, Any]]],
-        timeout_s: float,
-        stopping: trio.Event,
-    ) -> dict[str, Any] | None:
-        """Attempt until messages come, the deadline passes or the server stops (then None)."""
-        deadline = trio.current_time() + timeout_s
-        empty_attempts = 0
-        while True:
-            event = trio.Event()
-            await self.registry.send(key, Park(event))
+        attempt: Callable[[], dict[str, Any]],
+        deadline: float,
+        seen_wakes: int,
+    ) -> PopResult | None:
+        """Wait in the group's actor until messages come (the result) or `deadline` (trio time;
+        then None). `seen_wakes` is `wakes` as read before the caller's own empty attempt."""
+        while not self.stopping and trio.current_time() < deadline:
+            reply: Reply[PopResult | None] = Reply()
+            self.parked += 1
             try:
-                result = await attempt()
-                if result.get("messages"):
-                    return result
-                empty_attempts += 1
-                remaining = deadline - trio.current_time()
-                if remaining <= 0 or stopping.is_set():
-                    return None
-                self.parked += 1
-                try:
-                    with trio.move_on_after(min(remaining, self.backoff_s(empty_attempts))):
-                        await event.wait()
-                finally:
-                    self.parked -= 1
-                if stopping.is_set():
-                    return None
+                await self.registry.send(key, Park(attempt, deadline, seen_wakes, reply))
+                return await reply.wait()
+            except ActorGone:
+                seen_wakes = -1  # the new actor must look at once: a wake-up may have been lost
             finally:
-                if not event.is_set():
-                    self.registry.try_send(key, Unpark(event))
+                self.parked -= 1
+        return None
+
+
+@dataclass
+class _Waiter:
+    park: Park
+
+    @property
+    def gone(self) -> bool:
+        return self.park.reply.settled
+
+
+class _ConsumerGroup:
+    """The actor body, one task per key, sharing nothing but its owner's settings."""
+
+    def __init__(self, owner: ConsumerGroups) -> None:
+        self.owner = owner
+
+    async def run(self, inbox: KeyedInbox[GroupKey, GroupMessage]) -> None:
+        """Crashing or cancelled, the registry abandons the waiters' replies (they park again)."""
+        waiters: list[_Waiter] = []
+        empty_polls = 0
+        next_poll = math.inf
+        while True:
+            if not waiters:
+                message = await inbox.next()
+                if message is None:
+                    return
+            else:
+                timer = min(next_poll, *(w.park.deadline for w in waiters))
+                message = await inbox.receive(max(0.0, timer - trio.current_time()))
+            poll_now = False
+            while message is not None:
+                if isinstance(message, Park):
+                    waiters.append(_Waiter(message))
+                    if message.seen_wakes != self.owner.wakes:
+                        poll_now = True
+                    elif next_poll == math.inf:
+                        empty_polls = 0
+                        next_poll = trio.current_time() + self.owner.backoff_s(1)
+                elif isinstance(message, Wake):
+                    poll_now = True
+                    empty_polls = 0
+                else:
+                    self._answer_all(waiters)
+                message = inbox.take_nowait()
+            if self.owner.stopping:
+                self._answer_all(waiters)
+            now = trio.current_time()
+            waiters = self._expire(waiters, now)
+            if not waiters:
+                next_poll = math.inf
+                continue
+            if poll_now or now >= next_poll:
+                found = await self._poll(waiters, head_only=not poll_now)
+                waiters = [w for w in waiters if not w.park.reply.settled]
+                empty_polls = 0 if found else empty_polls + 1
+                next_poll = trio.current_time() + self.owner.backoff_s(max(1, empty_polls))
+
+    async def _poll(self, waiters: list[_Waiter], *, head_only: bool) -> bool:
+        """One look for the waiters; on a backoff tick only the oldest looks first (most ticks
+        find nothing, and one probe costs less than N), and the rest follow if it found some."""
+        live = [w for w in waiters if not w.gone]
+        if not live:
+            return False
+        batch = live[:1] if head_only else live
+        found = await self._look(batch)
+        if found and head_only and len(live) > 1:
+            await self._look(live[1:])
+        return found
+
+    async def _look(self, batch: list[_Waiter]) -> bool:
+        self.owner.polls += 1
+        try:
+            results = await self.owner.pop([w.park.attempt() for w in batch])
+        except Exception as error:
+            # Quirk Q20: a pop never answers 5xx; a failed look is an empty one.
+            log.debug("long-poll look failed", extra={"error": str(error)})
+            return False
+        found = False
+        for waiter, result in zip(batch, results, strict=True):
+            if not result.get("messages"):
+                continue
+            found = True
+            if not waiter.park.reply.send(result):
+                self.owner.on_undelivered(result)
+        return found
+
+    @staticmethod
+    def _expire(waiters: list[_Waiter], now: float) -> list[_Waiter]:
+        kept: list[_Waiter] = []
+        for waiter in waiters:
+            if waiter.gone:
+                continue
+            if now >= waiter.park.deadline:
+                waiter.park.reply.send(None)
+            else:
+                kept.append(waiter)
+        return kept
+
+    @staticmethod
+    def _answer_all(waiters: list[_Waiter]) -> None:
+        for waiter in waiters:
+            if not waiter.gone:
+                waiter.park.reply.send(None)
+        waiters.clear()

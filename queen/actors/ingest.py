@@ -4,8 +4,8 @@ A push goes to the disk buffer instead of PostgreSQL when push maintenance is on
 database is known to be down (a push failed for lack of it within the last second), or when its
 own database call fails for an availability reason or is not answered within the in-flight
 deadline (statement timeout + 5 s, waiting for a connection included). Other database errors are
-real errors (500); validation already happened, so bad input never reaches the buffer. Each
-request is answered only after its messages are committed or fsynced.
+real errors; validation already happened, so bad input never reaches the buffer. Each request is
+answered only after its messages are committed or fsynced.
 
 A push given up on at the deadline may still commit later (its call was only presumed dead); the
 buffered copy then replays as a duplicate of the same transactionId, never as a second message.
@@ -14,63 +14,89 @@ buffered copy then replays as a duplicate of the same transactionId, never as a 
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from queen.actors.file_buffer import buffer_record
+from queen.actors.file_buffer import FileBuffer, buffer_record
 from queen.actors.slots import call_deadline_s, is_availability_error
+from queen.actors.system_flags import SystemFlags
+from queen.config import Config
 from queen.errors import ServiceUnavailable
-from queen.services import Services
+
+Items = list[dict[str, Any]]
+SubmitPush = Callable[[Items], Awaitable[list[Any]]]
 
 
-async def push(services: Services, items: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
-    buffer = services.file_buffer
-    if services.flags.maintenance:
-        return await _to_disk(services, items)
-    if buffer.available and buffer.database_known_down():
-        return await _to_disk(services, items)
-    try:
-        with trio.fail_after(call_deadline_s(services.config) or math.inf):
-            results = await services.batcher.push.submit(items)
-    except Exception as error:
-        if not (isinstance(error, trio.TooSlowError) or is_availability_error(error)):
-            raise
-        buffer.note_database(False)
-        if not buffer.available:
-            raise ServiceUnavailable(
-                "Database unavailable and no file buffer to fall back on"
-            ) from error
-        return await _to_disk(services, items)
-    buffer.note_database(True)
-    for index, result in enumerate(results):
-        result["index"] = index
-    return 201, results
+@dataclass(frozen=True)
+class PushOutcome:
+    """Per-item results in request order; `stored` is False when neither PostgreSQL nor the disk
+    buffer took the items (every result then says why)."""
+
+    results: Items
+    stored: bool = True
 
 
-async def _to_disk(
-    services: Services, items: list[dict[str, Any]]
-) -> tuple[int, list[dict[str, Any]]]:
-    try:
-        await services.file_buffer.append([buffer_record(item) for item in items])
-    except OSError:
-        return 500, [
-            {
-                "index": index,
-                "status": "failed",
-                "queue": item["queue"],
-                "partition": item["partition"],
-                "error": "File buffer write failed",
-            }
-            for index, item in enumerate(items)
-        ]
-    return 201, [
-        {
-            "index": index,
-            "status": "buffered",
-            "queue": item["queue"],
-            "partition": item["partition"],
-            "transactionId": item["transactionId"],
-        }
-        for index, item in enumerate(items)
-    ]
+class PushPath:
+    def __init__(
+        self, config: Config, submit: SubmitPush, file_buffer: FileBuffer, flags: SystemFlags
+    ) -> None:
+        self.deadline_s = call_deadline_s(config) or math.inf
+        self.submit = submit
+        self.file_buffer = file_buffer
+        self.flags = flags
+
+    async def push(self, items: Items) -> PushOutcome:
+        buffer = self.file_buffer
+        if self.flags.maintenance:
+            return await self._to_disk(items)
+        if buffer.available and buffer.database_known_down():
+            return await self._to_disk(items)
+        try:
+            with trio.fail_after(self.deadline_s):
+                results = await self.submit(items)
+        except Exception as error:
+            if not (isinstance(error, trio.TooSlowError) or is_availability_error(error)):
+                raise
+            buffer.note_database(False)
+            if not buffer.available:
+                raise ServiceUnavailable(
+                    "Database unavailable and no file buffer to fall back on"
+                ) from error
+            return await self._to_disk(items)
+        buffer.note_database(True)
+        for index, result in enumerate(results):
+            result["index"] = index
+        return PushOutcome(results)
+
+    async def _to_disk(self, items: Items) -> PushOutcome:
+        try:
+            await self.file_buffer.append([buffer_record(item) for item in items])
+        except OSError:
+            return PushOutcome(
+                [
+                    {
+                        "index": index,
+                        "status": "failed",
+                        "queue": item["queue"],
+                        "partition": item["partition"],
+                        "error": "File buffer write failed",
+                    }
+                    for index, item in enumerate(items)
+                ],
+                stored=False,
+            )
+        return PushOutcome(
+            [
+                {
+                    "index": index,
+                    "status": "buffered",
+                    "queue": item["queue"],
+                    "partition": item["partition"],
+                    "transactionId": item["transactionId"],
+                }
+                for index, item in enumerate(items)
+            ]
+        )

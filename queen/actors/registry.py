@@ -45,16 +45,26 @@ class KeyedInbox(Generic[K, M]):
 
         None means the actor is already out of the registry: finish what it holds, then return.
         """
-        self._owed = [reply for reply in self._owed if not reply.settled]
         limit = self.registry.idle_after_s if idle_s is None else idle_s
-        with trio.move_on_after(limit):
+        message = await self.receive(limit)
+        if message is None:
+            self.registry._retire(self.key, self)
+        return message
+
+    async def receive(self, timeout_s: float) -> M | None:
+        """The next message, or None when `timeout_s` passes first; the actor stays registered
+        (for an actor that has timers of its own, e.g. waiters' deadlines)."""
+        self._owed = [reply for reply in self._owed if not reply.settled]
+        with trio.move_on_after(timeout_s):
             return self._taken(await self._receive.receive())
-        try:  # a message that arrived as the idle timer fired is still served
+        return self.take_nowait()  # a message that arrived as the timer fired is still served
+
+    def take_nowait(self) -> M | None:
+        """A message already waiting in the inbox, or None."""
+        try:
             return self._taken(self._receive.receive_nowait())
         except trio.WouldBlock:
-            pass
-        self.registry._retire(self.key, self)
-        return None
+            return None
 
     def _taken(self, message: M) -> M:
         reply = getattr(message, "reply", None)
@@ -77,7 +87,7 @@ class ActorRegistry(Generic[K, M]):
     def __init__(
         self,
         name: str,
-        nursery: trio.Nursery,
+        nursery: trio.Nursery | None,
         body: Callable[[KeyedInbox[K, M]], Awaitable[None]],
         *,
         idle_after_s: float = 60.0,
@@ -89,6 +99,18 @@ class ActorRegistry(Generic[K, M]):
         self._body = body
         self._inbox_size = inbox_size
         self._actors: dict[K, tuple[trio.MemorySendChannel[M], KeyedInbox[K, M]]] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host the actors in a nursery of the registry's own, so a supervisor can own them: when
+        it stops or restarts this, every actor stops and owes its askers ActorGone."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self._actors.clear()
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -124,6 +146,8 @@ class ActorRegistry(Generic[K, M]):
         return True
 
     def _spawn(self, key: K) -> tuple[trio.MemorySendChannel[M], KeyedInbox[K, M]]:
+        if self._nursery is None:
+            raise ActorGone(f"{self.name} is not running")
         send, receive = trio.open_memory_channel[M](self._inbox_size)
         keyed = KeyedInbox(self, key, receive)
         entry = (send, keyed)

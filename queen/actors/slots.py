@@ -436,7 +436,8 @@ class SlotPool:
         try:
             await Supervisor(f"{self.name}-pool", children).run(task_status=task_status)
         finally:
-            self._send.close()
+            # Calls queued for the slots that just stopped are answered ActorGone; the inbox
+            # stays open for the pool's next incarnation when its supervisor restarts it.
             _abandon_queued(self._receive)
 
     async def call(

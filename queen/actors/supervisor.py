@@ -9,6 +9,7 @@ normally is finished and not restarted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import deque
@@ -38,16 +39,26 @@ class GaveUp(RuntimeError):
     """A child kept crashing; restarting it again would only hide the fault."""
 
 
+class Killed(RuntimeError):
+    """Raised in a child on purpose (`Supervisor.kill`): it counts as a crash like any other."""
+
+
 async def supervise(
-    child: Child, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    child: Child,
+    *,
+    kill_switch: Callable[[], trio.Event] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one child forever (until it returns or is cancelled), restarting it when it crashes."""
+    """Run one child forever (until it returns or is cancelled), restarting it when it crashes.
+    `kill_switch` gives the event that, once set, crashes the running incarnation."""
     crashes: deque[float] = deque()
     first_start = True
     while True:
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(child.run)
+                if kill_switch is not None:
+                    nursery.start_soon(_crash_when_set, kill_switch(), child.name)
+                await nursery.start(_run_to_end, child.run, nursery.cancel_scope)
                 if first_start:
                     first_start = False
                     task_status.started()
@@ -71,18 +82,51 @@ async def supervise(
             await trio.sleep(backoff)
 
 
+async def _run_to_end(
+    run: StartFn,
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A child that returns is finished: stop whatever else watches it (its kill switch)."""
+    await run(task_status=task_status)
+    scope.cancel()
+
+
+async def _crash_when_set(kill: trio.Event, name: str) -> None:
+    await kill.wait()
+    raise Killed(f"{name} killed on purpose")
+
+
 class Supervisor:
     """Starts its children in order, each ready before the next starts; stops them together."""
 
     def __init__(self, name: str, children: Sequence[Child]) -> None:
         self.name = name
         self.children = tuple(children)
+        self._kill_switches = {child.name: trio.Event() for child in self.children}
+        if len(self._kill_switches) != len(self.children):
+            raise ValueError(f"{name}: two children share a name")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for child in self.children:
-                await nursery.start(supervise, child)
+                await nursery.start(
+                    functools.partial(supervise, child, kill_switch=self._switch(child.name))
+                )
             task_status.started()
+
+    def kill(self, name: str) -> None:
+        """Crash one running child, as a fault would (fault-injection tests)."""
+        self._kill_switches[name].set()
+
+    def _switch(self, name: str) -> Callable[[], trio.Event]:
+        def fresh() -> trio.Event:
+            """Each incarnation gets a new switch, so one kill crashes one incarnation."""
+            self._kill_switches[name] = trio.Event()
+            return self._kill_switches[name]
+
+        return fresh
 
 
 def _sole_error(error: Exception) -> Exception:

@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from queen.actors.mailbox import ActorGone
+from queen.actors.root import Services
 from queen.actors.slots import DatabaseError, DatabaseUnavailable
 from queen.errors import SQLSTATE_ERRORS, QueenError
 from queen.http import (
@@ -32,7 +33,6 @@ from queen.http import (
 )
 from queen.http.context import EXTENSION_KEY
 from queen.http.responses import CORS_HEADERS, error_response
-from queen.services import Services
 
 log = logging.getLogger("queen.http")
 access_log = logging.getLogger("queen.access")

@@ -64,7 +64,7 @@ def _seek_result(result: dict[str, Any], queue: str, group: str) -> Response:
     messages available to long-polls of the group parked in this worker, so they look now."""
     if not result["success"]:
         return json_response(result, 404)
-    services().consumer_groups.wake_queue(queue, group)
+    services().notify(queue, group)
     return json_response(result)
 
 
@@ -100,13 +100,14 @@ async def delete_group(group: str) -> Response:
         _delete_metadata(),
         kind="fetchval",
     )
+    services().notify(None, group)
     return json_response(result)
 
 
 @blueprint.delete("/<group>/queues/<queue>")
 async def delete_group_for_queue(group: str, queue: str) -> Response:
-    """Long-polls of the group parked on this queue in this worker look again at once: the group
-    now starts over there, so its history is pending."""
+    """Long-polls of the group parked on this queue look again at once: the group now starts
+    over there, so its history is pending."""
     group = validate.name(group, "consumerGroup")
     queue = validate.name(queue, "queue")
     result = await services().admin.call(
@@ -116,7 +117,7 @@ async def delete_group_for_queue(group: str, queue: str) -> Response:
         _delete_metadata(),
         kind="fetchval",
     )
-    services().consumer_groups.wake_queue(queue, group)
+    services().notify(queue, group)
     return json_response(result)
 
 

@@ -6,7 +6,7 @@ from typing import cast
 
 from quart import current_app
 
-from queen.services import Services
+from queen.actors.root import Services
 
 EXTENSION_KEY = "queen"
 

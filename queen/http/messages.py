@@ -85,7 +85,7 @@ async def retry_message(partition: str, transaction: str) -> Response:
         group,
     )
     if any(outcome["action"] == "rewound" for outcome in result["groups"]):
-        svc.consumer_groups.wake_queue(result["queue"])
+        svc.notify(result["queue"])
     return json_response(result)
 
 
@@ -107,7 +107,7 @@ async def move_to_dead_letters(partition: str, transaction: str) -> Response:
     )
     if not result["alreadyInDlq"]:
         # The lease was released: the rest of the holder's batch is deliverable again.
-        svc.consumer_groups.wake_queue(result["queue"], group)
+        svc.notify(result["queue"], group)
     return json_response(result)
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
 from quart import Blueprint, Response, request
 
-from queen.actors import ingest
-from queen.actors.consumer_groups import GroupKey
+from queen.actors.consumer_groups import GroupKey, Scope
 from queen.actors.slots import DatabaseError, DatabaseUnavailable
 from queen.errors import BadRequest
 from queen.http import push_body, validate
@@ -35,8 +35,8 @@ async def push() -> Response:
     items = push_body.push_items(await raw_body())
     if not items:
         return json_response([], 201)
-    status, results = await ingest.push(services(), items)
-    return json_response(results, status)
+    outcome = await services().ingest.push(items)
+    return json_response(outcome.results, 201 if outcome.stored else 500)
 
 
 @blueprint.get("/pop/queue/<queue>")
@@ -49,7 +49,7 @@ async def pop_queue(queue: str) -> Response:
 async def pop_partition(queue: str, partition: str) -> Response:
     queue = validate.name(queue, "queue")
     partition = validate.name(partition, "partition")
-    return await _pop({"queue": queue, "partition": partition}, ("queue", queue, ""))
+    return await _pop({"queue": queue, "partition": partition}, ("queue", queue, partition))
 
 
 @blueprint.get("/pop")
@@ -62,28 +62,23 @@ async def pop_namespace_task() -> Response:
     return await _pop(scope, ("task", namespace, task))
 
 
-async def _pop(scope: dict[str, Any], wake_scope: tuple[str, str, str]) -> Response:
+async def _pop(scope: dict[str, Any], wake_scope: Scope) -> Response:
     svc = services()
     params = validate.pop_params(request.args, svc.config)
     if svc.flags.pop_maintenance:
         return no_content()
-
-    async def attempt() -> dict[str, Any]:
-        try:
-            results = await svc.batcher.pop.submit([params.request(scope)])
-        except (DatabaseError, DatabaseUnavailable):
-            # Quirk Q20: a pop never answers 5xx (clients' consume loops would die); it is empty.
-            return {"messages": []}
-        result: dict[str, Any] = results[0]
-        return result
-
-    if params.wait and params.timeout_ms > 0:
+    groups = svc.consumer_groups
+    seen_wakes = groups.wakes
+    deadline = trio.current_time() + params.timeout_ms / 1000
+    try:
+        results = await svc.batcher.pop.submit([params.request(scope)])
+        result: dict[str, Any] | None = results[0]
+    except (DatabaseError, DatabaseUnavailable):
+        # Quirk Q20: a pop never answers 5xx (clients' consume loops would die); it is empty.
+        result = None
+    if not (result and result.get("messages")) and params.wait and params.timeout_ms > 0:
         key: GroupKey = (wake_scope, params.group)
-        result = await svc.consumer_groups.pop_with_wait(
-            key, attempt, params.timeout_ms / 1000, svc.shutting_down
-        )
-    else:
-        result = await attempt()
+        result = await groups.park(key, lambda: params.request(scope), deadline, seen_wakes)
     if not result or not result.get("messages"):
         return no_content()
     for message in result["messages"]:

@@ -54,8 +54,8 @@ async def health() -> Response:
         "shared_state": {
             "enabled": False,
             "running": False,
-            "maintenance_mode": False,
-            "pop_maintenance_mode": False,
+            "maintenance_mode": svc.flags.maintenance,
+            "pop_maintenance_mode": svc.flags.pop_maintenance,
         },
         "queen": {"worker_id": svc.worker_id, "status": "active"},
         "fileBuffer": _buffer_state(),

@@ -2,9 +2,10 @@
 
 A push commits in whichever worker the kernel gave its connection to, while the consumers waiting
 for it may be parked in any other worker. Each worker binds a unix datagram socket in a private
-directory named after the HTTP port, and after a commit sends the names of the queues that got
-messages (or released a lease) to its siblings, which wake their parked pops at once instead of
-at their next backoff re-check. Datagrams are best effort: a lost one only costs that re-check.
+directory named after the HTTP port, and after anything that makes messages available sends the
+(queue, consumer group or null) pairs concerned to its siblings, as a JSON array, and they wake
+their parked pops at once instead of at their next backoff re-check. Datagrams are best effort: a
+lost one only costs that re-check.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import orjson
 import trio
 
 log = logging.getLogger("queen.siblings")
 
 MAX_DATAGRAM = 8192
-SEPARATOR = "\n"
+
+WakeTarget = tuple[str | None, str | None]  # None: every queue / every group
 
 
 def wake_directory(port: int) -> Path:
@@ -31,7 +34,11 @@ def wake_directory(port: int) -> Path:
 
 class SiblingWakeups:
     def __init__(
-        self, port: int, worker_id: int, num_workers: int, on_wake: Callable[[str], None]
+        self,
+        port: int,
+        worker_id: int,
+        num_workers: int,
+        on_wake: Callable[[str | None, str | None], None],
     ) -> None:
         self.directory = wake_directory(port)
         self.worker_id = worker_id
@@ -45,11 +52,11 @@ class SiblingWakeups:
         self.received = 0
         self._sender: socket.socket | None = None
 
-    def notify(self, queues: Iterable[str]) -> None:
-        """Tell every sibling which queues to wake; never blocks, never raises."""
+    def notify(self, targets: Iterable[WakeTarget]) -> None:
+        """Tell every sibling what to wake; never blocks, never raises."""
         if not self.siblings or self._sender is None:
             return
-        for datagram in _pack(queues):
+        for datagram in _pack(targets):
             for path in self.siblings:
                 with contextlib.suppress(OSError):
                     self._sender.sendto(datagram, path)
@@ -71,9 +78,8 @@ class SiblingWakeups:
             while True:
                 datagram = await receiver.recv(MAX_DATAGRAM)
                 self.received += 1
-                for queue in datagram.decode(errors="replace").split(SEPARATOR):
-                    if queue:
-                        self.on_wake(queue)
+                for queue, group in _unpack(datagram):
+                    self.on_wake(queue, group)
         finally:
             receiver.close()
             self._sender.close()
@@ -82,16 +88,42 @@ class SiblingWakeups:
                 os.unlink(own_path)
 
 
-def _pack(queues: Iterable[str]) -> list[bytes]:
-    """Queue names joined into as few datagrams as fit."""
+def _pack(targets: Iterable[WakeTarget]) -> list[bytes]:
+    """The targets as JSON arrays of [queue, group] pairs, as few datagrams as fit. A pair too
+    large for any datagram (names are at most a few hundred bytes) wakes more rather than less:
+    the whole queue, or everything."""
     datagrams: list[bytes] = []
-    current = b""
-    for queue in queues:
-        encoded = queue.encode()
-        if current and len(current) + len(encoded) + 1 > MAX_DATAGRAM:
-            datagrams.append(current)
-            current = b""
-        current = encoded if not current else current + SEPARATOR.encode() + encoded
+    current: list[bytes] = []
+    size = 2
+    for queue, group in targets:
+        encoded = orjson.dumps([queue, group])
+        if len(encoded) + 2 > MAX_DATAGRAM:
+            encoded = orjson.dumps([queue, None])
+        if len(encoded) + 2 > MAX_DATAGRAM:
+            encoded = orjson.dumps([None, None])
+        if current and size + len(encoded) + 1 > MAX_DATAGRAM:
+            datagrams.append(b"[" + b",".join(current) + b"]")
+            current, size = [], 2
+        current.append(encoded)
+        size += len(encoded) + 1
     if current:
-        datagrams.append(current)
+        datagrams.append(b"[" + b",".join(current) + b"]")
     return datagrams
+
+
+def _unpack(datagram: bytes) -> list[WakeTarget]:
+    """What a sibling sent; anything malformed is dropped (a lost wake-up costs one re-check)."""
+    try:
+        pairs = orjson.loads(datagram)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(pairs, list):
+        return []
+    return [
+        (pair[0], pair[1])
+        for pair in pairs
+        if isinstance(pair, list)
+        and len(pair) == 2
+        and (pair[0] is None or isinstance(pair[0], str))
+        and (pair[1] is None or isinstance(pair[1], str))
+    ]

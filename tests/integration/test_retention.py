@@ -24,7 +24,6 @@ import trio_asyncio
 from queen.actors.retention import RetentionServices
 from queen.actors.slots import ConnectParams
 from queen.config import Config
-from queen.services import Services
 from queen.storage.pgcluster import PgCluster, free_port
 from tests.integration.api import Api, unique
 from tests.support import ServerProcess, run_sql, server_env
@@ -533,11 +532,7 @@ async def test_the_actor_survives_an_unreachable_database(
     assert "failed" in records[0].getMessage()
 
 
-WIRED = "retention" in {f.name for f in dataclasses.fields(Services)}
-
-
 @pytest.mark.timeout(90)
-@pytest.mark.skipif(not WIRED, reason="queen/worker.py does not start the retention actor yet")
 async def test_the_server_runs_the_cycles_itself(
     db: Db, pg_cluster: PgCluster, database: str
 ) -> None:

@@ -1,13 +1,24 @@
-from queen.sync.siblings import MAX_DATAGRAM, _pack
+"""The datagrams sibling workers wake each other with: every target arrives, none is split."""
+
+from queen.sync.siblings import MAX_DATAGRAM, _pack, _unpack
 
 
-def test_queue_names_share_datagrams_up_to_the_size_limit() -> None:
-    names = [f"queue-{n:04d}-" + "x" * 200 for n in range(100)]
-    datagrams = _pack(names)
+def test_targets_share_datagrams_up_to_the_size_limit() -> None:
+    targets = [(f"queue-{n:04d}-\n" + "x" * 200, None if n % 2 else f"g{n}") for n in range(100)]
+    datagrams = _pack(targets)
     assert len(datagrams) > 1
     assert all(len(d) <= MAX_DATAGRAM for d in datagrams)
-    assert [n for d in datagrams for n in d.decode().split("\n")] == names
+    assert [t for d in datagrams for t in _unpack(d)] == targets
+
+
+def test_a_pair_too_large_for_a_datagram_wakes_the_whole_queue() -> None:
+    assert [t for d in _pack([("q", "g" * MAX_DATAGRAM)]) for t in _unpack(d)] == [("q", None)]
 
 
 def test_nothing_to_say_sends_nothing() -> None:
     assert _pack([]) == []
+
+
+def test_malformed_datagrams_wake_nothing() -> None:
+    for junk in (b"", b"not json", b'{"a": 1}', b'[["q"]]', b"[[1, null]]", b'[["q", 2]]'):
+        assert _unpack(junk) == []

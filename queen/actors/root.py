@@ -1,0 +1,166 @@
+"""The root of one worker process's supervision tree: every long-lived actor, built and wired here
+and listed once in `children()` with its restart policy, and `notify`, the one way to say that
+messages may have become available.
+
+Restart policy (OTP's one-for-one): a child that crashes is restarted alone, after a backoff of
+0.1 s doubling to 30 s; more than 20 crashes in a minute means it is broken, and the error ends
+the worker, which `queen serve` then restarts whole. Keyed actors (one per consumer group) are
+restarted on demand instead: the next message for a crashed one's key starts a new one.
+
+HTTP handlers reach the actors through this object and only send them messages; nothing outside
+an actor touches its state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from queen.actors.batcher import Batcher
+from queen.actors.consumer_groups import ConsumerGroups
+from queen.actors.counters import Counters
+from queen.actors.file_buffer import FileBuffer, worker_orphans
+from queen.actors.ingest import PushPath
+from queen.actors.retention import RetentionServices
+from queen.actors.slots import ConnectParams, SlotPool
+from queen.actors.supervisor import Child, Supervisor
+from queen.actors.system_flags import SystemFlags
+from queen.actors.warm_up import warm_up
+from queen.config import Config
+from queen.storage.file_buffer import worker_directory
+from queen.sync.siblings import SiblingWakeups, WakeTarget
+
+log = logging.getLogger("queen.root")
+
+
+class Services:
+    """The actors of one worker process, wired to each other, and the tree that runs them."""
+
+    def __init__(self, config: Config, worker_id: int) -> None:
+        name = f"queen-w{worker_id}"
+        self.config = config
+        self.worker_id = worker_id
+        self.shutting_down = trio.Event()
+        self.started_at = time.monotonic()
+        self.counters = Counters()
+        self.admin = SlotPool(
+            "admin",
+            ConnectParams.from_config(config, f"{name}-admin"),
+            config.admin_slots_per_worker(),
+        )
+        self.hot = SlotPool(
+            "hot",
+            ConnectParams.from_config(config, name),
+            config.hot_slots_per_worker(),
+            on_connect=warm_up,
+        )
+        self.batcher = Batcher(
+            config,
+            self.hot,
+            on_pushed=self._pushed,
+            on_acked=self._acked,
+            on_transaction=self._transacted,
+            on_pop_undelivered=self._pop_undelivered,
+        )
+        self.consumer_groups = ConsumerGroups(
+            config, self.batcher.pop.submit, on_undelivered=self._pop_undelivered
+        )
+        self.siblings = SiblingWakeups(
+            config.port, worker_id, config.num_workers, on_wake=self.consumer_groups.wake
+        )
+        self.file_buffer = FileBuffer(
+            config,
+            worker_directory(Path(config.file_buffer_dir), worker_id),
+            self.batcher.push.submit,
+            maintenance_on=lambda: self.flags.maintenance,
+            orphans=worker_orphans(config, worker_id),
+        )
+        self.flags = SystemFlags(self.admin, on_maintenance_off=self.file_buffer.wake)
+        self.ingest = PushPath(config, self.batcher.push.submit, self.file_buffer, self.flags)
+        self.retention = RetentionServices(config, self.admin.params, worker_id=worker_id)
+        self.supervisor = Supervisor(f"worker-{worker_id}", self.children())
+        self._nursery: trio.Nursery | None = None
+
+    def children(self) -> list[Child]:
+        """Started in this order, each ready before the next; all one-for-one (module doc)."""
+        return [
+            Child("admin-pool", self.admin.run),
+            Child("hot-pool", self.hot.run),
+            Child("sibling-link", self.siblings.run),
+            *(Child(f"batcher-{lane.name}", lane.run) for lane in self.batcher.lanes),
+            Child("consumer-groups", self.consumer_groups.run),
+            Child("system-flags", self.flags.run),
+            Child("file-buffer", self.file_buffer.run),
+            Child("retention", self.retention.run),
+            Child("counters", self.counters.run),
+        ]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.supervisor.run)
+            task_status.started()
+
+    def notify(self, queue: str | None, group: str | None = None) -> None:
+        """Messages may be available in `queue` (None: any queue) for `group` (None: any group):
+        wake the long-polls parked on it in this worker and in its sibling workers."""
+        self.notify_many([(queue, group)])
+
+    def notify_many(self, targets: Iterable[WakeTarget]) -> None:
+        unique = set(targets)
+        for queue, group in unique:
+            self.consumer_groups.wake(queue, group)
+        if unique:
+            self.siblings.notify(unique)
+
+    def begin_shutdown(self) -> None:
+        self.shutting_down.set()
+        self.consumer_groups.drain()
+
+    # What the batcher reports after each call ---------------------------------------------------
+    def _pushed(self, _items: Sequence[Any], results: list[Any]) -> None:
+        queued = [result["queueName"] for result in results if result["status"] == "queued"]
+        self.counters.messages_pushed += len(queued)
+        self.notify_many((queue, None) for queue in queued)
+
+    def _acked(self, _items: Sequence[Any], results: list[Any]) -> None:
+        self.notify_many(
+            (r["queueName"], r["consumerGroup"]) for r in results if r.get("leaseReleased")
+        )
+
+    def _transacted(self, _items: Sequence[Any], results: list[Any]) -> None:
+        outcome = results[0]
+        if not outcome.get("success"):
+            return
+        targets: list[WakeTarget] = []
+        for entry in outcome.get("results", []):
+            if entry.get("type") == "push":
+                self.counters.messages_pushed += 1
+                targets.append((entry["queueName"], None))
+            elif entry.get("leaseReleased"):
+                targets.append((entry["queueName"], entry["consumerGroup"]))
+        self.notify_many(targets)
+
+    def _pop_undelivered(self, result: Any) -> None:
+        """The client left while its pop ran: give the partition back at once instead of letting
+        the messages sit leased to nobody until the lease expires."""
+        lease_id = result.get("leaseId") if isinstance(result, dict) else None
+        if lease_id and result.get("messages") and self._nursery is not None:
+            self._nursery.start_soon(self._release_lease, lease_id, result.get("queue"))
+
+    async def _release_lease(self, lease_id: str, queue: str | None) -> None:
+        try:
+            await self.hot.call("SELECT queen.release_lease($1)", lease_id, kind="fetchval")
+        except Exception as error:
+            log.warning(
+                "could not release an undelivered lease; it will expire",
+                extra={"lease_id": lease_id, "error": str(error)},
+            )
+            return
+        if queue:
+            self.notify(queue)
