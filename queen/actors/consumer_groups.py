@@ -38,6 +38,7 @@ PopItems = Callable[[list[dict[str, Any]]], Awaitable[list[PopResult]]]
 
 IDLE_AFTER_S = 30.0
 INBOX_SIZE = 1024
+REPARK_DELAY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,9 @@ class ConsumerGroups:
                 seen_wakes = -1  # the new actor must look at once: a wake-up may have been lost
             finally:
                 self.parked -= 1
+            # The registry may be restarting (its supervisor's backoff): try again shortly
+            # rather than spin.
+            await trio.sleep(REPARK_DELAY_S)
         return None
 
 
