@@ -45,9 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--port", type=int, help="HTTP port (overrides PORT)")
     serve.add_argument("--host", help="listen address (overrides HOST)")
-    serve.add_argument(
-        "--internal-port", type=int, help="cluster-sync UDP port (overrides QUEEN_UDP_NOTIFY_PORT)"
-    )
     serve.add_argument("--dev", action="store_true", help="debug logging")
     commands.add_parser("migrate", help="apply pending schema migrations and exit")
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)
@@ -62,7 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Config.from_env(
             port=getattr(args, "port", None),
             host=getattr(args, "host", None),
-            udp_notify_port=getattr(args, "internal_port", None),
             log_level="debug" if getattr(args, "dev", False) else None,
         )
     except ConfigError as error:
@@ -180,7 +176,6 @@ def _worker_env(config: Config) -> dict[str, str]:
         {
             "PORT": str(config.port),
             "HOST": config.host,
-            "QUEEN_UDP_NOTIFY_PORT": str(config.udp_notify_port),
             "LOG_LEVEL": config.log_level,
             "PG_HOST": config.pg_host or "",
             "PG_PORT": str(config.pg_port),
@@ -296,6 +291,14 @@ async def _serve(config: Config) -> int:
         "queen starting",
         extra={"version": __version__, "port": config.port, "workers": config.num_workers},
     )
+    if config.db_pool_size // config.num_workers > config.admin_slots_per_worker():
+        log.info(
+            "DB_POOL_SIZE is more than admin work uses: capped",
+            extra={
+                "db_pool_size": config.db_pool_size,
+                "admin_connections": config.admin_slots_per_worker() * config.num_workers,
+            },
+        )
     async with AsyncExitStack() as stack:
         config = await _start_embedded(config, stack)
         stop, fatal = trio.Event(), trio.Event()

@@ -19,6 +19,7 @@ from typing import Any
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
 LOG_FORMATS = ("text", "json")
 SUBSCRIPTION_MODES = ("", "all", "new", "new-only", "from_beginning")
+MAX_ADMIN_SLOTS_PER_WORKER = 4
 
 
 class ConfigError(ValueError):
@@ -74,13 +75,6 @@ class Config:
     log_format: str = _env(
         "LOG_FORMAT", "text", "text or json (one object per line)", choices=LOG_FORMATS
     )
-    udp_notify_port: int = _env(
-        "QUEEN_UDP_NOTIFY_PORT",
-        6633,
-        "internal cluster-sync UDP port (also `--internal-port`)",
-        min=1,
-        max=65535,
-    )
     max_body_bytes: int = _env(
         "QUEEN_MAX_BODY_BYTES",
         32 * 1024 * 1024,
@@ -99,7 +93,12 @@ class Config:
     pg_ssl_reject_unauthorized: bool = _env(
         "PG_SSL_REJECT_UNAUTHORIZED", True, "with PG_USE_SSL: verify the server certificate"
     )
-    db_pool_size: int = _env("DB_POOL_SIZE", 150, "admin connections, split over workers", min=1)
+    db_pool_size: int = _env(
+        "DB_POOL_SIZE",
+        150,
+        f"admin connections, split over workers, at most {MAX_ADMIN_SLOTS_PER_WORKER} per worker",
+        min=1,
+    )
     sidecar_pool_size: int = _env(
         "SIDECAR_POOL_SIZE", 50, "hot-path connections, split over workers", min=1
     )
@@ -221,8 +220,10 @@ class Config:
         return max(1, self.sidecar_pool_size // self.num_workers)
 
     def admin_slots_per_worker(self) -> int:
-        """Admin work (health, listings) never needs many connections per process."""
-        return max(1, min(4, self.db_pool_size // self.num_workers))
+        """Admin work (listings, maintenance) is a few short calls per process; PostgreSQL's
+        connection budget is better spent on the hot path, so the share is capped (and the cap
+        is logged at start-up when it applies, and documented with the variable)."""
+        return max(1, min(MAX_ADMIN_SLOTS_PER_WORKER, self.db_pool_size // self.num_workers))
 
     def with_database(self, host: str, port: int, user: str, password: str, db: str) -> Config:
         return dataclasses.replace(

@@ -17,7 +17,7 @@ naming the variable (exit code 2). An empty value counts as unset.
 This file is generated from `queen/config.py` by `python -m queen.docs`; do not edit it by hand.
 
 Command-line flags of `queen serve` override their variables: `--port` (PORT), `--host` (HOST),
-`--internal-port` (QUEEN_UDP_NOTIFY_PORT), `--dev` (LOG_LEVEL=debug).
+`--dev` (LOG_LEVEL=debug).
 
 """
 

@@ -23,12 +23,19 @@ from queen.actors.root import Services
 from queen.config import Config
 from queen.http import push_body, validate
 from queen.storage.pgcluster import PgCluster, free_port
+from tests.faults.harness import eventually
 from tests.integration.api import unique
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.faults
 
 PARKED = 3
+
+
+@pytest.fixture(scope="module")
+def migrated(pg_cluster: PgCluster, database: str, server: ServerProcess) -> tuple[PgCluster, str]:
+    """The module's database, migrated by the server fixture's start."""
+    return pg_cluster, database
 
 
 def worker_config(cluster: PgCluster, database: str, buffer_dir: Path) -> Config:
@@ -99,15 +106,10 @@ async def drain(services: Services, config: Config, queue: str) -> list[int]:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("child", child_names())
 async def test_a_crashed_child_restarts_and_loses_nothing(
-    child: str,
-    pg_cluster: PgCluster,
-    database: str,
-    server: ServerProcess,  # applies the migrations
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    child: str, migrated: tuple[PgCluster, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="queen.supervisor")
-    config = worker_config(pg_cluster, database, tmp_path)
+    config = worker_config(*migrated, tmp_path)
     parked_queue, drained_queue = unique("parked"), unique("drained")
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         services = Services(config, worker_id=0)
@@ -128,22 +130,18 @@ async def test_a_crashed_child_restarts_and_loses_nothing(
         for _ in range(PARKED):
             nursery.start_soon(parked_pop)
         acknowledged = await push(services, drained_queue, range(50))
-        with trio.fail_after(10):
-            while services.consumer_groups.parked < PARKED:
-                await trio.sleep(0.01)
+        await eventually(lambda: services.consumer_groups.parked == PARKED, 10, "pops parked")
 
         services.supervisor.kill(child)
-        with trio.fail_after(10):
-            while not any(
-                child in r.getMessage() or getattr(r, "actor", "") == child for r in caplog.records
-            ):
-                await trio.sleep(0.01)
+        await eventually(
+            lambda: any(getattr(r, "actor", "") == child for r in caplog.records),
+            10,
+            f"{child} crashed and logged",
+        )
         acknowledged |= await push(services, drained_queue, range(50, 100))
         await push(services, parked_queue, range(PARKED), partition_each=True)
 
-        with trio.fail_after(30):
-            while len(answers) < PARKED:
-                await trio.sleep(0.01)
+        await eventually(lambda: len(answers) == PARKED, 30, "parked pops answered")
         assert all(a is not None and len(a["messages"]) == 1 for a in answers), answers
         delivered = await drain(services, config, drained_queue)
         nursery.cancel_scope.cancel()

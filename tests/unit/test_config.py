@@ -15,7 +15,6 @@ ORIGINAL_DEFAULTS = {
     "NUM_WORKERS": 10,
     "LOG_LEVEL": "info",
     "LOG_FORMAT": "text",
-    "QUEEN_UDP_NOTIFY_PORT": 6633,
     "PG_HOST": None,
     "PG_PORT": 5432,
     "PG_USER": "postgres",

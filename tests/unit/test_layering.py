@@ -62,7 +62,7 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
         importer = module_name(path)
         importer_group, importer_layer = layer_of(importer)
         for imported in imports_of(path):
-            imported_group, imported_layer = layer_of(imported)
+            _, imported_layer = layer_of(imported)
             if imported_layer > importer_layer:
                 upward.append(f"{importer} ({importer_group}) imports {imported}")
     assert upward == []
