@@ -192,8 +192,9 @@ async def migrate(conn: asyncpg.Connection, tree: SqlTree | None = None) -> Outc
             for file in tree.functions:
                 await _run(conn, file.path, file.sql)
                 applied.append(file.path)
+        # As text: the server's connections decode jsonb themselves, a plain one does not.
         await conn.execute(
-            "INSERT INTO queen.schema_version (release, functions) VALUES ($1, $2::jsonb)"
+            "INSERT INTO queen.schema_version (release, functions) VALUES ($1, $2::text::jsonb)"
             " ON CONFLICT (singleton) DO UPDATE SET release = EXCLUDED.release,"
             " functions = EXCLUDED.functions, migrated_at = now()",
             tree.release,
@@ -205,7 +206,7 @@ async def migrate(conn: asyncpg.Connection, tree: SqlTree | None = None) -> Outc
 
 
 async def _read(conn: asyncpg.Connection) -> _Recorded:
-    version = await conn.fetchrow("SELECT release, functions FROM queen.schema_version")
+    version = await conn.fetchrow("SELECT release, functions::text FROM queen.schema_version")
     rows = await conn.fetch("SELECT version, checksum FROM queen.schema_migrations")
     return _Recorded(
         release=version["release"] if version else None,
