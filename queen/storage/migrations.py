@@ -41,12 +41,15 @@ class MigrationError(RuntimeError):
     """The database holds a schema this code cannot safely migrate."""
 
 
-# Failures that say nothing about the SQL itself: the caller may retry once the server is back.
+# Failures that say nothing about the SQL itself: the caller retries. The server went away, or
+# the run collided with the running instances of a rolling upgrade (it locks what it replaces).
 # Any other PostgreSQL error while applying a file will recur on every retry, so it is reported
-# as a MigrationError instead of being retried forever as "unreachable".
-_SERVER_GONE = (
+# as a MigrationError instead of being retried forever.
+_TRANSIENT = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.LockNotAvailableError,
 )
 
 
@@ -138,7 +141,7 @@ def _migrations_in(directory: Traversable) -> Iterator[Migration]:
             yield Migration(int(match.group(1)), match.group(2), entry.read_text())
 
 
-def release_key(release: str) -> tuple[int, ...]:
+def _release_key(release: str) -> tuple[int, ...]:
     """Orders releases by their leading numbers ("0.10.0" after "0.9.1"); a source tree's
     "0.0.0+source" sorts before every release."""
     match = re.match(r"\d+(?:\.\d+)*", release)
@@ -151,7 +154,6 @@ class Outcome:
 
     release: str  # the release whose schema the database now holds
     applied: tuple[str, ...]  # the files this call ran, in order; empty when up to date
-    left_alone: bool = False  # migrated by a newer release: this call changed nothing
 
 
 @dataclass(frozen=True)
@@ -168,38 +170,38 @@ async def migrate(conn: asyncpg.Connection, tree: SqlTree | None = None) -> Outc
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
         await conn.execute(tree.bookkeeping)
         recorded = await _read(conn)
-        if recorded.release and release_key(recorded.release) > release_key(tree.release):
+        if recorded.release and _release_key(recorded.release) > _release_key(tree.release):
             log.warning(
                 "schema left alone: the database was migrated by a newer queen",
                 extra={"schema_release": recorded.release, "release": tree.release},
             )
-            return Outcome(recorded.release, (), left_alone=True)
+            return Outcome(recorded.release, ())
         applied: list[str] = []
         if recorded.release is None and not recorded.migrations:
             for file in tree.schema:
                 await _run(conn, file.path, file.sql)
                 applied.append(file.path)
-            pending: tuple[Migration, ...] = ()
-            await _record_migrations(conn, tree.migrations)
+            await _record_migrations(conn, tree.migrations)  # schema/ already contains them
         else:
             pending = await _pending(conn, tree, recorded)
-        for migration in pending:
-            await _run(conn, migration.path, migration.sql)
-            applied.append(migration.path)
-        await _record_migrations(conn, pending)
+            for migration in pending:
+                await _run(conn, migration.path, migration.sql)
+                applied.append(migration.path)
+            await _record_migrations(conn, pending)
         functions = tree.function_checksums()
         if recorded.functions != functions:
             for file in tree.functions:
                 await _run(conn, file.path, file.sql)
                 applied.append(file.path)
-        # As text: the server's connections decode jsonb themselves, a plain one does not.
-        await conn.execute(
-            "INSERT INTO queen.schema_version (release, functions) VALUES ($1, $2::text::jsonb)"
-            " ON CONFLICT (singleton) DO UPDATE SET release = EXCLUDED.release,"
-            " functions = EXCLUDED.functions, migrated_at = now()",
-            tree.release,
-            json.dumps(functions),
-        )
+        if applied or recorded.release != tree.release:
+            # As text: the server's connections decode jsonb themselves, a plain one does not.
+            await conn.execute(
+                "INSERT INTO queen.schema_version (release, functions) VALUES ($1, $2::text::jsonb)"
+                " ON CONFLICT (singleton) DO UPDATE SET release = EXCLUDED.release,"
+                " functions = EXCLUDED.functions, migrated_at = now()",
+                tree.release,
+                json.dumps(functions),
+            )
     if applied:
         log.info("applied schema", extra={"release": tree.release, "files": applied})
     return Outcome(tree.release, tuple(applied))
@@ -256,7 +258,7 @@ async def _record_migrations(conn: asyncpg.Connection, migrations: tuple[Migrati
 async def _run(conn: asyncpg.Connection, path: str, sql: str) -> None:
     try:
         await conn.execute(sql)
-    except _SERVER_GONE:
+    except _TRANSIENT:
         raise
     except asyncpg.PostgresError as error:
         raise MigrationError(f"{path} failed: {error}") from error

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,9 +67,10 @@ def previous_release(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFac
 
 def export_revision(revision: str, target: Path) -> Path:
     """The `queen` package of `revision`, laid out so that `python -m queen` run with it first on
-    the path imports it, and its SQL, instead of this checkout."""
+    the path imports it, its SQL and its version (package metadata) instead of this checkout's."""
+    paths = ["queen", "sql", "pyproject.toml"]
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", revision, "queen", "sql"],
+        ["git", "-C", str(REPO), "archive", "--format=tar", revision, *paths],
         capture_output=True,
         check=False,
     )
@@ -80,6 +82,10 @@ def export_revision(revision: str, target: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(target, filter="data")
     (target / "sql").rename(target / "queen" / "sql")
+    version = tomllib.loads((target / "pyproject.toml").read_text())["project"]["version"]
+    metadata = target / f"queen-{version}.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text(f"Metadata-Version: 2.1\nName: queen\nVersion: {version}\n")
     return target
 
 
