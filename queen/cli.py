@@ -116,14 +116,12 @@ async def _start_embedded(config: Config, stack: AsyncExitStack) -> Config:
     )
 
 
-async def _apply_migrations(config: Config) -> list[migrations.Migration]:
+async def _apply_migrations(config: Config) -> migrations.Outcome:
     params = ConnectParams.from_config(config, "queen-migrate")
     conn = await trio_asyncio.aio_as_trio(connect)(params)
     try:
-        applied: list[migrations.Migration] = await trio_asyncio.aio_as_trio(migrations.migrate)(
-            conn
-        )
-        return applied
+        outcome: migrations.Outcome = await trio_asyncio.aio_as_trio(migrations.migrate)(conn)
+        return outcome
     finally:
         await trio_asyncio.aio_as_trio(conn.close)()
 
@@ -132,8 +130,11 @@ async def _migrate_once(config: Config) -> int:
     async with AsyncExitStack() as stack:
         config = await _start_embedded(config, stack)
         async with trio_asyncio.open_loop():
-            applied = await _apply_migrations(config)
-        log.info("schema up to date", extra={"applied": [m.version for m in applied]})
+            outcome = await _apply_migrations(config)
+        log.info(
+            "schema up to date",
+            extra={"release": outcome.release, "applied": list(outcome.applied)},
+        )
     return 0
 
 

@@ -1,25 +1,25 @@
--- A leaner push_batch, measured against 009 on one connection (1000 messages per call into 16
--- partitions) and in the server's CPU profile at push@1000:
+-- Push. Ordering (quirk Q23): a push locks the rows of the partitions it writes, in id order,
+-- and only then reads `last_seq` and stamps `created_at`; the lock is held until commit. So a
+-- partition's `seq` order is its commit order, and a pop that reads "seq > cursor" sees a gapless
+-- prefix: no message can later appear behind a cursor that already passed it.
 --
--- 1. No sort of the inserted rows. 009 returned every inserted row and sorted them to find each
---    partition's newest message. Now the caller says how many items each target has: when every
---    item was stored (the common case, told by the row count alone), the item whose offset
---    equals that count is the target's newest. Only a call with duplicates looks further.
--- 2. The per-item integers and payloads arrive as one text each (targets and offsets separated
---    by commas, payloads by U+001E, which valid JSON text never contains outside an escape).
---    asyncpg checks every element of an array parameter against three abstract base classes
---    before encoding it: for a 1000-message push that cost the server ~0.4 ms of CPU per array,
---    more than PostgreSQL spends splitting the same text (string_to_array).
---
--- Duplicates stay with the unique index (ON CONFLICT DO NOTHING). A separate lookup of the
--- call's transactionIds before a plain INSERT costs PostgreSQL about the same, and its plan,
--- cached per session while `messages` was still small, can turn into a scan of the whole table:
--- tried, and push@100 fell to a third.
---
+-- The batcher's push_batch takes one array (or one delimited text) per field instead of a JSONB
+-- document that every statement would walk again per item, and resolves, creates and locks the
+-- few distinct (queue, partition) targets of a call once. Measured choices:
+--  * the per-item integers and payloads arrive as one text each (targets and offsets separated
+--    by commas, payloads by U+001E, which valid JSON text never contains outside an escape):
+--    asyncpg checks every element of an array parameter before encoding it, which cost more CPU
+--    per 1000-message push than PostgreSQL spends splitting the same text (string_to_array);
+--  * no sort of the inserted rows: the caller says how many items each target has, so when every
+--    item was stored (told by the row count alone) the item whose offset equals that count is
+--    the target's newest. Only a call with duplicates looks further;
+--  * duplicates are left to the unique index (partition_id, transaction_id) through ON CONFLICT
+--    DO NOTHING. A separate lookup of the call's transactionIds first costs about the same, and
+--    its plan, cached per session while `messages` was still small, can turn into a scan of the
+--    whole table. A duplicate still takes its position's sequence number, which is then never
+--    stored: `seq` may have gaps, and every reader steps over gaps (retention leaves them too).
 -- The caller lists each (target, transactionId) at most once per call: repeats within one call
--- are its to resolve (the first wins, as before).
-DROP FUNCTION queen.push_batch(text[], text[], integer[], integer[], text[], uuid[], uuid[],
-                               text[], text[], boolean[], boolean[]);
+-- are its to resolve (the first wins).
 
 -- Targets: p_target_queue, p_target_partition (distinct) and p_target_count (items of each).
 -- Per item, in item order: p_targets (1-based index into the targets), p_offsets (1, 2, ... per
@@ -27,7 +27,7 @@ DROP FUNCTION queen.push_batch(text[], text[], integer[], integer[], text[], uui
 -- p_skip_capacity (disk-buffer replays: exempt from maxSize, quirk Q17). Optional arrays may be
 -- NULL. Out: the targets' partition ids, and for each item that was a duplicate its 1-based
 -- position and the id of the message already stored under its transactionId.
-CREATE FUNCTION queen.push_batch(
+CREATE OR REPLACE FUNCTION queen.push_batch(
     p_target_queue text[], p_target_partition text[], p_target_count integer[],
     p_targets text, p_offsets text, p_txid text[], p_id uuid[], p_trace uuid[], p_payloads text,
     p_sub text[], p_encrypted boolean[], p_skip_capacity boolean[],
@@ -260,4 +260,17 @@ BEGIN
         LEFT JOIN unnest(v_pushed.duplicate_positions, v_pushed.duplicate_ids) d(position, dup_id)
                ON d.position = s.position);
 END;
+$$;
+
+-- Direct-SQL entry points the official client test suites call (spec §6).
+CREATE OR REPLACE FUNCTION queen.push_messages_v2(items jsonb, check_duplicates boolean DEFAULT true,
+                                       check_capacity boolean DEFAULT true)
+RETURNS jsonb LANGUAGE sql AS $$
+    SELECT queen.push_items(items)
+$$;
+
+CREATE OR REPLACE FUNCTION queen.push_messages_v3(items jsonb, check_duplicates boolean DEFAULT true,
+                                       check_capacity boolean DEFAULT true)
+RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object('items', queen.push_items(items), 'partition_updates', '[]'::jsonb)
 $$;

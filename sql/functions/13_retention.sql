@@ -23,15 +23,10 @@
 -- `partitions.last_seq` is never touched: a sequence number is never reused. Cursors are not
 -- touched either: a pop that finds only a gap after its cursor steps over it (claim_partition).
 
-CREATE INDEX idx_retention_history_partition
-    ON queen.retention_history (partition_id, retention_type, executed_at);
--- Deleting messages cascades to their traces; without this each deleted message scans them all.
-CREATE INDEX IF NOT EXISTS idx_message_traces_message_id ON queen.message_traces (message_id);
-
 -- Stamp the start of a cycle of p_service; false when one started less than p_min_interval_ms
 -- ago. Every worker of every instance runs the loops, so without this the cluster would run a
 -- cycle once per interval per worker instead of once per interval.
-CREATE FUNCTION queen.maintenance_round_due(p_service text, p_min_interval_ms bigint)
+CREATE OR REPLACE FUNCTION queen.maintenance_round_due(p_service text, p_min_interval_ms bigint)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO queen.system_state AS s (key, value, updated_at)
@@ -45,7 +40,7 @@ END;
 $$;
 
 -- Highest seq that every group in p_groups (and every group with a cursor here) has consumed.
-CREATE FUNCTION queen.retention_horizon(p_partition_id uuid, p_groups text[])
+CREATE OR REPLACE FUNCTION queen.retention_horizon(p_partition_id uuid, p_groups text[])
 RETURNS bigint LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN NOT EXISTS (SELECT 1 FROM queen.partition_consumers pc
@@ -59,7 +54,7 @@ RETURNS bigint LANGUAGE sql STABLE AS $$
 $$;
 
 -- Inclusive seq ranges that live leases protect (see the header).
-CREATE FUNCTION queen.retention_leased_ranges(p_partition_id uuid)
+CREATE OR REPLACE FUNCTION queen.retention_leased_ranges(p_partition_id uuid)
 RETURNS TABLE (lo bigint, hi bigint) LANGUAGE sql STABLE AS $$
     SELECT coalesce((SELECT min(b.seq) FROM (
                          SELECT m.seq FROM queen.messages m
@@ -79,7 +74,7 @@ $$;
 
 -- Queues a step applies to, with the groups that count for its horizon (computed once per cycle,
 -- not once per partition). Steps: retention, completed_retention, max_wait_time_eviction.
-CREATE FUNCTION queen.retention_queues(p_step text)
+CREATE OR REPLACE FUNCTION queen.retention_queues(p_step text)
 RETURNS TABLE (queue_id uuid, groups text[]) LANGUAGE sql STABLE AS $$
     SELECT q.id,
            CASE WHEN p_step = 'retention' THEN '{}'::text[]
@@ -100,7 +95,7 @@ $$;
 
 -- Partitions of one queue whose oldest candidate message for the step is already due: one index
 -- probe per partition, so idle partitions cost next to nothing.
-CREATE FUNCTION queen.retention_targets(p_step text, p_queue_id uuid, p_groups text[])
+CREATE OR REPLACE FUNCTION queen.retention_targets(p_step text, p_queue_id uuid, p_groups text[])
 RETURNS TABLE (partition_id uuid) LANGUAGE sql STABLE AS $$
     SELECT p.id
     FROM queen.partitions p
@@ -129,7 +124,7 @@ $$;
 -- and deletes those the step allows. Returns {deleted, next, more, busy, error?}: call again with
 -- p_after_seq = next while more is true. Deletions are added to this cycle's history row
 -- (p_round_at) of the partition.
-CREATE FUNCTION queen.retention_apply(
+CREATE OR REPLACE FUNCTION queen.retention_apply(
     p_step text, p_partition_id uuid, p_groups text[], p_after_seq bigint, p_batch integer,
     p_round_at timestamptz
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -223,7 +218,7 @@ $$;
 -- consumption and no new cursor for p_days (any queue; retention flags do not matter). The
 -- cascade takes their cursors and counters with them. The history row cannot name the
 -- partition (it is gone, and so would be a row pointing at it): one row per dropped partition.
-CREATE FUNCTION queen.cleanup_idle_partitions(p_days integer, p_limit integer)
+CREATE OR REPLACE FUNCTION queen.cleanup_idle_partitions(p_days integer, p_limit integer)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_cutoff timestamptz := now() - make_interval(days => p_days);
@@ -277,7 +272,7 @@ $$;
 
 -- Run one step over every partition it applies to until done or p_deadline; commits after every
 -- batch. Procedures may only commit at their own top level, so the caller's loop lives here.
-CREATE PROCEDURE queen.retention_run_step(
+CREATE OR REPLACE PROCEDURE queen.retention_run_step(
     p_step text, p_batch integer, p_round_at timestamptz, p_deadline timestamptz,
     INOUT p_result jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
@@ -331,7 +326,7 @@ $$;
 -- p_min_interval_ms > 0: skip when another instance started a cycle less than that long ago.
 -- Result: {ran, reason?, retention, completedRetention, partitionsDropped, busyPartitions,
 -- timedOut, errors, error (the first one), elapsedMs}.
-CREATE PROCEDURE queen.retention_round(
+CREATE OR REPLACE PROCEDURE queen.retention_round(
     p_batch_size integer, p_cleanup_days integer, p_step_budget_ms integer,
     p_min_interval_ms bigint, INOUT p_result jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
@@ -381,7 +376,7 @@ $$;
 -- has not consumed are deleted (not dead-lettered), batch after batch until none remain or
 -- p_budget_ms is spent. Result: {ran, reason?, evicted, busyPartitions, timedOut, errors, error,
 -- elapsedMs}.
-CREATE PROCEDURE queen.eviction_round(
+CREATE OR REPLACE PROCEDURE queen.eviction_round(
     p_batch_size integer, p_budget_ms integer, p_min_interval_ms bigint,
     INOUT p_result jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$

@@ -1,6 +1,8 @@
+-- The dead-letter queue as the API lists it.
+
 -- Dead-letter listing for GET /api/v1/dlq: newest failure first, real pagination and a total
 -- (quirk Q11). p: {queue, consumerGroup, partition, from, to, limit, offset}
-CREATE FUNCTION queen.list_dead_letters(p jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION queen.list_dead_letters(p jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
     WITH matching AS (
         SELECT d.*, m.transaction_id, m.payload, m.producer_sub, m.is_encrypted,
                part.name AS partition_name, q.name AS queue_name

@@ -1,16 +1,15 @@
--- Message administration, traces, and the resource summaries (overview, partitions, namespaces,
--- tasks). A message has no stored state: it is derived from each group's seq cursor, its lease and
--- the dead-letter rows, so what these functions report is what pop would do next.
+-- Message administration. A message has no stored state: it is derived from each group's seq
+-- cursor, its lease and the dead-letter rows, so what these functions report is what pop would
+-- do next.
 --
 -- Refusals that must leave nothing changed are raised with our own SQLSTATEs, which the HTTP layer
 -- turns into statuses: QN404 (the named message, queue or partition does not exist) and QN409 (the
 -- request contradicts the group's position). Raising rolls the whole call back.
 
--- Counting -----------------------------------------------------------------------------------------
 -- Per group of a partition: pending = messages after its cursor; processing = the unacked part of
 -- a live lease, capped at pending; dead_letter = its DLQ rows here. A partition nobody consumed yet
 -- has a virtual queue-mode group at seq 0, so all its messages are pending.
-CREATE FUNCTION queen.partition_group_counts(p_partition_id uuid)
+CREATE OR REPLACE FUNCTION queen.partition_group_counts(p_partition_id uuid)
 RETURNS TABLE (consumer_group text, cursor_seq bigint, pending bigint, processing bigint,
                dead_letter bigint, oldest_pending timestamptz)
 LANGUAGE sql STABLE AS $$
@@ -39,7 +38,7 @@ $$;
 
 -- A partition as the dashboard sees it (operations spec §3.3): the most lagging group's figures,
 -- total = messages stored now, completed = total - pending - dead letter (never negative).
-CREATE FUNCTION queen.partition_summary(p_partition_id uuid)
+CREATE OR REPLACE FUNCTION queen.partition_summary(p_partition_id uuid)
 RETURNS TABLE (total bigint, pending bigint, processing bigint, completed bigint,
                dead_letter bigint, oldest_pending timestamptz)
 LANGUAGE sql STABLE AS $$
@@ -56,7 +55,7 @@ $$;
 -- spec §4.10): with a queue-mode group (or no group at all) its cursor decides completed and its
 -- live lease covers the next batch_size - acked_count messages (processing); with named groups
 -- only, a message is completed once every group's cursor passed it.
-CREATE FUNCTION queen.partition_message_view(p_partition_id uuid)
+CREATE OR REPLACE FUNCTION queen.partition_message_view(p_partition_id uuid)
 RETURNS TABLE (has_queue_mode boolean, bus_groups integer, queue_seq bigint, done_seq bigint,
                processing_seq bigint, lease_expires_at timestamptz)
 LANGUAGE plpgsql STABLE AS $$
@@ -93,7 +92,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION queen.message_status(p_message_id uuid, p_seq bigint, p_done_seq bigint,
+CREATE OR REPLACE FUNCTION queen.message_status(p_message_id uuid, p_seq bigint, p_done_seq bigint,
                                      p_processing_seq bigint)
 RETURNS text LANGUAGE sql STABLE AS $$
     SELECT CASE
@@ -104,10 +103,9 @@ RETURNS text LANGUAGE sql STABLE AS $$
         ELSE 'pending' END
 $$;
 
--- Messages -----------------------------------------------------------------------------------------
 -- p: {queue, partition, namespace, task, status, from, to, limit, offset}; from/to are ISO text
 -- already validated by the caller. Window default: the last hour, `to` inclusive of its minute.
-CREATE FUNCTION queen.list_messages(p jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION queen.list_messages(p jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
     WITH bounds AS (
         SELECT coalesce((p->>'from')::timestamptz, now() - interval '1 hour') AS lo,
                date_trunc('minute', coalesce((p->>'to')::timestamptz, now())) + interval '1 minute' AS hi
@@ -180,7 +178,7 @@ CREATE FUNCTION queen.list_messages(p jsonb) RETURNS jsonb LANGUAGE sql STABLE A
 $$;
 
 -- NULL when the message does not exist.
-CREATE FUNCTION queen.message_detail(p_partition_id uuid, p_transaction_id text)
+CREATE OR REPLACE FUNCTION queen.message_detail(p_partition_id uuid, p_transaction_id text)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'id', m.id, 'transactionId', m.transaction_id, 'partitionId', m.partition_id,
@@ -226,7 +224,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
     WHERE m.partition_id = p_partition_id AND m.transaction_id = p_transaction_id
 $$;
 
-CREATE FUNCTION queen.find_message(p_partition_id uuid, p_transaction_id text)
+CREATE OR REPLACE FUNCTION queen.find_message(p_partition_id uuid, p_transaction_id text)
 RETURNS queen.messages LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_message queen.messages%ROWTYPE;
@@ -242,7 +240,7 @@ $$;
 
 -- Deleting cascades to the message's DLQ and trace rows. Cursors compare seq positions, not rows,
 -- so no group moves.
-CREATE FUNCTION queen.delete_message(p_partition_id uuid, p_transaction_id text)
+CREATE OR REPLACE FUNCTION queen.delete_message(p_partition_id uuid, p_transaction_id text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_message queen.messages%ROWTYPE := queen.find_message(p_partition_id, p_transaction_id);
@@ -264,7 +262,7 @@ $$;
 --   batch are refused as "Invalid or expired lease" instead of pushing the cursor forward again.
 -- * The message is still ahead of the cursor ("pending"): nothing to move; its DLQ rows for the
 --   group go, and when it is the next message to deliver its retry budget starts over.
-CREATE FUNCTION queen.retry_message(p_partition_id uuid, p_transaction_id text, p_group text)
+CREATE OR REPLACE FUNCTION queen.retry_message(p_partition_id uuid, p_transaction_id text, p_group text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_message queen.messages%ROWTYPE := queen.find_message(p_partition_id, p_transaction_id);
@@ -340,7 +338,7 @@ $$;
 -- cannot step over one message and leave an earlier one pending. The cursor then passes it, the
 -- lease is released (the holder's batch is redelivered) and the retry counter starts over, as
 -- when an ack dead-letters. Repeating the call for an already dead-lettered message is a no-op.
-CREATE FUNCTION queen.dead_letter_message(p_partition_id uuid, p_transaction_id text,
+CREATE OR REPLACE FUNCTION queen.dead_letter_message(p_partition_id uuid, p_transaction_id text,
                                           p_group text, p_error text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
@@ -398,7 +396,7 @@ $$;
 -- candidate list (they would otherwise look pending forever); releasing leases lets messages
 -- pushed after the clear be consumed at once. The partition rows are locked like a push locks
 -- them, so a concurrent push lands either wholly before (and is cleared) or wholly after.
-CREATE FUNCTION queen.clear_queue(p_queue text, p_partition text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION queen.clear_queue(p_queue text, p_partition text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     v_queue_id uuid;
@@ -433,199 +431,4 @@ BEGIN
         'success', true, 'queue', p_queue, 'partition', p_partition,
         'deletedMessages', v_deleted, 'partitionsCleared', coalesce(cardinality(v_ids), 0));
 END;
-$$;
-
--- Traces -------------------------------------------------------------------------------------------
-CREATE FUNCTION queen.trace_names_of(p_trace_id uuid) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(n.trace_name ORDER BY n.trace_name), '[]'::jsonb)
-    FROM queen.message_trace_names n WHERE n.trace_id = p_trace_id
-$$;
-
--- p: {partitionId, transactionId, consumerGroup, eventType, data, traceNames: [distinct names],
--- workerId}, validated by the caller. clock_timestamp, not now(): events recorded in quick
--- succession keep their order.
-CREATE FUNCTION queen.record_trace(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE
-    v_message queen.messages%ROWTYPE :=
-        queen.find_message((p->>'partitionId')::uuid, p->>'transactionId');
-    v_trace_id uuid;
-BEGIN
-    INSERT INTO queen.message_traces (message_id, partition_id, transaction_id, consumer_group,
-                                      event_type, data, created_at, worker_id)
-    VALUES (v_message.id, v_message.partition_id, v_message.transaction_id, p->>'consumerGroup',
-            p->>'eventType', p->'data', clock_timestamp(), p->>'workerId')
-    RETURNING id INTO v_trace_id;
-    INSERT INTO queen.message_trace_names (trace_id, trace_name)
-    SELECT DISTINCT v_trace_id, name FROM jsonb_array_elements_text(p->'traceNames') name
-    ON CONFLICT DO NOTHING;
-    RETURN jsonb_build_object('success', true, 'traceId', v_trace_id);
-END;
-$$;
-
--- NULL when the message does not exist. Oldest event first.
-CREATE FUNCTION queen.traces_of_message(p_partition_id uuid, p_transaction_id text)
-RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('traces', coalesce((
-        SELECT jsonb_agg(jsonb_build_object(
-            'id', t.id, 'event_type', t.event_type, 'data', t.data,
-            'consumer_group', t.consumer_group, 'worker_id', t.worker_id,
-            'created_at', queen.ts_ms(t.created_at), 'trace_names', queen.trace_names_of(t.id))
-            ORDER BY t.created_at, t.id)
-        FROM queen.message_traces t WHERE t.message_id = m.id), '[]'::jsonb))
-    FROM queen.messages m
-    WHERE m.partition_id = p_partition_id AND m.transaction_id = p_transaction_id
-$$;
-
--- p: {name, from, to, limit, offset}. Oldest event first: a named trace reads as a timeline.
-CREATE FUNCTION queen.traces_by_name(p jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    WITH matching AS (
-        SELECT t.* FROM queen.message_trace_names n
-        JOIN queen.message_traces t ON t.id = n.trace_id
-        WHERE n.trace_name = p->>'name'
-          AND (p->>'from' IS NULL OR t.created_at >= (p->>'from')::timestamptz)
-          AND (p->>'to' IS NULL OR t.created_at <= (p->>'to')::timestamptz)
-    ),
-    page AS (
-        SELECT * FROM matching ORDER BY created_at, id
-        LIMIT (p->>'limit')::int OFFSET (p->>'offset')::int
-    )
-    SELECT jsonb_build_object(
-        'traces', coalesce((SELECT jsonb_agg(jsonb_build_object(
-            'id', pg.id, 'transaction_id', pg.transaction_id, 'partition_id', pg.partition_id,
-            'event_type', pg.event_type, 'data', pg.data, 'consumer_group', pg.consumer_group,
-            'worker_id', pg.worker_id, 'created_at', queen.ts_ms(pg.created_at),
-            'queue_name', q.name, 'partition_name', part.name, 'message_payload', m.payload,
-            'trace_names', queen.trace_names_of(pg.id)) ORDER BY pg.created_at, pg.id)
-            FROM page pg
-            LEFT JOIN queen.messages m ON m.id = pg.message_id
-            LEFT JOIN queen.partitions part ON part.id = pg.partition_id
-            LEFT JOIN queen.queues q ON q.id = part.queue_id), '[]'::jsonb),
-        'total', (SELECT count(*) FROM matching),
-        'pagination', jsonb_build_object('limit', (p->>'limit')::int, 'offset', (p->>'offset')::int))
-$$;
-
--- p: {search, limit, offset}. Most recently used name first.
-CREATE FUNCTION queen.trace_names(p jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    WITH per_name AS (
-        SELECT n.trace_name, count(*) AS trace_count, count(DISTINCT t.message_id) AS message_count,
-               max(t.created_at) AS last_seen
-        FROM queen.message_trace_names n
-        JOIN queen.message_traces t ON t.id = n.trace_id
-        WHERE p->>'search' IS NULL
-           OR position(lower(p->>'search') IN lower(n.trace_name)) > 0
-        GROUP BY n.trace_name
-    ),
-    page AS (
-        SELECT * FROM per_name ORDER BY last_seen DESC, trace_name
-        LIMIT (p->>'limit')::int OFFSET (p->>'offset')::int
-    )
-    SELECT jsonb_build_object(
-        'trace_names', coalesce((SELECT jsonb_agg(jsonb_build_object(
-            'trace_name', pg.trace_name, 'trace_count', pg.trace_count,
-            'message_count', pg.message_count, 'last_seen', queen.ts_ms(pg.last_seen))
-            ORDER BY pg.last_seen DESC, pg.trace_name) FROM page pg), '[]'::jsonb),
-        'total', (SELECT count(*) FROM per_name),
-        'pagination', jsonb_build_object('limit', (p->>'limit')::int, 'offset', (p->>'offset')::int))
-$$;
-
--- Resources ----------------------------------------------------------------------------------------
--- Computed live from the tables (no stats cache to go stale). Lifetime figures the original kept
--- in worker metrics come from what the tables remember: `failed` = failed and dead-lettered acks
--- logged in messages_consumed; throughput = messages stored / completions logged in the last five
--- minutes, divided by the seconds of those five minutes the installation has existed.
-CREATE FUNCTION queen.resources_overview() RETURNS jsonb LANGUAGE sql STABLE AS $$
-    WITH parts AS (
-        SELECT s.*, extract(epoch FROM now() - s.oldest_pending) AS lag_seconds
-        FROM queen.partitions part CROSS JOIN LATERAL queen.partition_summary(part.id) s
-    ),
-    lagging AS (SELECT * FROM parts WHERE pending > 0),
-    span AS (
-        SELECT greatest(least(300, extract(epoch FROM now() - min(q.created_at))), 1) AS seconds
-        FROM queen.queues q
-    )
-    SELECT jsonb_build_object(
-        'queues', (SELECT count(*) FROM queen.queues),
-        'partitions', (SELECT count(*) FROM parts),
-        'namespaces', (SELECT count(DISTINCT namespace) FROM queen.queues WHERE namespace <> ''),
-        'tasks', (SELECT count(DISTINCT task) FROM queen.queues WHERE task <> ''),
-        'messages', (SELECT jsonb_build_object(
-            'total', coalesce(sum(total), 0),
-            'pending', greatest(coalesce(sum(pending), 0) - coalesce(sum(processing), 0), 0),
-            'processing', coalesce(sum(processing), 0),
-            'completed', coalesce(sum(completed), 0),
-            'failed', (SELECT coalesce(sum(messages_failed), 0) FROM queen.messages_consumed),
-            'deadLetter', coalesce(sum(dead_letter), 0)) FROM parts),
-        'lag', (SELECT jsonb_build_object(
-            'time', jsonb_build_object(
-                'avg', coalesce(round(avg(lag_seconds)), 0),
-                'median', coalesce(round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_seconds)), 0),
-                'min', coalesce(round(min(lag_seconds)), 0),
-                'max', coalesce(round(max(lag_seconds)), 0)),
-            'offset', jsonb_build_object(
-                'avg', coalesce(round(avg(pending)), 0),
-                'median', coalesce(round(percentile_cont(0.5) WITHIN GROUP (ORDER BY pending)), 0),
-                'min', coalesce(min(pending), 0),
-                'max', coalesce(max(pending), 0))) FROM lagging),
-        'throughput', (SELECT jsonb_build_object(
-            'ingestedPerSecond', round((SELECT count(*) FROM queen.messages m
-                                        WHERE m.created_at > now() - interval '5 minutes')
-                                       / span.seconds, 3),
-            'processedPerSecond', round((SELECT coalesce(sum(c.messages_completed), 0)
-                                         FROM queen.messages_consumed c
-                                         WHERE c.acked_at > now() - interval '5 minutes')
-                                        / span.seconds, 3)) FROM span),
-        'timestamp', queen.ts_ms(now()),
-        'statsAge', 0)
-$$;
-
--- p_by: 'namespace' or 'task'. Only non-empty labels of existing queues (operations spec O16).
-CREATE FUNCTION queen.resources_by_label(p_by text) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
-               p_by, label, 'queues', queues, 'partitions', partitions,
-               'messages', jsonb_build_object('total', total, 'pending', pending))
-               ORDER BY label), '[]'::jsonb)
-    FROM (
-        SELECT CASE WHEN p_by = 'namespace' THEN q.namespace ELSE q.task END AS label,
-               count(DISTINCT q.id) AS queues, count(part.id) AS partitions,
-               coalesce(sum(s.total), 0) AS total,
-               coalesce(sum(greatest(s.pending - s.processing, 0)), 0) AS pending
-        FROM queen.queues q
-        LEFT JOIN queen.partitions part ON part.queue_id = q.id
-        LEFT JOIN LATERAL queen.partition_summary(part.id) s ON part.id IS NOT NULL
-        GROUP BY 1
-    ) grouped
-    WHERE label <> ''
-$$;
-
--- p: {queue, namespace, task, limit, offset}. Sorted by queue, then partition name.
-CREATE FUNCTION queen.list_partitions(p jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    WITH matching AS (
-        SELECT part.*, q.name AS queue_name, q.namespace, q.task
-        FROM queen.partitions part
-        JOIN queen.queues q ON q.id = part.queue_id
-        WHERE (p->>'queue' IS NULL OR q.name = p->>'queue')
-          AND (p->>'namespace' IS NULL OR q.namespace = p->>'namespace')
-          AND (p->>'task' IS NULL OR q.task = p->>'task')
-    ),
-    page AS (
-        SELECT * FROM matching ORDER BY queue_name, name
-        LIMIT (p->>'limit')::int OFFSET (p->>'offset')::int
-    )
-    SELECT jsonb_build_object(
-        'partitions', coalesce((SELECT jsonb_agg(jsonb_build_object(
-            'id', pg.id, 'name', pg.name, 'queue', pg.queue_name, 'namespace', pg.namespace,
-            'task', pg.task, 'createdAt', queen.ts_ms(pg.created_at),
-            'lastActivity', queen.ts_ms(pg.last_activity),
-            'consumerGroups', (SELECT count(*) FROM queen.partition_consumers pc
-                               WHERE pc.partition_id = pg.id),
-            'messages', jsonb_build_object(
-                'total', s.total, 'pending', greatest(s.pending - s.processing, 0),
-                'processing', s.processing, 'completed', s.completed, 'deadLetter', s.dead_letter),
-            'oldestPending', queen.ts_ms(s.oldest_pending),
-            'newestMessage', (SELECT queen.ts_ms(m.created_at) FROM queen.messages m
-                              WHERE m.partition_id = pg.id ORDER BY m.seq DESC LIMIT 1))
-            ORDER BY pg.queue_name, pg.name)
-            FROM page pg CROSS JOIN LATERAL queen.partition_summary(pg.id) s), '[]'::jsonb),
-        'total', (SELECT count(*) FROM matching),
-        'pagination', jsonb_build_object('limit', (p->>'limit')::int, 'offset', (p->>'offset')::int))
 $$;

@@ -10,7 +10,7 @@
 
 -- Where the group really starts reading this partition: its cursor, or for a named group that
 -- has never consumed it, the newest message older than its subscription start (0 when none).
-CREATE FUNCTION queen.cg_effective_cursor(
+CREATE OR REPLACE FUNCTION queen.cg_effective_cursor(
     p_partition_id uuid, p_group text, p_cursor bigint, p_cursor_at timestamptz,
     p_queue text, p_partition text
 ) RETURNS bigint LANGUAGE sql STABLE AS $$
@@ -29,7 +29,7 @@ $$;
 
 -- One row per (partition, group) with what the reports need. Columns a caller does not read are
 -- not computed (the planner drops unused subquery outputs), so the list never counts messages.
-CREATE VIEW queen.consumer_group_positions AS
+CREATE OR REPLACE VIEW queen.consumer_group_positions AS
 SELECT pos.*,
        (SELECT count(*) FROM queen.messages m
         WHERE m.partition_id = pos.partition_id AND m.seq > pos.cursor_seq) AS offset_lag,
@@ -48,14 +48,14 @@ FROM (
     JOIN queen.queues q ON q.id = p.queue_id
 ) pos;
 
-CREATE FUNCTION queen.cg_lag_seconds(p_oldest timestamptz) RETURNS bigint LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION queen.cg_lag_seconds(p_oldest timestamptz) RETURNS bigint LANGUAGE sql STABLE AS $$
     SELECT greatest(coalesce(floor(extract(epoch FROM now() - p_oldest))::bigint, 0), 0)
 $$;
 
 -- Spec §4.9 list: one entry per (group, queue). maxTimeLag is the age of the oldest pending
 -- message (the same figure the detail and lagging reports give), totalLag stays null as in the
 -- original, which never counted messages for the list.
-CREATE FUNCTION queen.list_consumer_groups() RETURNS jsonb LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION queen.list_consumer_groups() RETURNS jsonb LANGUAGE sql STABLE AS $$
     WITH per_queue AS (
         SELECT consumer_group, queue_name, count(*) AS members,
                count(oldest_pending_at) AS partitions_with_lag,
@@ -90,7 +90,7 @@ CREATE FUNCTION queen.list_consumer_groups() RETURNS jsonb LANGUAGE sql STABLE A
 $$;
 
 -- Spec §4.9 detail: {queue: {partitions: [...]}}, `{}` for a group that has no position anywhere.
-CREATE FUNCTION queen.consumer_group_detail(p_group text) RETURNS jsonb LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION queen.consumer_group_detail(p_group text) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_object_agg(per_queue.queue_name,
                                      jsonb_build_object('partitions', per_queue.partitions)),
                     '{}'::jsonb)
@@ -112,7 +112,7 @@ $$;
 -- Spec §4.9 lagging: partitions whose oldest pending message is older than the threshold, most
 -- lagging first. Compared on the exact timestamp, so a threshold of 0 lists every group that is
 -- behind at all.
-CREATE FUNCTION queen.lagging_partitions(p_min_lag_seconds integer) RETURNS jsonb
+CREATE OR REPLACE FUNCTION queen.lagging_partitions(p_min_lag_seconds integer) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'consumer_group', consumer_group,
@@ -132,7 +132,7 @@ $$;
 
 -- Forget a group on one queue (p_queue) or everywhere (NULL): its positions and leases, its
 -- watermarks and, when asked, its subscription metadata. Its next pop starts as a new group.
-CREATE FUNCTION queen.delete_consumer_group(p_group text, p_queue text, p_delete_metadata boolean)
+CREATE OR REPLACE FUNCTION queen.delete_consumer_group(p_group text, p_queue text, p_delete_metadata boolean)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_deleted integer;
@@ -169,7 +169,7 @@ $$;
 -- created at or after p_timestamp. Leases are released and the abandoned batch's counters reset,
 -- so the next pop of the group reads from the new position at once.
 -- {success: false, error} when the queue does not exist or the group never read it.
-CREATE FUNCTION queen.seek_consumer_group(
+CREATE OR REPLACE FUNCTION queen.seek_consumer_group(
     p_group text, p_queue text, p_to_end boolean, p_timestamp timestamptz
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
@@ -232,7 +232,7 @@ $$;
 
 -- Skip one partition to its end for the group (the dashboard's "skip backlog").
 -- {success: false, error} when the partition does not exist or the group never read it.
-CREATE FUNCTION queen.seek_partition(p_group text, p_queue text, p_partition text)
+CREATE OR REPLACE FUNCTION queen.seek_partition(p_group text, p_queue text, p_partition text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_p queen.partitions%ROWTYPE;
@@ -270,7 +270,7 @@ $$;
 
 -- Move the subscription start of every metadata row of the group (any queue). Only partitions the
 -- group has never consumed read it, so existing cursors stay where they are.
-CREATE FUNCTION queen.update_consumer_group_subscription(p_group text, p_timestamp timestamptz)
+CREATE OR REPLACE FUNCTION queen.update_consumer_group_subscription(p_group text, p_timestamp timestamptz)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_updated integer;
