@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from queen.storage import migrations
 from queen.storage.pgcluster import PgCluster, find_bindir, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +78,36 @@ def run_sql(cluster: PgCluster, sql: str, *args: Any, database: str | None = Non
     # lookup in the thread that runs trio, so asyncio.run() inside a trio test fails there.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as thread:
         return thread.submit(asyncio.run, go()).result()
+
+
+def schema_state(cluster: PgCluster, database: str | None = None) -> dict[str, Any] | None:
+    """What the migration runner recorded (release, function-file checksums, when), or None when
+    the schema is not there yet."""
+    try:
+        rows = run_sql(
+            cluster,
+            "SELECT release, functions::text AS functions, migrated_at FROM queen.schema_version",
+            database=database,
+        )
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return None
+    if not rows:
+        return None
+    return {
+        "release": rows[0]["release"],
+        "functions": json.loads(rows[0]["functions"]),
+        "migrated_at": rows[0]["migrated_at"],
+    }
+
+
+def schema_is_current(state: dict[str, Any] | None) -> bool:
+    """The database carries exactly the SQL this checkout ships."""
+    tree = migrations.shipped()
+    return (
+        state is not None
+        and state["release"] == tree.release
+        and state["functions"] == tree.function_checksums()
+    )
 
 
 def create_database(cluster: PgCluster, prefix: str = "queen_test") -> str:

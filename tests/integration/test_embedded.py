@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from queen.storage import migrations
 from queen.storage.pgcluster import (
     PASSWORD_FILE,
     ClusterError,
@@ -32,6 +31,8 @@ from tests.support import (
     descendants,
     processes_matching,
     run_sql,
+    schema_is_current,
+    schema_state,
     still_running,
     wait_until,
 )
@@ -94,10 +95,8 @@ def test_first_start_creates_postgresql_and_a_restart_finds_the_data(root: Path)
         cluster = running_cluster_of(data_dir)
         run_sql(cluster, "CREATE TABLE public.survivor (note text)")
         run_sql(cluster, "INSERT INTO public.survivor VALUES ('written by the first run')")
-        applied = run_sql(cluster, "SELECT version, applied_at FROM queen.schema_migrations")
-        assert sorted(row["version"] for row in applied) == [
-            m.version for m in migrations.available()
-        ]
+        applied = schema_state(cluster)
+        assert schema_is_current(applied), applied
         assert stop_with(first, signal.SIGINT, tree, data_dir) == 0
     finally:
         first.stop()
@@ -108,9 +107,7 @@ def test_first_start_creates_postgresql_and_a_restart_finds_the_data(root: Path)
         cluster = running_cluster_of(data_dir)
         notes = run_sql(cluster, "SELECT note FROM public.survivor")
         assert [row["note"] for row in notes] == ["written by the first run"]
-        assert (
-            run_sql(cluster, "SELECT version, applied_at FROM queen.schema_migrations") == applied
-        )  # nothing applied twice
+        assert schema_state(cluster) == applied, "nothing applied twice"
         assert "initialised PostgreSQL cluster" not in second.log()
         assert stop_with(second, signal.SIGINT, tree, data_dir) == 0
     finally:
@@ -153,8 +150,7 @@ def test_postgresql_18_from_the_wheel_runs_the_schema(root: Path) -> None:
         cluster = running_cluster_of(data_dir, bindir)
         version = run_sql(cluster, "SHOW server_version")[0]["server_version"]
         assert version.startswith("18.")
-        applied = run_sql(cluster, "SELECT version FROM queen.schema_migrations ORDER BY 1")
-        assert [row["version"] for row in applied] == [m.version for m in migrations.available()]
+        assert schema_is_current(schema_state(cluster))
 
         push = httpx.post(
             f"{server.url}/api/v1/push",

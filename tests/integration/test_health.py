@@ -4,14 +4,19 @@ PostgreSQL going away and coming back without a restart of queen."""
 
 from __future__ import annotations
 
-import asyncpg
 import httpx
 import pytest
 
 from queen import __version__
-from queen.storage import migrations
 from queen.storage.pgcluster import PgCluster
-from tests.support import ServerProcess, create_database, run_sql, server_env, wait_until
+from tests.support import (
+    ServerProcess,
+    create_database,
+    schema_is_current,
+    schema_state,
+    server_env,
+    wait_until,
+)
 
 CORS = {
     "access-control-allow-origin": "*",
@@ -126,21 +131,10 @@ def test_server_started_before_postgresql_serves_once_it_comes_up(
         server.wait_health(503, timeout_s=30.0)
         own_cluster.start()
         server.wait_health(200, timeout_s=30.0)
-        shipped = [m.version for m in migrations.available()]
         wait_until(
-            lambda: applied_versions(own_cluster, database) == shipped,
+            lambda: schema_is_current(schema_state(own_cluster, database)),
             timeout_s=5.0,
             what="the schema to be applied once PostgreSQL answers",
         )
     finally:
         server.stop()
-
-
-def applied_versions(cluster: PgCluster, database: str) -> list[int]:
-    try:
-        rows = run_sql(
-            cluster, "SELECT version FROM queen.schema_migrations ORDER BY 1", database=database
-        )
-    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-        return []
-    return [row["version"] for row in rows]
