@@ -20,7 +20,9 @@ server refuses stops the run and the first failing request (status and body) is 
 The machine is shared by everything above, so each phase also reports who used the CPU (generator,
 workers, PostgreSQL, and other processes). For a look inside: `--profile-dir DIR` samples the
 workers with py-spy, `--pg-statements` lists the costliest SQL per phase, `--phases` runs a subset,
-and `--ref COMMIT` measures a commit exported from git rather than a busy working tree.
+and `--ref COMMIT` measures a commit exported from git rather than a busy working tree. With
+`--pg-setting log_lock_waits=on --pg-setting deadlock_timeout=1ms` the run also counts the lock
+waits PostgreSQL logged (postgres_lock_waits).
 """
 
 from __future__ import annotations
@@ -282,9 +284,12 @@ class Bench:
             else:
                 self.server.log_path.unlink(missing_ok=True)
         if self.cluster is not None:
-            self.out["postgres_errors"] = _postgres_errors(self.cluster.data_dir / "postgres.log")
+            log_path = self.cluster.data_dir / "postgres.log"
+            self.out["postgres_errors"] = _postgres_errors(log_path)
             if self.out["postgres_errors"]:
                 _say(f"PostgreSQL logged errors: {self.out['postgres_errors']}")
+            if dict(self.args.pg_setting).get("log_lock_waits") == "on":
+                self.out["postgres_lock_waits"] = _lock_waits(log_path)
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -795,6 +800,15 @@ def _postgres_errors(log_path: Path) -> dict[str, int]:
             if marker:
                 counts[message.strip()[:100]] += 1
     return dict(counts.most_common(8))
+
+
+def _lock_waits(log_path: Path) -> int:
+    """Lock waits longer than deadlock_timeout, as `--pg-setting log_lock_waits=on` logs them
+    (with `--pg-setting deadlock_timeout=1ms`, every wait of a millisecond or more)."""
+    with contextlib.suppress(OSError):
+        text = log_path.read_text(errors="replace")
+        return sum(1 for line in text.splitlines() if "still waiting for" in line)
+    return 0
 
 
 @contextlib.contextmanager
