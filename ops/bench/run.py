@@ -802,13 +802,20 @@ def _postgres_errors(log_path: Path) -> dict[str, int]:
     return dict(counts.most_common(8))
 
 
-def _lock_waits(log_path: Path) -> int:
+def _lock_waits(log_path: Path) -> dict[str, int]:
     """Lock waits longer than deadlock_timeout, as `--pg-setting log_lock_waits=on` logs them
-    (with `--pg-setting deadlock_timeout=1ms`, every wait of a millisecond or more)."""
+    (with `--pg-setting deadlock_timeout=1ms`, every wait of a millisecond or more), counted by
+    the statement that waited."""
+    counts: Counter[str] = Counter()
+    waiting = False
     with contextlib.suppress(OSError):
-        text = log_path.read_text(errors="replace")
-        return sum(1 for line in text.splitlines() if "still waiting for" in line)
-    return 0
+        for line in log_path.read_text(errors="replace").splitlines():
+            if "still waiting for" in line:
+                waiting = True
+            elif waiting and "STATEMENT:  " in line:
+                counts[line.partition("STATEMENT:  ")[2].strip()[:60]] += 1
+                waiting = False
+    return dict(counts.most_common(8))
 
 
 @contextlib.contextmanager
