@@ -22,9 +22,9 @@ import trio
 import trio_asyncio
 
 from queen import __version__, logs
-from queen.actors.slots import ConnectParams, connect
 from queen.actors.supervisor import backoff_delays
 from queen.config import Config, ConfigError
+from queen.db.connect import ConnectParams, connect
 from queen.storage import migrations
 from queen.storage.file_buffer import BufferLocked, lock_directory
 from queen.storage.pgcluster import ClusterError, PgCluster, find_bindir

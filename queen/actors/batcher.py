@@ -10,69 +10,30 @@ concurrency limit and a free connection slot, makes one call with every request'
 concatenated, and hands each request its own slice of the result.
 
 A fused call that PostgreSQL rejects is retried request by request, so one request's bad data
-never fails the others it happened to share a batch with.
+never fails the others it happened to share a batch with. A transient failure (a timeout, a lock
+or deadlock lost) is nobody's bad data: it fails every request of the call at once, each asker
+then retrying or buffering as it does, rather than paying the wait again once per request.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
 import trio
 
-from queen.actors import push_batch
 from queen.actors.concurrency import AdaptiveLimit
 from queen.actors.mailbox import Reply, deliver
-from queen.actors.slots import CallKind, DatabaseError, SlotPool
 from queen.config import Config
+from queen.db.batches import ACK, POP, PUSH, RENEW, TRANSACTION, Procedure, Results
+from queen.db.errors import DatabaseError, TransientDatabaseError
+from queen.db.runner import Runner
 
 log = logging.getLogger("queen.batcher")
 
-Results = list[Any]
-
-
-class RunSql(Protocol):
-    """How a procedure reaches PostgreSQL: a pool's `call`, or a bare connection (warm-up)."""
-
-    def __call__(self, sql: str, *args: Any, kind: CallKind) -> Awaitable[Any]: ...
-
-
 Delivered = Callable[[Sequence[Any], Results], None]
-
-
-def _json_array(items: Sequence[Any]) -> tuple[tuple[Any, ...], None]:
-    return (orjson.dumps(list(items)).decode(),), None
-
-
-def _json_results(raw: Any, _items: Sequence[Any], _state: None) -> Results:
-    return raw if isinstance(raw, list) else [raw]
-
-
-@dataclass(frozen=True)
-class Procedure:
-    """A stored procedure a lane calls with a whole batch: most take the items as one JSONB array
-    and answer a JSONB array of results; push has its own encoding. `encode` answers the call's
-    arguments and whatever `decode` will need besides the items to read the answer."""
-
-    sql: str
-    encode: Callable[[Sequence[Any]], tuple[tuple[Any, ...], Any]] = _json_array
-    decode: Callable[[Any, Sequence[Any], Any], Results] = _json_results
-    kind: CallKind = "fetchval"
-
-    async def call(self, run: RunSql, items: Sequence[Any]) -> Results:
-        args, state = self.encode(items)
-        raw = await run(self.sql, *args, kind=self.kind)
-        return self.decode(raw, items, state)
-
-
-PUSH = Procedure(push_batch.SQL, push_batch.encode, push_batch.decode, "fetchrow")
-POP = Procedure("SELECT queen.pop_requests($1::jsonb)")
-ACK = Procedure("SELECT queen.ack_items($1::jsonb)")
-RENEW = Procedure("SELECT queen.renew_leases($1::jsonb)")
-TRANSACTION = Procedure("SELECT jsonb_build_array(queen.run_transaction($1::jsonb -> 0))")
 
 
 @dataclass(frozen=True)
@@ -87,7 +48,7 @@ class Lane:
     def __init__(
         self,
         name: str,
-        pool: SlotPool,
+        pool: Runner,
         procedure: Procedure,
         *,
         hold_s: float,
@@ -166,8 +127,9 @@ class Lane:
             try:
                 results = await self._call([item for job in batch for item in job.items])
             except DatabaseError as error:
-                if len(batch) == 1:
-                    batch[0].reply.fail(error)
+                if len(batch) == 1 or isinstance(error, TransientDatabaseError):
+                    for job in batch:
+                        job.reply.fail(error)
                     return
                 log.info(
                     "fused call rejected; retrying its requests one by one",
@@ -197,7 +159,7 @@ class Lane:
 
     async def _call(self, items: Sequence[Any]) -> Results:
         self.calls += 1
-        results = await self.procedure.call(self.pool.call, items)
+        results = await self.procedure.call(self.pool, items)
         if len(results) != len(items):
             raise DatabaseError(f"{self.name}: {len(results)} results for {len(items)} items")
         return results
@@ -217,7 +179,7 @@ class Batcher:
     def __init__(
         self,
         config: Config,
-        pool: SlotPool,
+        pool: Runner,
         *,
         on_pushed: Delivered,
         on_acked: Delivered,

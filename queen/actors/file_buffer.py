@@ -22,8 +22,8 @@ import orjson
 import trio
 
 from queen.actors.mailbox import Reply, deliver
-from queen.actors.slots import DatabaseError, is_availability_error
 from queen.config import Config
+from queen.db.errors import DatabaseError, is_availability_error
 from queen.ids import uuid7_str
 from queen.storage.file_buffer import (
     BufferDirectory,

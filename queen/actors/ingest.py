@@ -21,9 +21,10 @@ from typing import Any
 import trio
 
 from queen.actors.file_buffer import FileBuffer, buffer_record
-from queen.actors.slots import call_deadline_s, is_availability_error
 from queen.actors.system_flags import SystemFlags
 from queen.config import Config
+from queen.db.connect import call_deadline_s
+from queen.db.errors import is_availability_error
 from queen.errors import ServiceUnavailable
 
 Items = list[dict[str, Any]]

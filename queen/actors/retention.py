@@ -14,15 +14,17 @@ commits batch by batch, so whatever it finished stays done.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import trio
 import trio_asyncio
 
-from queen.actors.slots import ConnectParams, connect
 from queen.config import Config
+from queen.db import retention
+from queen.db.connect import ConnectionRunner, ConnectParams, on_own_connection
 
 RETENTION = "retention"
 EVICTION = "eviction"
@@ -81,21 +83,25 @@ class RetentionServices:
 
     async def retention_cycle(self, *, min_interval_ms: int = 0) -> dict[str, Any]:
         """One retention cycle; with min_interval_ms 0 it runs even if another just did."""
-        return await self._call(
-            "CALL queen.retention_round($1, $2, $3, $4, NULL)",
-            self.config.retention_batch_size,
-            self.config.partition_cleanup_days,
-            self.step_budget_ms,
-            min_interval_ms,
+        return await self._on_own_connection(
+            functools.partial(
+                retention.retention_round,
+                batch_size=self.config.retention_batch_size,
+                partition_cleanup_days=self.config.partition_cleanup_days,
+                step_budget_ms=self.step_budget_ms,
+                min_interval_ms=min_interval_ms,
+            )
         )
 
     async def eviction_cycle(self, *, min_interval_ms: int = 0) -> dict[str, Any]:
         """One eviction cycle; with min_interval_ms 0 it runs even if another just did."""
-        return await self._call(
-            "CALL queen.eviction_round($1, $2, $3, NULL)",
-            self.config.eviction_batch_size,
-            self.eviction_budget_ms,
-            min_interval_ms,
+        return await self._on_own_connection(
+            functools.partial(
+                retention.eviction_round,
+                batch_size=self.config.eviction_batch_size,
+                budget_ms=self.eviction_budget_ms,
+                min_interval_ms=min_interval_ms,
+            )
         )
 
     async def _loop(self, service: str, interval_ms: int) -> None:
@@ -121,15 +127,11 @@ class RetentionServices:
             level, f"{service} cycle failed; retrying next interval", extra={"error": str(error)}
         )
 
-    async def _call(self, sql: str, *args: Any) -> dict[str, Any]:
+    async def _on_own_connection(
+        self, cycle: Callable[[ConnectionRunner], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
         async with self._turn:
-            conn: asyncpg.Connection = await trio_asyncio.aio_as_trio(connect)(self.params)
-            try:
-                result = await trio_asyncio.aio_as_trio(conn.fetchval)(sql, *args)
-                await trio_asyncio.aio_as_trio(conn.close)()
-            finally:
-                if not conn.is_closed():
-                    conn.terminate()
+            result = await trio_asyncio.aio_as_trio(on_own_connection)(self.params, cycle)
         assert isinstance(result, dict)
         return result
 

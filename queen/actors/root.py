@@ -27,11 +27,13 @@ from queen.actors.counters import Counters
 from queen.actors.file_buffer import FileBuffer, worker_orphans
 from queen.actors.ingest import PushPath
 from queen.actors.retention import RetentionServices
-from queen.actors.slots import ConnectParams, SlotPool
+from queen.actors.slots import SlotPool
 from queen.actors.supervisor import Child, Supervisor
 from queen.actors.system_flags import SystemFlags
 from queen.actors.warm_up import warm_up
 from queen.config import Config
+from queen.db import consumer_groups as groups
+from queen.db.connect import ConnectParams
 from queen.storage.file_buffer import worker_directory
 from queen.sync.siblings import SiblingWakeups, WakeTarget
 
@@ -155,7 +157,7 @@ class Services:
 
     async def _release_lease(self, lease_id: str, queue: str | None) -> None:
         try:
-            await self.hot.call("SELECT queen.release_lease($1)", lease_id, kind="fetchval")
+            await groups.release_lease(self, lease_id)
         except Exception as error:
             log.warning(
                 "could not release an undelivered lease; it will expire",

@@ -17,48 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
-import orjson
 import trio
 import trio_asyncio
 
 from queen.actors.mailbox import Reply, deliver
 from queen.actors.supervisor import Child, Supervisor, backoff_delays
-from queen.config import Config
+from queen.db.connect import ConnectParams, connect
+from queen.db.errors import DatabaseError, DatabaseUnavailable, from_sqlstate
+from queen.db.runner import CallKind
 
 log = logging.getLogger("queen.slots")
-
-CallKind = Literal["fetch", "fetchrow", "fetchval", "execute"]
-
-
-class DatabaseUnavailable(Exception):
-    """PostgreSQL cannot be reached right now (connection refused, lost, or backing off)."""
-
-
-class DatabaseError(Exception):
-    """PostgreSQL answered the call with an error (constraint, bad data, statement timeout)."""
-
-    def __init__(self, message: str, sqlstate: str | None = None) -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-
-
-# SQLSTATEs that mean "PostgreSQL cannot take work now", not "this request is wrong": statement or
-# lock timeout, read-only standby, shutdown, too many connections, connection failures.
-_AVAILABILITY_STATES = ("57014", "55P03", "25006", "57P01", "57P02", "57P03", "53300", "08")
-
-
-def is_availability_error(error: BaseException) -> bool:
-    """True when retrying later (or buffering to disk) is the right answer to `error`."""
-    if isinstance(error, DatabaseUnavailable):
-        return True
-    if isinstance(error, DatabaseError) and error.sqlstate:
-        return error.sqlstate.startswith(_AVAILABILITY_STATES)
-    return type(error).__name__ == "ActorGone"
 
 
 @dataclass(frozen=True)
@@ -68,97 +41,6 @@ class DbCall:
     reply: Reply[Any]
     kind: CallKind = "fetch"
     timeout_s: float | None = None
-
-
-INFLIGHT_GRACE_S = 5.0
-
-
-def call_deadline_s(config: Config) -> float | None:
-    """How long a database call may take before its connection is presumed dead.
-
-    PostgreSQL itself ends any statement after DB_STATEMENT_TIMEOUT; a call still unanswered 5 s
-    later is not slow, its connection is gone without a word (a stalled network closes nothing,
-    so no error ever arrives). None when statement_timeout is off: then nothing bounds a call."""
-    if config.db_statement_timeout <= 0:
-        return None
-    return config.db_statement_timeout / 1000 + INFLIGHT_GRACE_S
-
-
-@dataclass(frozen=True)
-class ConnectParams:
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-    ssl: str | bool
-    connect_timeout_s: float
-    server_settings: Mapping[str, str] = field(default_factory=dict)
-    call_deadline_s: float | None = None
-
-    @classmethod
-    def from_config(cls, config: Config, application_name: str) -> ConnectParams:
-        assert config.pg_host is not None, "the embedded cluster must be started first"
-        ssl: str | bool = False
-        if config.pg_use_ssl:
-            ssl = "verify-full" if config.pg_ssl_reject_unauthorized else "require"
-        return cls(
-            host=config.pg_host,
-            port=config.pg_port,
-            user=config.pg_user,
-            password=config.pg_password,
-            database=config.pg_db,
-            ssl=ssl,
-            connect_timeout_s=config.db_connection_timeout / 1000,
-            call_deadline_s=call_deadline_s(config),
-            server_settings={
-                "application_name": application_name,
-                "statement_timeout": str(config.db_statement_timeout),
-                "lock_timeout": str(config.db_lock_timeout),
-                "idle_in_transaction_session_timeout": str(config.db_idle_timeout),
-                "timezone": "UTC",
-            },
-        )
-
-
-def _encode_json(value: Any) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            type_name,
-            encoder=_encode_json,
-            decoder=orjson.loads,
-            schema="pg_catalog",
-            format="text",
-        )
-
-
-async def connect(
-    params: ConnectParams, *, command_timeout_s: float | None = None
-) -> asyncpg.Connection:
-    """Open one connection with queen's session settings and JSON codecs (asyncio side).
-    `command_timeout_s` is asyncpg's default for calls given no timeout of their own."""
-    conn = await asyncpg.connect(
-        host=params.host,
-        port=params.port,
-        user=params.user,
-        password=params.password,
-        database=params.database,
-        ssl=params.ssl,
-        timeout=params.connect_timeout_s,
-        server_settings=dict(params.server_settings),
-        statement_cache_size=256,
-        command_timeout=command_timeout_s,
-    )
-    try:
-        await _init_connection(conn)
-    except BaseException:
-        conn.terminate()
-        raise
-    return conn
 
 
 _CONNECTION_LOST = (
@@ -352,7 +234,7 @@ class ConnectionSlot:
                 self._mark_lost(error)
                 job.reply.fail(DatabaseUnavailable(str(error)))
             else:
-                job.reply.fail(DatabaseError(str(error), getattr(error, "sqlstate", None)))
+                job.reply.fail(from_sqlstate(str(error), getattr(error, "sqlstate", None)))
             return
         except asyncpg.InterfaceError as error:
             if not conn.is_closed():

@@ -13,17 +13,19 @@ from collections.abc import Callable
 
 import trio
 
-from queen.actors.slots import SlotPool
+from queen.db import system
+from queen.db.runner import Runner
 
 log = logging.getLogger("queen.system_flags")
 
 POLL_INTERVAL_S = 1.0
+CALL_TIMEOUT_S = 5.0
 MAINTENANCE = "maintenance_mode"
 POP_MAINTENANCE = "pop_maintenance_mode"
 
 
 class SystemFlags:
-    def __init__(self, pool: SlotPool, on_maintenance_off: Callable[[], None]) -> None:
+    def __init__(self, pool: Runner, on_maintenance_off: Callable[[], None]) -> None:
         self.pool = pool
         self.maintenance = False
         self.pop_maintenance = False
@@ -42,25 +44,14 @@ class SystemFlags:
             self._changed = trio.Event()
 
     async def refresh(self) -> None:
-        rows = await self.pool.call(
-            "SELECT key, coalesce((value->>'enabled')::boolean, false) AS enabled "
-            "FROM queen.system_state WHERE key = ANY($1::text[])",
-            [MAINTENANCE, POP_MAINTENANCE],
-            timeout_s=5.0,
+        values = await system.read_flags(
+            self.pool, [MAINTENANCE, POP_MAINTENANCE], timeout_s=CALL_TIMEOUT_S
         )
-        values = {row["key"]: row["enabled"] for row in rows}
         self._apply(values.get(MAINTENANCE, False), values.get(POP_MAINTENANCE, False))
 
     async def set(self, key: str, enabled: bool) -> None:
         """Persist a switch for the whole cluster and apply it here at once."""
-        await self.pool.call(
-            "INSERT INTO queen.system_state (key, value, updated_at) VALUES ($1, $2::jsonb, now()) "
-            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-            key,
-            {"enabled": enabled},
-            kind="execute",
-            timeout_s=5.0,
-        )
+        await system.write_flag(self.pool, key, enabled, timeout_s=CALL_TIMEOUT_S)
         if key == MAINTENANCE:
             self._apply(enabled, self.pop_maintenance)
         else:

@@ -12,14 +12,11 @@ plans and asyncpg's prepared statements survive the rollback, the rows do not.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import asyncpg
 
-from queen.actors.batcher import ACK, POP, PUSH, RENEW, Procedure
 from queen.actors.consumer_groups import QUEUE_MODE
-from queen.actors.slots import CallKind
+from queen.db.batches import ACK, POP, PUSH, RENEW
+from queen.db.connect import ConnectionRunner
 from queen.ids import uuid7_str
 
 
@@ -27,15 +24,9 @@ class WarmUpFailed(Exception):
     """The round did not go through as a real one would; the connection still works, cold."""
 
 
-async def _call(conn: asyncpg.Connection, procedure: Procedure, items: Sequence[Any]) -> Any:
-    async def run(sql: str, *args: Any, kind: CallKind) -> Any:
-        return await getattr(conn, kind)(sql, *args)
-
-    return await procedure.call(run, items)
-
-
 async def warm_up(conn: asyncpg.Connection) -> None:
     """Runs on the asyncio side, like every asyncpg call."""
+    db = ConnectionRunner(conn)
     queue = f"__queen_warm_up_{uuid7_str()}"
     message_id = uuid7_str()
     transaction = conn.transaction()
@@ -48,7 +39,7 @@ async def warm_up(conn: asyncpg.Connection) -> None:
             "messageId": message_id,
             "payload": b'{"warmUp": true}',
         }
-        [pushed] = await _call(conn, PUSH, [push])
+        [pushed] = await PUSH.call(db, [push])
         pop = {
             "queue": queue,
             "group": QUEUE_MODE,
@@ -59,12 +50,12 @@ async def warm_up(conn: asyncpg.Connection) -> None:
             "subscriptionFrom": "",
             "leaseId": uuid7_str(),
         }
-        [popped] = await _call(conn, POP, [pop])
+        [popped] = await POP.call(db, [pop])
         messages = popped.get("messages") or []
         if pushed["status"] != "queued" or len(messages) != 1:
             raise WarmUpFailed(f"pushed {pushed['status']}, popped {len(messages)} messages")
         lease_id = messages[0]["leaseId"]
-        [renewed] = await _call(conn, RENEW, [{"leaseId": lease_id, "seconds": 60}])
+        [renewed] = await RENEW.call(db, [{"leaseId": lease_id, "seconds": 60}])
         ack = {
             "transactionId": message_id,
             "partitionId": messages[0]["partitionId"],
@@ -73,7 +64,7 @@ async def warm_up(conn: asyncpg.Connection) -> None:
             "status": "completed",
             "error": None,
         }
-        [acked] = await _call(conn, ACK, [ack])
+        [acked] = await ACK.call(db, [ack])
         if not (renewed.get("success") and acked.get("success")):
             raise WarmUpFailed(f"renewed {renewed}, acked {acked}")
     finally:

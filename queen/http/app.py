@@ -18,8 +18,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 
 from queen.actors.mailbox import ActorGone
 from queen.actors.root import Services
-from queen.actors.slots import DatabaseError, DatabaseUnavailable
-from queen.errors import SQLSTATE_ERRORS, QueenError
+from queen.db.errors import DatabaseError, DatabaseUnavailable
+from queen.errors import QueenError, TryAgainLater, as_client_error
 from queen.http import (
     consumer_groups,
     dead_letters,
@@ -65,7 +65,10 @@ def create_app(services: Services) -> QuartTrio:
 def _install_error_table(app: QuartTrio) -> None:
     @app.errorhandler(QueenError)
     async def queen_error(error: QueenError) -> Response:
-        return error_response(error.message, error.status)
+        response = error_response(error.message, error.status)
+        if isinstance(error, TryAgainLater):
+            response.headers["Retry-After"] = str(error.retry_after_s)
+        return response
 
     @app.errorhandler(RequestEntityTooLarge)
     async def too_large(_: RequestEntityTooLarge) -> Response:
@@ -84,18 +87,16 @@ def _install_error_table(app: QuartTrio) -> None:
             response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
         return response
 
+    @app.errorhandler(DatabaseError)
     @app.errorhandler(DatabaseUnavailable)
     @app.errorhandler(ActorGone)
-    async def unavailable(error: Exception) -> Response:
-        log.warning("request failed: service unavailable", extra={"error": str(error)})
-        return error_response("Service unavailable: database not reachable", 503)
-
-    @app.errorhandler(DatabaseError)
-    async def database_error(error: DatabaseError) -> Response:
-        refusal = SQLSTATE_ERRORS.get(error.sqlstate or "")
-        if refusal is not None:
-            return error_response(str(error), refusal.status)
-        return await unexpected(error)
+    async def database_error(error: Exception) -> Response:
+        client_error = as_client_error(error)
+        if client_error is None:
+            return await unexpected(error)
+        if isinstance(client_error, TryAgainLater):
+            log.warning("request failed: service unavailable", extra={"error": str(error)})
+        return await queen_error(client_error)
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:

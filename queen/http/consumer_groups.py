@@ -16,6 +16,7 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
+from queen.db import consumer_groups as groups
 from queen.errors import BadRequest
 from queen.http import validate
 from queen.http.context import services
@@ -70,35 +71,25 @@ def _seek_result(result: dict[str, Any], queue: str, group: str) -> Response:
 
 @blueprint.get("")
 async def list_groups() -> Response:
-    result = await services().admin.call("SELECT queen.list_consumer_groups()", kind="fetchval")
-    return json_response(result)
+    return json_response(await groups.list_consumer_groups(services()))
 
 
 @blueprint.get("/lagging")
 async def lagging() -> Response:
-    result = await services().admin.call(
-        "SELECT queen.lagging_partitions($1)", _min_lag_seconds(), kind="fetchval"
-    )
-    return json_response(result)
+    return json_response(await groups.lagging_partitions(services(), _min_lag_seconds()))
 
 
 @blueprint.get("/<group>")
 async def group_detail(group: str) -> Response:
     group = validate.name(group, "consumerGroup")
-    result = await services().admin.call(
-        "SELECT queen.consumer_group_detail($1)", group, kind="fetchval"
-    )
-    return json_response(result)
+    return json_response(await groups.consumer_group_detail(services(), group))
 
 
 @blueprint.delete("/<group>")
 async def delete_group(group: str) -> Response:
     group = validate.name(group, "consumerGroup")
-    result = await services().admin.call(
-        "SELECT queen.delete_consumer_group($1, NULL, $2)",
-        group,
-        _delete_metadata(),
-        kind="fetchval",
+    result = await groups.delete_consumer_group(
+        services(), group, None, delete_metadata=_delete_metadata()
     )
     services().notify(None, group)
     return json_response(result)
@@ -110,12 +101,8 @@ async def delete_group_for_queue(group: str, queue: str) -> Response:
     over there, so its history is pending."""
     group = validate.name(group, "consumerGroup")
     queue = validate.name(queue, "queue")
-    result = await services().admin.call(
-        "SELECT queen.delete_consumer_group($1, $2, $3)",
-        group,
-        queue,
-        _delete_metadata(),
-        kind="fetchval",
+    result = await groups.delete_consumer_group(
+        services(), group, queue, delete_metadata=_delete_metadata()
     )
     services().notify(queue, group)
     return json_response(result)
@@ -129,13 +116,9 @@ async def update_subscription(group: str) -> Response:
     if raw is None or raw == "":
         raise BadRequest("Missing subscriptionTimestamp in request body")
     timestamp = _timestamp(raw, "subscriptionTimestamp")
-    result = await services().admin.call(
-        "SELECT queen.update_consumer_group_subscription($1, $2)",
-        group,
-        timestamp,
-        kind="fetchval",
+    return json_response(
+        await groups.update_consumer_group_subscription(services(), group, timestamp)
     )
-    return json_response(result)
 
 
 @blueprint.post("/<group>/queues/<queue>/seek")
@@ -152,13 +135,8 @@ async def seek_queue(group: str, queue: str) -> Response:
         if raw is None or raw == "":
             raise BadRequest("Must specify either 'toEnd': true or 'timestamp'")
         timestamp = _timestamp(raw, "timestamp")
-    result = await services().admin.call(
-        "SELECT queen.seek_consumer_group($1, $2, $3, $4)",
-        group,
-        queue,
-        bool(to_end),
-        timestamp,
-        kind="fetchval",
+    result = await groups.seek_consumer_group(
+        services(), group, queue, to_end=bool(to_end), timestamp=timestamp
     )
     return _seek_result(result, queue, group)
 
@@ -169,7 +147,5 @@ async def seek_partition(group: str, queue: str, partition: str) -> Response:
     group = validate.name(group, "consumerGroup")
     queue = validate.name(queue, "queue")
     partition = validate.name(partition, "partition")
-    result = await services().admin.call(
-        "SELECT queen.seek_partition($1, $2, $3)", group, queue, partition, kind="fetchval"
-    )
+    result = await groups.seek_partition(services(), group, queue, partition)
     return _seek_result(result, queue, group)

@@ -6,6 +6,7 @@ from typing import Any
 
 from quart import Blueprint, Response
 
+from queen.db import messages
 from queen.http.context import services
 from queen.http.query import name_filters, page, timestamp
 from queen.http.responses import json_response
@@ -23,9 +24,7 @@ async def list_dead_letters() -> Response:
             queue=("queue",), consumerGroup=("consumerGroup",), partition=("partition",)
         ),
     }
-    result = await services().admin.call(
-        "SELECT queen.list_dead_letters($1::jsonb)", filters, kind="fetchval"
-    )
+    result = await messages.list_dead_letters(services(), filters)
     for message in result["messages"]:
         message.pop("isEncrypted", None)
     return json_response(result)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from quart import Blueprint, Response
 
 from queen.actors.system_flags import MAINTENANCE, POP_MAINTENANCE
+from queen.db import resources
 from queen.errors import BadRequest, ServiceUnavailable
 from queen.http.context import services
 from queen.http.responses import json_object, json_response
@@ -101,16 +102,12 @@ async def buffer_status() -> Response:
 async def refresh_stats() -> Response:
     """The original recomputes cached statistics here; ours are read from the live tables on every
     request, so there is nothing to recompute. Answered for the clients' admin refresh call."""
-    counts = await services().admin.call(
-        "SELECT count(*) AS queues, (SELECT count(*) FROM queen.partitions) AS partitions "
-        "FROM queen.queues",
-        kind="fetchrow",
-    )
+    queue_count, partition_count = await resources.resource_counts(services())
     return json_response(
         {
             "success": True,
             "statistics": "live",
-            "queue": {"queues": counts["queues"]},
-            "partition": {"partitions": counts["partitions"]},
+            "queue": {"queues": queue_count},
+            "partition": {"partitions": partition_count},
         }
     )

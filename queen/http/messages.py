@@ -1,10 +1,9 @@
 """Message administration: list and inspect messages, delete one, retry it, move it to the DLQ,
 clear a queue.
 
-Message state is derived in SQL from cursors, leases and DLQ rows (sql/006_messages_traces.sql).
-Refusals the procedures must make atomically (unknown message, a move the cursor cannot express)
-are raised there with our own SQLSTATEs and become 404/409 here, so a refused request has changed
-nothing. The helpers at the top are shared with the trace and resource routes.
+Refusals the procedures make atomically (unknown message, a move the cursor cannot express) reach
+the client as 404/409 through the error table (queen/errors.py): a refused request has changed
+nothing (queen/db/messages.py).
 """
 
 from __future__ import annotations
@@ -13,10 +12,11 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from queen.errors import BadRequest, NotFound
+from queen.db import messages, queues
+from queen.errors import BadRequest
 from queen.http import validate
 from queen.http.context import services
-from queen.http.query import call, name_filters, page, partition_id, timestamp, transaction_id
+from queen.http.query import name_filters, page, partition_id, timestamp, transaction_id
 from queen.http.responses import json_object, json_response
 
 blueprint = Blueprint("messages", __name__, url_prefix="/api/v1")
@@ -42,30 +42,21 @@ async def list_messages() -> Response:
         "from": timestamp("from"),
         "to": timestamp("to"),
     }
-    result = await call(services().admin, "SELECT queen.list_messages($1::jsonb)", filters)
-    return json_response(result)
+    return json_response(await messages.list_messages(services(), filters))
 
 
 @blueprint.get("/messages/<partition>/<path:transaction>")
 async def message_detail(partition: str, transaction: str) -> Response:
-    result = await call(
-        services().admin,
-        "SELECT queen.message_detail($1::uuid, $2)",
-        partition_id(partition),
-        transaction_id(transaction),
+    result = await messages.message_detail(
+        services(), partition_id(partition), transaction_id(transaction)
     )
-    if result is None:
-        raise NotFound("Message not found")
     return json_response(result)
 
 
 @blueprint.delete("/messages/<partition>/<path:transaction>")
 async def delete_message(partition: str, transaction: str) -> Response:
-    result = await call(
-        services().hot,
-        "SELECT queen.delete_message($1::uuid, $2)",
-        partition_id(partition),
-        transaction_id(transaction),
+    result = await messages.delete_message(
+        services(), partition_id(partition), transaction_id(transaction)
     )
     return json_response(result)
 
@@ -77,12 +68,8 @@ async def retry_message(partition: str, transaction: str) -> Response:
     body = await json_object()
     group = validate.group_name(body["consumerGroup"]) if body.get("consumerGroup") else None
     svc = services()
-    result = await call(
-        svc.hot,
-        "SELECT queen.retry_message($1::uuid, $2, $3)",
-        partition_id(partition),
-        transaction_id(transaction),
-        group,
+    result = await messages.retry_message(
+        svc, partition_id(partition), transaction_id(transaction), group
     )
     if any(outcome["action"] == "rewound" for outcome in result["groups"]):
         svc.notify(result["queue"])
@@ -97,13 +84,8 @@ async def move_to_dead_letters(partition: str, transaction: str) -> Response:
     if error is not None and len(error) > MAX_ERROR_TEXT:
         raise BadRequest(f"error must be at most {MAX_ERROR_TEXT} characters")
     svc = services()
-    result = await call(
-        svc.hot,
-        "SELECT queen.dead_letter_message($1::uuid, $2, $3, $4)",
-        partition_id(partition),
-        transaction_id(transaction),
-        group,
-        error,
+    result = await messages.dead_letter_message(
+        svc, partition_id(partition), transaction_id(transaction), group, error
     )
     if not result["alreadyInDlq"]:
         # The lease was released: the rest of the holder's batch is deliverable again.
@@ -122,5 +104,4 @@ async def clear_queue(queue: str) -> Response:
         partition = validate.optional_string(body.get("partition"), "partition")
     if partition is not None:
         partition = validate.name(partition, "partition")
-    result = await call(services().hot, "SELECT queen.clear_queue($1, $2)", queue, partition)
-    return json_response(result)
+    return json_response(await queues.clear_queue(services(), queue, partition))

@@ -11,7 +11,8 @@ import trio
 from quart import Blueprint, Response, request
 
 from queen.actors.consumer_groups import GroupKey, Scope
-from queen.actors.slots import DatabaseError, DatabaseUnavailable
+from queen.db import queues
+from queen.db.errors import DatabaseError, DatabaseUnavailable
 from queen.errors import BadRequest
 from queen.http import push_body, validate
 from queen.http.context import services
@@ -24,10 +25,7 @@ blueprint = Blueprint("messaging", __name__, url_prefix="/api/v1")
 @blueprint.post("/configure")
 async def configure() -> Response:
     spec = validate.configure(await json_body())
-    result = await services().hot.call(
-        "SELECT queen.configure_queue($1::jsonb)", spec, kind="fetchval"
-    )
-    return json_response(result)
+    return json_response(await queues.configure_queue(services(), spec))
 
 
 @blueprint.post("/push")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response
 
+from queen.db import resources
 from queen.http.context import services
 from queen.http.query import name_filters, page
 from queen.http.responses import json_response
@@ -18,8 +19,7 @@ blueprint = Blueprint("overview", __name__, url_prefix="/api/v1/resources")
 
 @blueprint.get("/overview")
 async def overview() -> Response:
-    result = await services().admin.call("SELECT queen.resources_overview()", kind="fetchval")
-    return json_response(result)
+    return json_response(await resources.resources_overview(services()))
 
 
 @blueprint.get("/partitions")
@@ -28,23 +28,16 @@ async def list_partitions() -> Response:
         **page(100),
         **name_filters(queue=("queue",), namespace=("namespace", "ns"), task=("task",)),
     }
-    result = await services().admin.call(
-        "SELECT queen.list_partitions($1::jsonb)", filters, kind="fetchval"
-    )
-    return json_response(result)
+    return json_response(await resources.list_partitions(services(), filters))
 
 
 @blueprint.get("/namespaces")
 async def namespaces() -> Response:
-    result = await services().admin.call(
-        "SELECT queen.resources_by_label($1)", "namespace", kind="fetchval"
+    return json_response(
+        {"namespaces": await resources.resources_by_label(services(), "namespace")}
     )
-    return json_response({"namespaces": result})
 
 
 @blueprint.get("/tasks")
 async def tasks() -> Response:
-    result = await services().admin.call(
-        "SELECT queen.resources_by_label($1)", "task", kind="fetchval"
-    )
-    return json_response({"tasks": result})
+    return json_response({"tasks": await resources.resources_by_label(services(), "task")})

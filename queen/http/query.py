@@ -1,31 +1,18 @@
-"""Reading request query strings and calling procedures for the admin routes: pagination,
-timestamps and name filters parsed one way everywhere, refused (400) rather than clamped."""
+"""Reading request query strings for the admin routes: pagination, timestamps and name filters
+parsed one way everywhere, refused (400) rather than clamped."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 from quart import request
 
-from queen.actors.slots import DatabaseError, SlotPool
-from queen.errors import SQLSTATE_ERRORS, BadRequest
+from queen.errors import BadRequest
 from queen.http import validate
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 2**31 - 1  # the procedures read it as a PostgreSQL integer
-
-
-async def call(pool: SlotPool, sql: str, *args: Any) -> Any:
-    """One procedure call whose QN404/QN409 refusals reach the client as 404/409."""
-    try:
-        return await pool.call(sql, *args, kind="fetchval")
-    except DatabaseError as error:
-        refusal = SQLSTATE_ERRORS.get(error.sqlstate or "")
-        if refusal is None:
-            raise
-        raise refusal(str(error)) from None
 
 
 def partition_id(value: str) -> str:

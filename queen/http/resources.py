@@ -6,7 +6,8 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from queen.errors import BadRequest, NotFound
+from queen.db import queues
+from queen.errors import BadRequest
 from queen.http import validate
 from queen.http.context import services
 from queen.http.responses import json_response
@@ -28,23 +29,16 @@ async def list_queues() -> Response:
                     f"{key} must be a non-negative integer (at most {validate.MAX_OPTION_VALUE})"
                 )
             filters[key] = value
-    result = await services().admin.call(
-        "SELECT queen.list_queues($1::jsonb)", filters, kind="fetchval"
-    )
-    return json_response(result)
+    return json_response(await queues.list_queues(services(), filters))
 
 
 @blueprint.get("/queues/<queue>")
 async def queue_detail(queue: str) -> Response:
     queue = validate.name(queue, "queue")
-    result = await services().admin.call("SELECT queen.queue_detail($1)", queue, kind="fetchval")
-    if result is None:
-        raise NotFound("Queue not found")
-    return json_response(result)
+    return json_response(await queues.queue_detail(services(), queue))
 
 
 @blueprint.delete("/queues/<queue>")
 async def delete_queue(queue: str) -> Response:
     queue = validate.name(queue, "queue")
-    result = await services().hot.call("SELECT queen.delete_queue($1)", queue, kind="fetchval")
-    return json_response(result)
+    return json_response(await queues.delete_queue(services(), queue))

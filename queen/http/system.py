@@ -13,7 +13,8 @@ from quart import Blueprint, Response
 
 from queen import __version__
 from queen.actors.mailbox import ActorGone
-from queen.actors.slots import DatabaseError, DatabaseUnavailable
+from queen.db import system
+from queen.db.errors import DatabaseError, DatabaseUnavailable
 from queen.http.context import services
 from queen.http.responses import json_response
 
@@ -25,19 +26,16 @@ SERVER_NAME = "queen (python)"
 
 
 async def _database_answers() -> bool:
-    """Whatever stops `SELECT 1` from answering means the database is not usable: the probe
+    """Whatever stops the probe from answering means the database is not usable: the probe
     reports it as unhealthy (503) rather than failing as a 500 of its own."""
     with trio.move_on_after(HEALTH_PROBE_TIMEOUT_S + 0.5):
         try:
-            value = await services().admin.call(
-                "SELECT 1", kind="fetchval", timeout_s=HEALTH_PROBE_TIMEOUT_S
-            )
+            return await system.ping(services(), timeout_s=HEALTH_PROBE_TIMEOUT_S)
         except (DatabaseUnavailable, DatabaseError, ActorGone, TimeoutError):
             return False
         except Exception as error:
             log.warning("health probe failed", exc_info=error)
             return False
-        return bool(value == 1)
     return False
 
 

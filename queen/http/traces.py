@@ -11,10 +11,11 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from queen.errors import BadRequest, NotFound
+from queen.db import traces
+from queen.errors import BadRequest
 from queen.http import validate
 from queen.http.context import services
-from queen.http.query import call, page, partition_id, timestamp, transaction_id
+from queen.http.query import page, partition_id, timestamp, transaction_id
 from queen.http.responses import json_object, json_response
 
 blueprint = Blueprint("traces", __name__, url_prefix="/api/v1")
@@ -66,8 +67,7 @@ async def record_trace() -> Response:
     svc = services()
     event = _trace_event(await json_object())
     event["workerId"] = str(svc.worker_id)
-    result = await call(svc.hot, "SELECT queen.record_trace($1::jsonb)", event)
-    return json_response(result, 201)
+    return json_response(await traces.record_trace(svc, event), 201)
 
 
 @blueprint.get("/traces/names")
@@ -76,8 +76,7 @@ async def trace_names() -> Response:
     if search is not None and len(search) > validate.MAX_NAME:
         raise BadRequest(f"search must be at most {validate.MAX_NAME} characters")
     query = {**page(50), "search": search}
-    result = await call(services().admin, "SELECT queen.trace_names($1::jsonb)", query)
-    return json_response(result)
+    return json_response(await traces.trace_names(services(), query))
 
 
 @blueprint.get("/traces/by-name/<path:name>")
@@ -88,18 +87,12 @@ async def traces_by_name(name: str) -> Response:
         "from": timestamp("from"),
         "to": timestamp("to"),
     }
-    result = await call(services().admin, "SELECT queen.traces_by_name($1::jsonb)", query)
-    return json_response(result)
+    return json_response(await traces.traces_by_name(services(), query))
 
 
 @blueprint.get("/traces/<partition>/<path:transaction>")
 async def traces_of_message(partition: str, transaction: str) -> Response:
-    result = await call(
-        services().admin,
-        "SELECT queen.traces_of_message($1::uuid, $2)",
-        partition_id(partition),
-        transaction_id(transaction),
+    result = await traces.traces_of_message(
+        services(), partition_id(partition), transaction_id(transaction)
     )
-    if result is None:
-        raise NotFound("Message not found")
     return json_response(result)

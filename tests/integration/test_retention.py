@@ -22,8 +22,8 @@ import trio
 import trio_asyncio
 
 from queen.actors.retention import RetentionServices
-from queen.actors.slots import ConnectParams
 from queen.config import Config
+from queen.db.connect import ConnectParams
 from queen.storage.pgcluster import PgCluster, free_port
 from tests.integration.api import Api, unique
 from tests.support import ServerProcess, run_sql, server_env

@@ -9,9 +9,9 @@ import asyncio
 import concurrent.futures
 from typing import Any
 
-from queen.actors import push_batch
-from queen.actors.slots import ConnectParams, connect
 from queen.actors.warm_up import warm_up
+from queen.db import push_batch
+from queen.db.connect import ConnectParams, connect
 from queen.storage.pgcluster import PgCluster
 from tests.support import ServerProcess, run_sql
 

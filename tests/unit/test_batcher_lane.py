@@ -13,7 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from queen.actors.batcher import Lane, Procedure
+from queen.actors.batcher import Lane
+from queen.db.batches import Procedure
 
 HOLD_S = 0.005
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from queen.actors.file_buffer import POISON_ATTEMPTS, FileBuffer
-from queen.actors.slots import DatabaseError, DatabaseUnavailable
 from queen.config import Config
+from queen.db.errors import DatabaseError, DatabaseUnavailable
 from queen.ids import uuid7_str
 from queen.storage.file_buffer import count_records, encode, read_records
 

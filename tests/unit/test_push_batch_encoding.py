@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from queen.actors import push_batch
+from queen.db import push_batch
 
 
 def _item(queue: str, partition: str, n: int, **extra: Any) -> dict[str, Any]:

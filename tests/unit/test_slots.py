@@ -17,7 +17,9 @@ import trio_asyncio
 
 from queen.actors import slots
 from queen.actors.mailbox import ActorGone
-from queen.actors.slots import ConnectParams, DatabaseError, DatabaseUnavailable, SlotPool
+from queen.actors.slots import SlotPool
+from queen.db.connect import ConnectParams
+from queen.db.errors import DatabaseError, DatabaseUnavailable
 
 PARAMS = ConnectParams("127.0.0.1", 1, "u", "p", "d", ssl=False, connect_timeout_s=1.0)
 

@@ -1,0 +1,50 @@
+"""The stored procedures that take a whole batch of requests in one call: push, pop, ack, lease
+renewal and transaction, the procedures of the batcher's lanes (queen/actors/batcher.py).
+
+Most take the items as one JSONB array and answer a JSONB array with one result per item; push
+has its own encoding (queen/db/push_batch.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from queen.db import push_batch
+from queen.db.runner import CallKind, Runner
+
+Results = list[Any]
+
+
+def _json_array(items: Sequence[Any]) -> tuple[tuple[Any, ...], None]:
+    return (orjson.dumps(list(items)).decode(),), None
+
+
+def _json_results(raw: Any, _items: Sequence[Any], _state: None) -> Results:
+    return raw if isinstance(raw, list) else [raw]
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """One batch procedure: `encode` answers the call's arguments and whatever `decode` will need
+    besides the items to read the answer."""
+
+    sql: str
+    encode: Callable[[Sequence[Any]], tuple[tuple[Any, ...], Any]] = _json_array
+    decode: Callable[[Any, Sequence[Any], Any], Results] = _json_results
+    kind: CallKind = "fetchval"
+
+    async def call(self, db: Runner, items: Sequence[Any]) -> Results:
+        args, state = self.encode(items)
+        raw = await db.call(self.sql, *args, kind=self.kind)
+        return self.decode(raw, items, state)
+
+
+PUSH = Procedure(push_batch.SQL, push_batch.encode, push_batch.decode, "fetchrow")
+POP = Procedure("SELECT queen.pop_requests($1::jsonb)")
+ACK = Procedure("SELECT queen.ack_items($1::jsonb)")
+RENEW = Procedure("SELECT queen.renew_leases($1::jsonb)")
+TRANSACTION = Procedure("SELECT jsonb_build_array(queen.run_transaction($1::jsonb -> 0))")

@@ -1,0 +1,50 @@
+"""Queues: configure, list, inspect, delete, clear (sql/002_messaging.sql, sql/003_resources.sql,
+sql/006_messages_traces.sql)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from queen.db.errors import RecordNotFound
+from queen.db.runner import Pools, procedure_value
+
+
+async def configure_queue(db: Pools, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Create the queue or change its options; `spec` is validated (queen/http/validate.py)."""
+    result: dict[str, Any] = await procedure_value(
+        db.hot, "SELECT queen.configure_queue($1::jsonb)", spec
+    )
+    return result
+
+
+async def list_queues(db: Pools, filters: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"queues": [...]}` matching the namespace/task/search filters, paged by limit/offset."""
+    result: dict[str, Any] = await procedure_value(
+        db.admin, "SELECT queen.list_queues($1::jsonb)", filters
+    )
+    return result
+
+
+async def queue_detail(db: Pools, queue: str) -> dict[str, Any]:
+    result: dict[str, Any] | None = await procedure_value(
+        db.admin, "SELECT queen.queue_detail($1)", queue
+    )
+    if result is None:
+        raise RecordNotFound("Queue not found")
+    return result
+
+
+async def delete_queue(db: Pools, queue: str) -> dict[str, Any]:
+    """Deleting an unknown queue is not an error: the answer says whether one was deleted."""
+    result: dict[str, Any] = await procedure_value(db.hot, "SELECT queen.delete_queue($1)", queue)
+    return result
+
+
+async def clear_queue(db: Pools, queue: str, partition: str | None) -> dict[str, Any]:
+    """Delete the messages of the queue, or of one partition of it; RecordNotFound when the
+    queue or the partition does not exist."""
+    result: dict[str, Any] = await procedure_value(
+        db.hot, "SELECT queen.clear_queue($1, $2)", queue, partition
+    )
+    return result

@@ -1,0 +1,33 @@
+"""How the functions of queen/db reach PostgreSQL without knowing who holds the connection.
+
+A `Runner` runs one statement: a connection-slot pool (`SlotPool.call`, queen/actors/slots.py) or a
+bare connection (`ConnectionRunner`, queen/db/connect.py). `Pools` is what the request paths hold:
+the `admin` pool for reads and slow administrative calls, the `hot` pool for calls on the message
+path, so a slow listing never holds a connection a push or pop is waiting for. Each procedure
+function picks one of the two itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+CallKind = Literal["fetch", "fetchrow", "fetchval", "execute"]
+
+
+class Runner(Protocol):
+    async def call(
+        self, sql: str, *args: Any, kind: CallKind = "fetch", timeout_s: float | None = None
+    ) -> Any: ...
+
+
+class Pools(Protocol):
+    @property
+    def admin(self) -> Runner: ...
+
+    @property
+    def hot(self) -> Runner: ...
+
+
+async def procedure_value(db: Runner, sql: str, *args: Any) -> Any:
+    """The single value a procedure call answers (most answer one JSONB document)."""
+    return await db.call(sql, *args, kind="fetchval")
