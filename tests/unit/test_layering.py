@@ -1,5 +1,6 @@
-"""Imports point down: entry points → http → actors → db/storage/sync → leaves. Built from the
-import statements of queen/ itself, so a new upward import fails here, not in review."""
+"""Imports point down: entry points → http → actors (and the client-facing errors) →
+db/storage/sync → leaves. Built from the import statements of queen/ itself, so a new upward
+import fails here, not in review."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ LAYERS = {
     "queen.docs": 4,
     "queen.http": 3,
     "queen.actors": 2,
+    # Client-facing error types, and the table turning database failures into them: actors raise
+    # them, the database layer must not know them.
+    "queen.errors": 2,
     "queen.db": 1,
     "queen.storage": 1,
     "queen.sync": 1,
     "queen.config": 0,
-    "queen.errors": 0,
     "queen.ids": 0,
     "queen.logs": 0,
     "queen": 0,
