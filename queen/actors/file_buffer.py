@@ -2,12 +2,15 @@
 them through the normal push path once it can.
 
 Appends are group-committed: every request waiting when a write starts shares one write and one
-fdatasync, and each gets its answer only after that fsync. The drain loop finalizes an idle active
-file, replays finalized files oldest first in chunks of FILE_BUFFER_MAX_BATCH (order kept within a
-partition), deduplicated by transactionId, so a crash during replay never doubles a message. A file
-that fails for lack of a database moves to `failed/` and comes back for another try; a record
-PostgreSQL rejects outright (five times) is quarantined in `failed/poison_*.buf` so it cannot block
-the rest, and stays there (still counted as pending) until an operator replays it.
+fdatasync, and each gets its answer only after that fsync; a request holding a record over the
+10 MiB cap is refused (413) on its own, and a failed write or fsync fails only the requests in it.
+The drain loop finalizes an idle active file, replays finalized files oldest first in chunks of
+FILE_BUFFER_MAX_BATCH (order kept within a partition), deduplicated by transactionId, so a crash
+during replay never doubles a message. A file that fails for lack of a database moves to
+`failed/` under its own name and comes back for another try, and no newer file replays while it
+waits (a partition's order holds across files); a record PostgreSQL rejects outright (five times)
+is quarantined in `failed/poison_*.buf` so it cannot block the rest, and stays there (still
+counted as pending) until an operator replays it.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import mmap
 import os
 import struct
 from collections.abc import Iterator
@@ -40,8 +39,6 @@ POISON_PREFIX = "poison_"
 REPLAYABLE_PREFIXES = ("failover_", "qos0_", POISON_PREFIX)
 LOCK_NAME = ".lock"
 OPEN_BRACE, CLOSE_BRACE = ord("{"), ord("}")
-
-Bytes = bytes | mmap.mmap
 
 
 class BufferLocked(RuntimeError):
@@ -66,7 +63,7 @@ def encode_records(records: list[dict[str, Any]]) -> bytes:
     return b"".join(encode(record) for record in records)
 
 
-def _record_end(data: Bytes, header: int) -> int | None:
+def _record_end(data: bytes, header: int) -> int | None:
     """Where a record framed at `header` would end, or None when none can be: the length fits the
     file and the body opens with `{` and closes with `}`, as a compact JSON object does."""
     size = len(data)
@@ -82,7 +79,7 @@ def _record_end(data: Bytes, header: int) -> int | None:
     return end
 
 
-def _next_frame(data: Bytes, offset: int) -> tuple[int, int] | None:
+def _next_frame(data: bytes, offset: int) -> tuple[int, int] | None:
     """(header, end) of the first frame at or after `offset`.
 
     Past a damaged spot only a position whose length has a zero high byte (every length below
@@ -101,7 +98,7 @@ def _next_frame(data: Bytes, offset: int) -> tuple[int, int] | None:
     return None
 
 
-def _followed_by_a_record(data: Bytes, end: int) -> bool:
+def _followed_by_a_record(data: bytes, end: int) -> bool:
     """The file ends at `end`, or what follows starts like a record: a length with a zero high
     byte, then `{`."""
     following = data[end : end + LENGTH.size + 1]
@@ -160,27 +157,22 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 
 def count_records(path: Path) -> int:
     """Records a file frames, found as `read_records` finds them but parsing a record only where
-    no record follows it (damage), so counting reads little more than the length prefixes (the
-    file is mapped). Exact for what this version writes; in a file an older version tore in the
-    middle it can be off by the records a torn spot happens to frame, which only parsing tells
-    (`read_records` is what replays)."""
+    no record follows it (damage). Exact for what this version writes; in a file an older
+    version tore in the middle it can be off by the records a torn spot happens to frame, which
+    only parsing tells (`read_records` is what replays). The file is read, not mapped: a mapping
+    of the active file would fault if a failed append cut it shorter meanwhile."""
     try:
-        with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size == 0:
-                return 0
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                count, offset = 0, 0
-                while (found := _next_frame(data, offset)) is not None:
-                    header, end = found
-                    if _followed_by_a_record(data, end) or _parses(
-                        data[header + LENGTH.size : end]
-                    ):
-                        count, offset = count + 1, end
-                    else:
-                        offset = header + 1
-                return count
+        data = path.read_bytes()
     except FileNotFoundError:
         return 0
+    count, offset = 0, 0
+    while (found := _next_frame(data, offset)) is not None:
+        header, end = found
+        if _followed_by_a_record(data, end) or _parses(data[header + LENGTH.size : end]):
+            count, offset = count + 1, end
+        else:
+            offset = header + 1
+    return count
 
 
 def lock_directory(path: Path) -> int:
