@@ -2,12 +2,15 @@
 them through the normal push path once it can.
 
 Appends are group-committed: every request waiting when a write starts shares one write and one
-fdatasync, and each gets its answer only after that fsync. The drain loop finalizes an idle active
-file, replays finalized files oldest first in chunks of FILE_BUFFER_MAX_BATCH (order kept within a
-partition), deduplicated by transactionId, so a crash during replay never doubles a message. A file
-that fails for lack of a database moves to `failed/` and comes back for another try; a record
-PostgreSQL rejects outright (five times) is quarantined in `failed/poison_*.buf` so it cannot block
-the rest, and stays there (still counted as pending) until an operator replays it.
+fdatasync, and each gets its answer only after that fsync; a request holding a record over the
+10 MiB cap is refused (413) on its own, and a failed write or fsync fails only the requests in it.
+The drain loop finalizes an idle active file, replays finalized files oldest first in chunks of
+FILE_BUFFER_MAX_BATCH (order kept within a partition), deduplicated by transactionId, so a crash
+during replay never doubles a message. A file that fails for lack of a database moves to
+`failed/` under its own name and comes back for another try, and no newer file replays while it
+waits (a partition's order holds across files); a record PostgreSQL rejects outright (five times)
+is quarantined in `failed/poison_*.buf` so it cannot block the rest, and stays there (still
+counted as pending) until an operator replays it.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ import trio
 from queen.actors.mailbox import Reply, deliver
 from queen.config import Config
 from queen.db.errors import DatabaseError, is_availability_error
+from queen.errors import PayloadTooLarge
 from queen.ids import uuid7_str
 from queen.storage.file_buffer import (
     BufferDirectory,
+    RecordTooLarge,
     count_records,
+    encode_records,
     orphan_directories,
     read_records,
     scan_buffers,
@@ -76,7 +82,8 @@ class FileBuffer:
 
     # Called from the push path ------------------------------------------------------------------
     async def append(self, records: list[dict[str, Any]]) -> None:
-        """Return once the records are fsynced; raise OSError if they could not be written."""
+        """Return once the records are fsynced; raise OSError if they could not be written, and
+        PayloadTooLarge (413) if one is over the 10 MiB a buffer record may hold."""
         if not self.available:
             raise OSError("File buffer unavailable")
         reply: Reply[None] = Reply()
@@ -154,18 +161,17 @@ class FileBuffer:
                     batch.append(self._receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            records = [record for append in batch for record in append.records]
-            try:
-                async with self._disk:
-                    await trio.to_thread.run_sync(self.directory.append, records)
-            except (OSError, ValueError) as error:
-                log.error("buffer write failed", extra={"error": str(error)})
-                for append in batch:
-                    append.reply.fail(OSError(f"File buffer write failed: {error}"))
-                continue
-            self._last_write = trio.current_time()
-            for append in batch:
-                append.reply.send(None)
+            async with self._disk:
+                outcomes = await trio.to_thread.run_sync(_write_batch, self.directory, batch)
+            if any(outcome is None for outcome in outcomes):
+                self._last_write = trio.current_time()
+            for append, outcome in zip(batch, outcomes, strict=True):
+                if outcome is None:
+                    append.reply.send(None)
+                elif isinstance(outcome, RecordTooLarge):
+                    append.reply.fail(PayloadTooLarge(f"Too large for the file buffer: {outcome}"))
+                else:
+                    append.reply.fail(OSError(f"File buffer write failed: {outcome}"))
 
     async def _drain_loop(self) -> None:
         flush_s = self.config.file_buffer_flush_ms / 1000
@@ -179,14 +185,14 @@ class FileBuffer:
                 continue
             async with self._disk:
                 idle = trio.current_time() - self._last_write > 2 * flush_s
-                if self.directory.has_active and idle:
+                if idle:
                     await trio.to_thread.run_sync(self.directory.finalize_active)
                 if cycles * flush_s >= 1.0:
                     cycles = 0
                     for directory in (self.directory, *self.orphans):
                         await trio.to_thread.run_sync(directory.retry_failed, self.db_healthy)
             for directory in (self.directory, *self.orphans):
-                files = await trio.to_thread.run_sync(directory.replayable_files)
+                files = await trio.to_thread.run_sync(directory.replay_queue)
                 for path in files[: MAX_FILES_PER_CYCLE if self.db_healthy else 1]:
                     if not await self._replay(directory, path):
                         break
@@ -268,6 +274,30 @@ class FileBuffer:
             else:
                 rejected.append(item)
         return rejected
+
+
+def _write_batch(directory: BufferDirectory, batch: list[Append]) -> list[Exception | None]:
+    """Write the requests of one group commit with one write and one fsync; per request, None
+    once it is on disk, else why not. Each request is encoded on its own, so a record over the
+    cap refuses its own push and not the ones that happened to share the write."""
+    outcomes: list[Exception | None] = []
+    blobs: list[bytes] = []
+    records = 0
+    for append in batch:
+        try:
+            blobs.append(encode_records(append.records))
+        except RecordTooLarge as error:
+            outcomes.append(error)
+            continue
+        outcomes.append(None)
+        records += len(append.records)
+    if records:
+        try:
+            directory.append(b"".join(blobs), records)
+        except OSError as error:
+            log.error("buffer write failed", extra={"error": str(error)})
+            outcomes = [error if outcome is None else outcome for outcome in outcomes]
+    return outcomes
 
 
 def _read_file(path: Path) -> tuple[list[dict[str, Any]], int]:
