@@ -1,5 +1,5 @@
 """Consumer groups and their leases: lag reports, deletes, seeks, subscription changes, and
-giving back a lease nobody received (sql/005_consumer_groups.sql, sql/008_lock_order.sql)."""
+giving back a lease nobody received (sql/functions/08_consumer_groups.sql, 07_leases.sql)."""
 
 from __future__ import annotations
 

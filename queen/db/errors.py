@@ -50,7 +50,7 @@ class TransientDatabaseError(DatabaseError):
         self.reason = reason
 
 
-# Our own SQLSTATEs, raised by the procedures in sql/ (see sql/006_messages_traces.sql).
+# Our own SQLSTATEs, raised by the procedures in sql/ (see sql/functions/10_messages.sql).
 _REFUSALS: dict[str, type[Refused]] = {"QN404": RecordNotFound, "QN409": StateConflict}
 
 # Transient SQLSTATEs, by exact code or by class prefix, with the short reason a client is told.

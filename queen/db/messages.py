@@ -1,5 +1,5 @@
 """Messages one by one, for administration: list, inspect, delete, retry, dead-letter, and the
-dead-letter listing (sql/004_dlq.sql, sql/006_messages_traces.sql).
+dead-letter listing (sql/functions/09_dead_letters.sql, 10_messages.sql).
 
 A message's state is derived in SQL from cursors, leases and DLQ rows. Refusals the procedures
 must make atomically (an unknown message, a move the cursor cannot express) arrive as

@@ -1,5 +1,5 @@
-"""Queues: configure, list, inspect, delete, clear (sql/002_messaging.sql, sql/003_resources.sql,
-sql/006_messages_traces.sql)."""
+"""Queues: configure, list, inspect, delete, clear (sql/functions/03_queues.sql,
+12_resources.sql, 10_messages.sql)."""
 
 from __future__ import annotations
 

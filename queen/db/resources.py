@@ -1,5 +1,5 @@
 """System-wide summaries, computed from the live tables on every call rather than from a stats
-cache (sql/006_messages_traces.sql; counts in sql/queries/statistics.sql)."""
+cache (sql/functions/12_resources.sql; counts in sql/queries/statistics.sql)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Trace events consumers record on messages, and their read-back per message, per trace name,
-and as a list of names (sql/006_messages_traces.sql)."""
+and as a list of names (sql/functions/11_traces.sql)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ compact UTF-8 JSON. Unlike the original we fsync before the client hears "buffer
 cannot lose an acknowledged push), never delete a leftover `.tmp` (it is finalized and replayed),
 cut a failed append back off its file and write on in a new one (so no torn record ever sits in
 front of acknowledged ones), keep a failed file's name (its uuidv7 is its place in the replay
-order), and keep the directory private (0700, files 0600) because payloads of encrypted queues are
-plaintext here until replay encrypts them.
+order), and keep the directory private (0700, files 0600): payloads sit here as the clients sent
+them.
 
 Everything in this module is blocking file I/O; the actor calls it from a worker thread.
 """
