@@ -1,8 +1,9 @@
 """Retention and eviction (operations spec §5.5, §5.6): the cluster-wide clean-up loops.
 
 Every worker of every instance runs both loops, first cycle at once, then one per interval. The
-procedures in sql/functions/13_retention.sql take the advisory lock 737001 and stamp the cycle's start, so
-a cycle's work is done once in the cluster, about once per interval, however many workers ask.
+procedures in sql/functions/13_retention.sql take the advisory lock 737001 and stamp the cycle's
+start, so a cycle's work is done once in the cluster, about once per interval, however many
+workers ask.
 
 A cycle gets a connection of its own, opened for the cycle and closed after it, instead of a slot
 of the admin pool: the lock is a session lock that must stay on the connection doing the work

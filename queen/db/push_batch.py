@@ -1,4 +1,5 @@
-"""How a fused batch of push items travels to `queen.push_batch` (sql/functions/04_push.sql) and back.
+"""How a fused batch of push items travels to `queen.push_batch` (sql/functions/04_push.sql) and
+back.
 
 The batch's distinct (queue, partition) targets are listed once; each item's target and position
 within it are computed here, where they cost a dict lookup rather than a sort in the database.

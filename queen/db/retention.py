@@ -1,5 +1,5 @@
-"""The clean-up procedures of sql/functions/13_retention.sql. Each takes the cluster-wide advisory lock
-737001 as a session lock and answers what its cycle did as one JSON object (`ran`, the counts,
+"""The clean-up procedures of sql/functions/13_retention.sql. Each takes the cluster-wide advisory
+lock 737001 as a session lock and answers what its cycle did as one JSON object (`ran`, the counts,
 `timedOut`, `errors`), so the caller runs it on a session of its own (queen/actors/retention.py)."""
 
 from __future__ import annotations

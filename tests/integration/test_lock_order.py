@@ -1,4 +1,5 @@
-"""Pops, acks, lease calls and transactions lock consumer rows in one order (sql/functions/02_lock_order.sql).
+"""Pops, acks, lease calls and transactions lock consumer rows in one order
+(sql/functions/02_lock_order.sql).
 
 Under load, fused pop requests (one transaction claiming several partitions) and acks spanning
 several batches used to wait for each other's `partition_consumers` rows in opposite orders, and
@@ -308,8 +309,9 @@ async def _claims_beside_open_transactions(dsn: dict[str, Any], queue: str) -> N
 def test_queue_wide_claims_skip_rows_that_open_transactions_hold(
     pg_cluster: PgCluster, schema_database: str
 ) -> None:
-    """Before the lock-order rules (sql/functions/02_lock_order.sql), the second claim waited in its INSERT ... ON CONFLICT for the first
-    transaction (an existing row it was updating, or a row it had inserted)."""
+    """Before the lock-order rules (sql/functions/02_lock_order.sql), the second claim waited in
+    its INSERT ... ON CONFLICT for the first transaction (an existing row it was updating, or a
+    row it had inserted)."""
     dsn = {**pg_cluster.dsn_parts(), "database": schema_database}
     asyncio.run(_claims_beside_open_transactions(dsn, unique("skip")))
 
