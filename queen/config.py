@@ -56,6 +56,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "bool": _parse_bool,
     "str": lambda raw: raw,
     "str | None": lambda raw: raw,
+    "int | None": _parse_int,
 }
 
 
@@ -176,6 +177,58 @@ class Config:
     ack_max_concurrent: int = _env(
         "QUEEN_ACK_MAX_CONCURRENT", 16, "ack database calls in flight per worker", min=1
     )
+    transaction_max_concurrent: int = _env(
+        "QUEEN_TRANSACTION_MAX_CONCURRENT",
+        1,
+        "transaction database calls in flight per worker",
+        min=1,
+    )
+    renew_lease_max_concurrent: int = _env(
+        "QUEEN_RENEW_LEASE_MAX_CONCURRENT", 2, "lease renewal calls in flight per worker", min=1
+    )
+    push_max_batch_size: int = _env(
+        "QUEEN_PUSH_MAX_BATCH_SIZE", 500, "push requests fused into one database call", min=1
+    )
+    pop_max_batch_size: int = _env(
+        "QUEEN_POP_MAX_BATCH_SIZE", 500, "pop requests fused into one database call", min=1
+    )
+    ack_max_batch_size: int = _env(
+        "QUEEN_ACK_MAX_BATCH_SIZE", 500, "ack requests fused into one database call", min=1
+    )
+    renew_lease_max_batch_size: int = _env(
+        "QUEEN_RENEW_LEASE_MAX_BATCH_SIZE",
+        100,
+        "lease renewals fused into one database call",
+        min=1,
+    )
+    push_max_hold_ms: int | None = _env(
+        "QUEEN_PUSH_MAX_HOLD_MS",
+        None,
+        "push fusing hold (ms); unset: SIDECAR_MICRO_BATCH_WAIT_MS",
+        min=0,
+        max=10_000,
+    )
+    pop_max_hold_ms: int | None = _env(
+        "QUEEN_POP_MAX_HOLD_MS",
+        None,
+        "pop fusing hold (ms); unset: SIDECAR_MICRO_BATCH_WAIT_MS",
+        min=0,
+        max=10_000,
+    )
+    ack_max_hold_ms: int | None = _env(
+        "QUEEN_ACK_MAX_HOLD_MS",
+        None,
+        "ack fusing hold (ms); unset: SIDECAR_MICRO_BATCH_WAIT_MS",
+        min=0,
+        max=10_000,
+    )
+    renew_lease_max_hold_ms: int | None = _env(
+        "QUEEN_RENEW_LEASE_MAX_HOLD_MS",
+        None,
+        "renewal fusing hold (ms); unset: SIDECAR_MICRO_BATCH_WAIT_MS",
+        min=0,
+        max=10_000,
+    )
     # Background services
     retention_interval: int = _env(
         "RETENTION_INTERVAL", 300000, "retention cycle period (ms), cluster-wide", min=100
@@ -241,7 +294,12 @@ def _parse_field(spec: dataclasses.Field[Any], raw: str) -> Any:
     try:
         value = _PARSERS[type_name](raw)
     except ValueError:
-        kind = {"int": "an integer", "float": "a number", "bool": "true or false"}[type_name]
+        kind = {
+            "int": "an integer",
+            "int | None": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+        }[type_name]
         raise ConfigError(f"{env_name}={raw!r} is not {kind}") from None
     return _check_limits(spec, value)
 

@@ -1,18 +1,19 @@
 """The batcher: many HTTP requests become one stored-procedure call.
 
-One lane per operation type (push, pop, ack, renew, transaction). A lane takes the first waiting
-request, adds whatever else is already queued, and, while earlier calls of its type are still in
-flight, waits up to SIDECAR_MICRO_BATCH_WAIT_MS for more, or until those calls have all returned.
-An idle lane fires at once, so a lone request pays no batching delay, and a light load rarely
-waits the whole hold (at 200 single-message pushes/s, ending the hold when the lane went idle
-took the push round trip's p99 from 12.4 to 8.5 ms). It then needs a grant from its adaptive
-concurrency limit and a free connection slot, makes one call with every request's items
-concatenated, and hands each request its own slice of the result.
+One lane per operation type (push, pop, ack, renew, transaction), listed with its limits in
+`lane_table`. A lane takes the first waiting request, adds whatever else is already queued, and,
+while earlier calls of its type are still in flight, waits up to its hold (by default
+SIDECAR_MICRO_BATCH_WAIT_MS) for more, or until those calls have all returned. An idle lane fires
+at once, so a lone request pays no batching delay, and a light load rarely waits the whole hold (at
+200 single-message pushes/s, ending the hold when the lane went idle took the push round trip's p99
+from 12.4 to 8.5 ms). It then needs a grant from its adaptive concurrency limit and a free
+connection slot, makes one call with every request's items concatenated, and hands each request its
+own slice of the result.
 
-A fused call that PostgreSQL rejects is retried request by request, so one request's bad data
-never fails the others it happened to share a batch with. A transient failure (a timeout, a lock
-or deadlock lost) is nobody's bad data: it fails every request of the call at once, each asker
-then retrying or buffering as it does, rather than paying the wait again once per request.
+A fused call that PostgreSQL rejects is retried request by request, so one request's bad data never
+fails the others it happened to share a batch with. A transient failure (a timeout, a lock or
+deadlock lost) is nobody's bad data: it fails every request of the call at once, each asker then
+retrying or buffering as it does, rather than paying the wait again once per request.
 """
 
 from __future__ import annotations
@@ -44,27 +45,83 @@ class BatchJob:
     reply: Reply[Results]
 
 
+@dataclass(frozen=True)
+class LaneSpec:
+    """One row of the lane table: the procedure a lane calls and how much it fuses. A call
+    carries at most `max_requests` requests and, past its first request, at most `max_items`
+    items; at most `max_concurrent` calls are in flight (the adaptive limit's ceiling)."""
+
+    name: str
+    procedure: Procedure
+    hold_s: float
+    max_requests: int
+    max_items: int
+    max_concurrent: int
+
+
+def lane_table(config: Config) -> tuple[LaneSpec, ...]:
+    """Every lane and its limits, all from Config (QUEEN_<TYPE>_* with the original's defaults;
+    a hold not set per type is SIDECAR_MICRO_BATCH_WAIT_MS, as in the original)."""
+
+    def hold_s(override_ms: int | None) -> float:
+        return (config.sidecar_micro_batch_wait_ms if override_ms is None else override_ms) / 1000
+
+    items = config.sidecar_max_items_per_tx
+    return (
+        LaneSpec(
+            "push",
+            PUSH,
+            hold_s(config.push_max_hold_ms),
+            config.push_max_batch_size,
+            items,
+            config.push_max_concurrent,
+        ),
+        LaneSpec(
+            "pop",
+            POP,
+            hold_s(config.pop_max_hold_ms),
+            config.pop_max_batch_size,
+            items,
+            config.pop_max_concurrent,
+        ),
+        LaneSpec(
+            "ack",
+            ACK,
+            hold_s(config.ack_max_hold_ms),
+            config.ack_max_batch_size,
+            items,
+            config.ack_max_concurrent,
+        ),
+        LaneSpec(
+            "renew",
+            RENEW,
+            hold_s(config.renew_lease_max_hold_ms),
+            config.renew_lease_max_batch_size,
+            items,
+            config.renew_lease_max_concurrent,
+        ),
+        # A transaction is all or nothing: fused with another, one's failure would fail both.
+        LaneSpec("transaction", TRANSACTION, 0.0, 1, 1, config.transaction_max_concurrent),
+    )
+
+
 class Lane:
     def __init__(
         self,
-        name: str,
+        spec: LaneSpec,
         pool: Runner,
-        procedure: Procedure,
         *,
-        hold_s: float,
-        max_items: int,
-        max_concurrent: int,
-        fuse: bool = True,
         on_results: Delivered | None = None,
         on_undelivered: Callable[[Any], None] | None = None,
         inbox_size: int = 4096,
     ) -> None:
-        self.name = name
+        self.name = spec.name
         self.pool = pool
-        self.procedure = procedure
-        self.hold_s = hold_s
-        self.max_items = max_items if fuse else 1
-        self.limit = AdaptiveLimit(1, max_concurrent)
+        self.procedure = spec.procedure
+        self.hold_s = spec.hold_s
+        self.max_requests = spec.max_requests
+        self.max_items = spec.max_items
+        self.limit = AdaptiveLimit(1, spec.max_concurrent)
         self.on_results = on_results
         self.on_undelivered = on_undelivered
         self.calls = 0
@@ -102,7 +159,7 @@ class Lane:
         count = self._drain(batch, len(batch[0].items))
         if self.limit.limiter.borrowed_tokens > 0 and self.hold_s > 0:
             with trio.move_on_after(self.hold_s) as self._hold:
-                while count < self.max_items:
+                while count < self.max_items and len(batch) < self.max_requests:
                     try:
                         job = await self._receive.receive()
                     except trio.EndOfChannel:
@@ -112,7 +169,7 @@ class Lane:
             self._hold = None
 
     def _drain(self, batch: list[BatchJob], count: int) -> int:
-        while count < self.max_items:
+        while count < self.max_items and len(batch) < self.max_requests:
             try:
                 job = self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
@@ -174,7 +231,7 @@ class Lane:
 
 
 class Batcher:
-    """The lanes of one worker process, each with its procedure and its limits."""
+    """The lanes of one worker process, one per row of the lane table."""
 
     def __init__(
         self,
@@ -186,57 +243,10 @@ class Batcher:
         on_transaction: Delivered,
         on_pop_undelivered: Callable[[Any], None],
     ) -> None:
-        hold = config.sidecar_micro_batch_wait_ms / 1000
-        max_items = config.sidecar_max_items_per_tx
-        self.push = Lane(
-            "push",
-            pool,
-            PUSH,
-            hold_s=hold,
-            max_items=max_items,
-            max_concurrent=config.push_max_concurrent,
-            on_results=on_pushed,
-        )
-        self.pop = Lane(
-            "pop",
-            pool,
-            POP,
-            hold_s=hold,
-            max_items=64,
-            max_concurrent=config.pop_max_concurrent,
-            on_undelivered=on_pop_undelivered,
-        )
-        self.ack = Lane(
-            "ack",
-            pool,
-            ACK,
-            hold_s=hold,
-            max_items=max_items,
-            max_concurrent=config.ack_max_concurrent,
-            on_results=on_acked,
-        )
-        self.renew = Lane(
-            "renew",
-            pool,
-            RENEW,
-            hold_s=hold,
-            max_items=100,
-            max_concurrent=2,
-        )
-        self.transaction = Lane(
-            "transaction",
-            pool,
-            TRANSACTION,
-            hold_s=0,
-            max_items=1,
-            max_concurrent=config.push_max_concurrent,
-            fuse=False,
-            on_results=on_transaction,
-        )
+        specs = {spec.name: spec for spec in lane_table(config)}
+        self.push = Lane(specs["push"], pool, on_results=on_pushed)
+        self.pop = Lane(specs["pop"], pool, on_undelivered=on_pop_undelivered)
+        self.ack = Lane(specs["ack"], pool, on_results=on_acked)
+        self.renew = Lane(specs["renew"], pool)
+        self.transaction = Lane(specs["transaction"], pool, on_results=on_transaction)
         self.lanes = (self.push, self.pop, self.ack, self.renew, self.transaction)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            for lane in self.lanes:
-                await nursery.start(lane.run)
-            task_status.started()

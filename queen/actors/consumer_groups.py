@@ -25,6 +25,7 @@ import trio
 from queen.actors.mailbox import ActorGone, Reply
 from queen.actors.registry import ActorRegistry, KeyedInbox
 from queen.config import Config
+from queen.db.items import PopRequest
 
 log = logging.getLogger("queen.consumer_groups")
 
@@ -34,7 +35,7 @@ QUEUE_MODE = "__QUEUE_MODE__"  # the consumer group of plain queue-mode pops and
 Scope = tuple[str, str, str]
 GroupKey = tuple[Scope, str]
 PopResult = dict[str, Any]
-PopItems = Callable[[list[dict[str, Any]]], Awaitable[list[PopResult]]]
+PopItems = Callable[[list[PopRequest]], Awaitable[list[PopResult]]]
 
 IDLE_AFTER_S = 30.0
 INBOX_SIZE = 1024
@@ -46,7 +47,7 @@ class Park:
     """A pop that wants to wait: `attempt` builds its stored-procedure item (a fresh lease id per
     attempt); the reply is the first result with messages, or None at the deadline."""
 
-    attempt: Callable[[], dict[str, Any]]
+    attempt: Callable[[], PopRequest]
     deadline: float
     seen_wakes: int
     reply: Reply[PopResult | None]
@@ -122,7 +123,7 @@ class ConsumerGroups:
     async def park(
         self,
         key: GroupKey,
-        attempt: Callable[[], dict[str, Any]],
+        attempt: Callable[[], PopRequest],
         deadline: float,
         seen_wakes: int,
     ) -> PopResult | None:

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import trio
 
 from queen.actors.mailbox import Reply, deliver
 from queen.config import Config
 from queen.db.errors import DatabaseError, is_availability_error
+from queen.db.items import PushItem
 from queen.errors import PayloadTooLarge
 from queen.ids import uuid7_str
 from queen.storage.file_buffer import (
@@ -41,7 +43,7 @@ from queen.storage.file_buffer import (
 
 log = logging.getLogger("queen.file_buffer")
 
-PushItems = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+PushItems = Callable[[list[PushItem]], Awaitable[list[dict[str, Any]]]]
 KNOWN_DOWN_S = 1.0
 MAX_FILES_PER_CYCLE = 10
 POISON_ATTEMPTS = 5
@@ -204,13 +206,13 @@ class FileBuffer:
         that fails half-way goes to failed/ intact and comes back, and must not leave a second
         copy of its rejects behind each time."""
         records, framed = await trio.to_thread.run_sync(_read_file, path)
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        groups: dict[tuple[str, str], list[PushItem]] = {}
         for record in records:
             item = _push_item(record)
             if item is not None:
-                groups.setdefault((item["queue"], item["partition"]), []).append(item)
+                groups.setdefault((item.queue, item.partition), []).append(item)
         chunk_size = self.config.file_buffer_max_batch
-        rejected: list[dict[str, Any]] = []
+        rejected: list[PushItem] = []
         for items in groups.values():
             for start in range(0, len(items), chunk_size):
                 chunk = items[start : start + chunk_size]
@@ -257,7 +259,7 @@ class FileBuffer:
             await trio.to_thread.run_sync(directory.move_to_failed, path, records)
         return False
 
-    async def _push_one_by_one(self, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _push_one_by_one(self, chunk: list[PushItem]) -> list[PushItem]:
         """PostgreSQL rejected a chunk's content: store what it accepts and return the rest.
 
         Each record gets POISON_ATTEMPTS tries, since a rejection can be transient (a deadlock, a
@@ -306,23 +308,23 @@ def _read_file(path: Path) -> tuple[list[dict[str, Any]], int]:
     return list(read_records(path)), count_records(path)
 
 
-def buffer_record(item: dict[str, Any]) -> dict[str, Any]:
+def buffer_record(item: PushItem) -> dict[str, Any]:
     """The on-disk form of a validated push item (the original's field names)."""
     record: dict[str, Any] = {
-        "queue": item["queue"],
-        "partition": item["partition"],
-        "payload": orjson.Fragment(item["payload"]),
-        "transactionId": item["transactionId"],
+        "queue": item.queue,
+        "partition": item.partition,
+        "payload": orjson.Fragment(bytes(item.payload)),
+        "transactionId": item.transaction_id,
         "failover": True,
     }
-    if item.get("traceId"):
-        record["traceId"] = item["traceId"]
-    if item.get("producerSub"):
-        record["producerSub"] = item["producerSub"]
+    if item.trace_id:
+        record["traceId"] = item.trace_id
+    if item.producer_sub:
+        record["producerSub"] = item.producer_sub
     return record
 
 
-def _push_item(record: dict[str, Any]) -> dict[str, Any] | None:
+def _push_item(record: dict[str, Any]) -> PushItem | None:
     queue = record.get("queue")
     transaction_id = record.get("transactionId")
     if (
@@ -334,16 +336,16 @@ def _push_item(record: dict[str, Any]) -> dict[str, Any] | None:
         log.warning("skipping a buffered record without queue or transactionId")
         return None
     partition = record.get("partition")
-    return {
-        "queue": queue,
-        "partition": partition if isinstance(partition, str) and partition else "Default",
-        "payload": orjson.dumps(record.get("payload")),
-        "transactionId": transaction_id,
-        "traceId": record.get("traceId") or None,
-        "producerSub": record.get("producerSub") or None,
-        "messageId": uuid7_str(),
-        "skipCapacity": True,
-    }
+    return PushItem(
+        queue=queue,
+        partition=partition if isinstance(partition, str) and partition else "Default",
+        transaction_id=transaction_id,
+        message_id=uuid7_str(),
+        payload=msgspec.Raw(orjson.dumps(record.get("payload"))),
+        trace_id=record.get("traceId") or None,
+        producer_sub=record.get("producerSub") or None,
+        skip_capacity=True,
+    )
 
 
 def worker_orphans(config: Config, worker_id: int) -> list[Path]:

@@ -25,10 +25,12 @@ from queen.actors.system_flags import SystemFlags
 from queen.config import Config
 from queen.db.connect import call_deadline_s
 from queen.db.errors import is_availability_error
+from queen.db.items import PushItem
 from queen.errors import ServiceUnavailable
 
-Items = list[dict[str, Any]]
+Items = list[PushItem]
 SubmitPush = Callable[[Items], Awaitable[list[Any]]]
+Results = list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class PushOutcome:
     """Per-item results in request order; `stored` is False when neither PostgreSQL nor the disk
     buffer took the items (every result then says why)."""
 
-    results: Items
+    results: Results
     stored: bool = True
 
 
@@ -81,8 +83,8 @@ class PushPath:
                     {
                         "index": index,
                         "status": "failed",
-                        "queue": item["queue"],
-                        "partition": item["partition"],
+                        "queue": item.queue,
+                        "partition": item.partition,
                         "error": "File buffer write failed",
                     }
                     for index, item in enumerate(items)
@@ -94,9 +96,9 @@ class PushPath:
                 {
                     "index": index,
                     "status": "buffered",
-                    "queue": item["queue"],
-                    "partition": item["partition"],
-                    "transactionId": item["transactionId"],
+                    "queue": item.queue,
+                    "partition": item.partition,
+                    "transactionId": item.transaction_id,
                 }
                 for index, item in enumerate(items)
             ]

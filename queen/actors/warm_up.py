@@ -13,10 +13,12 @@ plans and asyncpg's prepared statements survive the rollback, the rows do not.
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 
 from queen.actors.consumer_groups import QUEUE_MODE
 from queen.db.batches import ACK, POP, PUSH, RENEW
 from queen.db.connect import ConnectionRunner
+from queen.db.items import AckItem, PopRequest, PushItem, RenewItem
 from queen.ids import uuid7_str
 
 
@@ -32,38 +34,38 @@ async def warm_up(conn: asyncpg.Connection) -> None:
     transaction = conn.transaction()
     await transaction.start()
     try:
-        push = {
-            "queue": queue,
-            "partition": "Default",
-            "transactionId": message_id,
-            "messageId": message_id,
-            "payload": b'{"warmUp": true}',
-        }
+        push = PushItem(
+            queue=queue,
+            partition="Default",
+            transaction_id=message_id,
+            message_id=message_id,
+            payload=msgspec.Raw(b'{"warmUp": true}'),
+        )
         [pushed] = await PUSH.call(db, [push])
-        pop = {
-            "queue": queue,
-            "group": QUEUE_MODE,
-            "batch": 1,
-            "partitions": 1,
-            "autoAck": False,
-            "subscriptionMode": "",
-            "subscriptionFrom": "",
-            "leaseId": uuid7_str(),
-        }
+        pop = PopRequest(
+            group=QUEUE_MODE,
+            batch=1,
+            partitions=1,
+            auto_ack=False,
+            subscription_mode="",
+            subscription_from="",
+            lease_id=uuid7_str(),
+            queue=queue,
+        )
         [popped] = await POP.call(db, [pop])
         messages = popped.get("messages") or []
         if pushed["status"] != "queued" or len(messages) != 1:
             raise WarmUpFailed(f"pushed {pushed['status']}, popped {len(messages)} messages")
         lease_id = messages[0]["leaseId"]
-        [renewed] = await RENEW.call(db, [{"leaseId": lease_id, "seconds": 60}])
-        ack = {
-            "transactionId": message_id,
-            "partitionId": messages[0]["partitionId"],
-            "consumerGroup": QUEUE_MODE,
-            "leaseId": lease_id,
-            "status": "completed",
-            "error": None,
-        }
+        [renewed] = await RENEW.call(db, [RenewItem(lease_id, 60)])
+        ack = AckItem(
+            transaction_id=message_id,
+            partition_id=messages[0]["partitionId"],
+            consumer_group=QUEUE_MODE,
+            lease_id=lease_id,
+            status="completed",
+            error=None,
+        )
         [acked] = await ACK.call(db, [ack])
         if not (renewed.get("success") and acked.get("success")):
             raise WarmUpFailed(f"renewed {renewed}, acked {acked}")

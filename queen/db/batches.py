@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import msgspec
 
 from queen.db import push_batch
 from queen.db.runner import CallKind, Runner
@@ -20,7 +20,8 @@ Results = list[Any]
 
 
 def _json_array(items: Sequence[Any]) -> tuple[tuple[Any, ...], None]:
-    return (orjson.dumps(list(items)).decode(),), None
+    """The typed items (queen/db/items.py) as the JSONB array the procedures read."""
+    return (msgspec.json.encode(items).decode(),), None
 
 
 def _json_results(raw: Any, _items: Sequence[Any], _state: None) -> Results:

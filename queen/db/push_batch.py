@@ -9,8 +9,8 @@ cost more CPU per array than all of this module.
 
 An item repeating an earlier item's (queue, partition, transactionId) in the same batch is not
 sent at all: it is a duplicate of that earlier item, whatever that one's fate (the first wins).
-Items carry their payload as serialised JSON (`validate.push_item`), decoded to text once for
-the whole batch.
+Items carry their payload as serialised JSON (queen/db/items.py), decoded to text once for the
+whole batch.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from queen.db.items import PushItem
 
 SQL = "SELECT * FROM queen.push_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 
@@ -33,23 +35,23 @@ class Plan:
     sent_as: list[int]  # per item: 1-based position among the sent items, or -(first item + 1)
 
 
-def encode(items: Sequence[dict[str, Any]]) -> tuple[tuple[Any, ...], Plan]:
+def encode(items: Sequence[PushItem]) -> tuple[tuple[Any, ...], Plan]:
     targets: dict[tuple[str, str], int] = {}
     firsts: dict[tuple[int, str], int] = {}
     per_target: list[int] = []
     target_of: list[int] = []
     sent_as: list[int] = []
-    sent: list[dict[str, Any]] = []
+    sent: list[PushItem] = []
     targets_text: list[str] = []
     offsets_text: list[str] = []
     for position, item in enumerate(items):
-        key = (item["queue"], item["partition"])
+        key = (item.queue, item.partition)
         target = targets.get(key)
         if target is None:
             target = targets[key] = len(targets)
             per_target.append(0)
         target_of.append(target)
-        first = firsts.setdefault((target, item["transactionId"]), position)
+        first = firsts.setdefault((target, item.transaction_id), position)
         if first != position:
             sent_as.append(-(first + 1))
             continue
@@ -64,13 +66,13 @@ def encode(items: Sequence[dict[str, Any]]) -> tuple[tuple[Any, ...], Plan]:
         per_target,
         ",".join(targets_text),
         ",".join(offsets_text),
-        [item["transactionId"] for item in sent],
-        [item["messageId"] for item in sent],
-        _optional([item.get("traceId") for item in sent]),
-        PAYLOAD_SEPARATOR.join([item["payload"] for item in sent]).decode(),
-        _optional([item.get("producerSub") for item in sent]),
-        _optional([item.get("isEncrypted") for item in sent]),
-        _optional([item.get("skipCapacity") for item in sent]),
+        [item.transaction_id for item in sent],
+        [item.message_id for item in sent],
+        _optional([item.trace_id for item in sent]),
+        PAYLOAD_SEPARATOR.join([item.payload for item in sent]).decode(),
+        _optional([item.producer_sub for item in sent]),
+        None,  # is_encrypted: nothing encrypts yet
+        _optional([item.skip_capacity for item in sent]),
     )
     return args, Plan(target_of, sent_as)
 
@@ -80,7 +82,7 @@ def _optional(values: list[Any]) -> list[Any] | None:
     return values if any(values) else None
 
 
-def decode(row: Any, items: Sequence[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
+def decode(row: Any, items: Sequence[PushItem], plan: Plan) -> list[dict[str, Any]]:
     """Each item's result, in item order and already in the push response's shape; `index`
     counts items within the batch until the push path renumbers it within each request."""
     partition_ids: list[str] = row["partition_ids"]
@@ -97,13 +99,13 @@ def decode(row: Any, items: Sequence[dict[str, Any]], plan: Plan) -> list[dict[s
             existing = results[-sent_as - 1]["message_id"]
         result = {
             "index": index,
-            "transaction_id": item["transactionId"],
+            "transaction_id": item.transaction_id,
             "status": "queued" if existing is None else "duplicate",
-            "message_id": item["messageId"] if existing is None else existing,
-            "queueName": item["queue"],
+            "message_id": item.message_id if existing is None else existing,
+            "queueName": item.queue,
         }
         if existing is None:  # the response names a partition and trace only for stored messages
             result["partition_id"] = partition_ids[target]
-            result["trace_id"] = item.get("traceId")
+            result["trace_id"] = item.trace_id
         results.append(result)
     return results

@@ -13,6 +13,7 @@ from quart import Blueprint, Response, request
 from queen.actors.consumer_groups import GroupKey, Scope
 from queen.db import queues
 from queen.db.errors import DatabaseError, DatabaseUnavailable
+from queen.db.items import RenewItem
 from queen.errors import BadRequest
 from queen.http import push_body, validate
 from queen.http.context import services
@@ -40,14 +41,16 @@ async def push() -> Response:
 @blueprint.get("/pop/queue/<queue>")
 async def pop_queue(queue: str) -> Response:
     queue = validate.name(queue, "queue")
-    return await _pop({"queue": queue}, ("queue", queue, ""))
+    return await _pop(validate.PopTarget(queue=queue), ("queue", queue, ""))
 
 
 @blueprint.get("/pop/queue/<queue>/partition/<partition>")
 async def pop_partition(queue: str, partition: str) -> Response:
     queue = validate.name(queue, "queue")
     partition = validate.name(partition, "partition")
-    return await _pop({"queue": queue, "partition": partition}, ("queue", queue, partition))
+    return await _pop(
+        validate.PopTarget(queue=queue, partition=partition), ("queue", queue, partition)
+    )
 
 
 @blueprint.get("/pop")
@@ -56,11 +59,11 @@ async def pop_namespace_task() -> Response:
     task = validate.text(request.args.get("task") or "", "task")
     if not namespace and not task:
         raise BadRequest("namespace or task is required")
-    scope = {"namespace": namespace or None, "task": task or None}
-    return await _pop(scope, ("task", namespace, task))
+    target = validate.PopTarget(namespace=namespace or None, task=task or None)
+    return await _pop(target, ("task", namespace, task))
 
 
-async def _pop(scope: dict[str, Any], wake_scope: Scope) -> Response:
+async def _pop(target: validate.PopTarget, wake_scope: Scope) -> Response:
     svc = services()
     params = validate.pop_params(request.args, svc.config)
     if svc.flags.pop_maintenance:
@@ -69,14 +72,14 @@ async def _pop(scope: dict[str, Any], wake_scope: Scope) -> Response:
     seen_wakes = groups.wakes
     deadline = trio.current_time() + params.timeout_ms / 1000
     try:
-        results = await svc.batcher.pop.submit([params.request(scope)])
+        results = await svc.batcher.pop.submit([params.request(target)])
         result: dict[str, Any] | None = results[0]
     except (DatabaseError, DatabaseUnavailable):
         # Quirk Q20: a pop never answers 5xx (clients' consume loops would die); it is empty.
         result = None
     if not (result and result.get("messages")) and params.wait and params.timeout_ms > 0:
         key: GroupKey = (wake_scope, params.group)
-        result = await groups.park(key, lambda: params.request(scope), deadline, seen_wakes)
+        result = await groups.park(key, lambda: params.request(target), deadline, seen_wakes)
     if not result or not result.get("messages"):
         return no_content()
     for message in result["messages"]:
@@ -124,5 +127,5 @@ async def extend_lease(lease_id: str) -> Response:
     if not validate.is_uuid(lease_id):
         raise BadRequest("leaseId must be a UUID")
     seconds = validate.lease_seconds(await json_body())
-    results = await services().batcher.renew.submit([{"leaseId": lease_id, "seconds": seconds}])
+    results = await services().batcher.renew.submit([RenewItem(lease_id, seconds)])
     return json_response(results[0])

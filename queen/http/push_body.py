@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from queen.db.items import PushItem
 from queen.http import validate
 from queen.http.responses import parse_json
 from queen.ids import uuid7_strs
@@ -51,13 +52,13 @@ class _Body(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_Body)
 
 
-def push_items(raw: bytes) -> list[dict[str, Any]]:
-    """The body's items in the form `validate.push_item` gives them."""
+def push_items(raw: bytes) -> list[PushItem]:
+    """The body's items as `validate.push_item` gives them."""
     items = _raw_items(raw)
     return items if items is not None else validate.push_items(parse_json(raw))
 
 
-def _raw_items(raw: bytes) -> list[dict[str, Any]] | None:
+def _raw_items(raw: bytes) -> list[PushItem] | None:
     """The items with their payloads as sent, or None where only the full parse can answer."""
     body = _plain_body(raw)
     if body is None:
@@ -65,18 +66,23 @@ def _raw_items(raw: bytes) -> list[dict[str, Any]] | None:
     ids = uuid7_strs(len(body.items))
     items = []
     for item, message_id in zip(body.items, ids, strict=True):
-        fields = validate.push_fields(
-            item.queue, item.partition, item.transactionId, item.traceId, message_id
-        )
         payload = bytes(item.payload)
         if (
             len(payload) > 2 * validate.MAX_PAYLOAD_DEPTH
             and payload.count(b"[") + payload.count(b"{") > validate.MAX_PAYLOAD_DEPTH
         ):
             return None
-        fields["payload"] = payload
-        items.append(fields)
-    if _may_overflow([item["payload"] for item in items]):
+        items.append(
+            validate.push_fields(
+                item.queue,
+                item.partition,
+                item.transactionId,
+                item.traceId,
+                message_id,
+                payload=msgspec.Raw(payload),
+            )
+        )
+    if _may_overflow([item.payload for item in items]):
         return None
     return items
 
@@ -99,7 +105,7 @@ _LONG_EXPONENT = b"0e000"
 _LONG_DIGITS = b"0" * 100
 
 
-def _may_overflow(payloads: list[bytes]) -> bool:
+def _may_overflow(payloads: list[msgspec.Raw]) -> bool:
     """Whether some number in these payloads may lie beyond a float's range. Without a
     three-digit exponent a number needs 309 integer digits to get there; a hundred-digit limit
     keeps every accepted number below 1e199 even with a two-digit exponent. The payloads are

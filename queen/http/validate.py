@@ -12,10 +12,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from queen.actors.consumer_groups import QUEUE_MODE
 from queen.config import Config
+from queen.db.items import (
+    AckItem,
+    PopRequest,
+    PushItem,
+    Transaction,
+    TransactionAck,
+    TransactionOp,
+    TransactionPush,
+)
 from queen.errors import BadRequest
 from queen.ids import uuid7_str, uuid7_strs
 
@@ -136,28 +146,33 @@ def group_name(value: Any) -> str:
     return group
 
 
-def push_item(item: Any, message_id: str) -> dict[str, Any]:
+def push_item(item: Any, message_id: str) -> PushItem:
     """One push item, normalised (`push_fields`), its payload serialised: the JSON PostgreSQL
     will store."""
     if not isinstance(item, dict):
         raise BadRequest("Each item must be an object")
-    fields = push_fields(
+    return push_fields(
         item.get("queue"),
         item.get("partition"),
         item.get("transactionId"),
         item.get("traceId"),
         message_id,
+        payload=msgspec.Raw(_checked_json(item.get("payload"), "payload")),
     )
-    fields["payload"] = _checked_json(item.get("payload"), "payload")
-    return fields
 
 
 def push_fields(
-    queue: Any, partition: Any, transaction_id: Any, trace_id: Any, message_id: str
-) -> dict[str, Any]:
-    """A push item's fields besides its payload: partition defaulted, traceId checked, and a
-    missing transactionId the message id, so generated ones are time-ordered too. Runs once per
-    message of every push: the common checks are inline."""
+    queue: Any,
+    partition: Any,
+    transaction_id: Any,
+    trace_id: Any,
+    message_id: str,
+    *,
+    payload: msgspec.Raw,
+) -> PushItem:
+    """A push item from its fields and its payload's checked JSON: partition defaulted, traceId
+    checked, and a missing transactionId the message id, so generated ones are time-ordered too.
+    Runs once per message of every push: the common checks are inline."""
     if partition is None or partition == "":
         partition = DEFAULT_PARTITION
     elif not isinstance(partition, str):
@@ -181,16 +196,17 @@ def push_fields(
             raise BadRequest("TraceId must be a string")
         if trace_id and not is_uuid(trace_id):
             raise BadRequest("TraceId must be a valid UUID")
-    return {
-        "queue": queue,
-        "partition": partition,
-        "transactionId": transaction_id or message_id,
-        "traceId": trace_id or None,
-        "messageId": message_id,
-    }
+    return PushItem(
+        queue=queue,
+        partition=partition,
+        transaction_id=transaction_id or message_id,
+        message_id=message_id,
+        payload=payload,
+        trace_id=trace_id or None,
+    )
 
 
-def push_items(body: Any) -> list[dict[str, Any]]:
+def push_items(body: Any) -> list[PushItem]:
     items = body.get("items") if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise BadRequest("items array is required")
@@ -198,7 +214,7 @@ def push_items(body: Any) -> list[dict[str, Any]]:
     return [push_item(item, message_id) for item, message_id in zip(items, ids, strict=True)]
 
 
-def ack_item(item: Any, group: str | None = None) -> dict[str, Any]:
+def ack_item(item: Any, group: str | None = None) -> AckItem:
     """One acknowledgment; `group` (the batch's top-level group) overrides the item's own."""
     if not isinstance(item, dict):
         raise BadRequest("Each acknowledgment must be an object")
@@ -220,17 +236,17 @@ def ack_item(item: Any, group: str | None = None) -> dict[str, Any]:
         error = str(error)
     if error is not None:
         text(error, "error")
-    return {
-        "transactionId": transaction_id,
-        "partitionId": partition_id,
-        "consumerGroup": group if group is not None else group_name(item.get("consumerGroup")),
-        "leaseId": lease_id or None,
-        "status": status,
-        "error": error or None,
-    }
+    return AckItem(
+        transaction_id=transaction_id,
+        partition_id=partition_id,
+        consumer_group=group if group is not None else group_name(item.get("consumerGroup")),
+        lease_id=lease_id or None,
+        status=status,
+        error=error or None,
+    )
 
 
-def ack_batch(body: Any) -> list[dict[str, Any]]:
+def ack_batch(body: Any) -> list[AckItem]:
     acknowledgments = body.get("acknowledgments") if isinstance(body, dict) else None
     if not isinstance(acknowledgments, list):
         raise BadRequest("acknowledgments array is required")
@@ -248,13 +264,13 @@ def ack_batch(body: Any) -> list[dict[str, Any]]:
     return items
 
 
-def transaction_ops(body: Any) -> list[dict[str, Any]]:
+def transaction_ops(body: Any) -> Transaction:
     operations = body.get("operations") if isinstance(body, dict) else None
     if not isinstance(operations, list):
         raise BadRequest("operations array required")
     if not operations:
         raise BadRequest("operations array cannot be empty")
-    ops: list[dict[str, Any]] = []
+    ops: list[TransactionOp] = []
     for operation in operations:
         if not isinstance(operation, dict):
             raise BadRequest("Each operation must be an object")
@@ -265,11 +281,11 @@ def transaction_ops(body: Any) -> list[dict[str, Any]]:
                 raise BadRequest("push operation needs a non-empty items array")
             for raw in raw_items:
                 item = push_item(raw, uuid7_str())
-                # Transactions travel as one JSONB document: the payload goes in it as JSON.
-                item["payload"] = orjson.Fragment(item["payload"] if "payload" in raw else b"{}")
-                ops.append({"type": "push", "item": item})
+                if "payload" not in raw:  # a transaction's push without a payload stores {}
+                    item = msgspec.structs.replace(item, payload=msgspec.Raw(b"{}"))
+                ops.append(TransactionPush(item))
         elif kind == "ack":
-            ops.append({"type": "ack", **ack_item(operation)})
+            ops.append(TransactionAck(**msgspec.structs.asdict(ack_item(operation))))
         else:
             raise BadRequest(f"Unknown operation type: {kind}")
     return ops
@@ -347,6 +363,16 @@ def subscription_start(raw: str) -> str:
 
 
 @dataclass(frozen=True)
+class PopTarget:
+    """Where a pop looks: a queue (and maybe one of its partitions), or a namespace and/or task."""
+
+    queue: str | None = None
+    partition: str | None = None
+    namespace: str | None = None
+    task: str | None = None
+
+
+@dataclass(frozen=True)
 class PopParams:
     batch: int
     wait: bool
@@ -357,18 +383,21 @@ class PopParams:
     subscription_from: str
     partitions: int
 
-    def request(self, scope: dict[str, Any]) -> dict[str, Any]:
-        """The stored-procedure form, with a fresh lease id for this attempt."""
-        return {
-            **scope,
-            "group": self.group,
-            "batch": self.batch,
-            "partitions": self.partitions,
-            "autoAck": self.auto_ack,
-            "subscriptionMode": self.subscription_mode,
-            "subscriptionFrom": self.subscription_from,
-            "leaseId": uuid7_str(),
-        }
+    def request(self, target: PopTarget) -> PopRequest:
+        """One attempt at `target`, with a fresh lease id."""
+        return PopRequest(
+            group=self.group,
+            batch=self.batch,
+            partitions=self.partitions,
+            auto_ack=self.auto_ack,
+            subscription_mode=self.subscription_mode,
+            subscription_from=self.subscription_from,
+            lease_id=uuid7_str(),
+            queue=target.queue,
+            partition=target.partition,
+            namespace=target.namespace,
+            task=target.task,
+        )
 
 
 def pop_params(args: Mapping[str, str], config: Config) -> PopParams:

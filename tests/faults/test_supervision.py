@@ -21,6 +21,7 @@ import trio_asyncio
 from queen.actors.mailbox import ActorGone
 from queen.actors.root import Services
 from queen.config import Config
+from queen.db.items import AckItem
 from queen.http import push_body, validate
 from queen.storage.pgcluster import PgCluster, free_port
 from tests.faults.harness import eventually
@@ -75,7 +76,7 @@ async def push(
 
 def pop_attempt(config: Config, queue: str, batch: int) -> Any:
     params = validate.pop_params({"batch": str(batch)}, config)
-    return lambda: params.request({"queue": queue})
+    return lambda: params.request(validate.PopTarget(queue=queue))
 
 
 async def drain(services: Services, config: Config, queue: str) -> list[int]:
@@ -91,13 +92,14 @@ async def drain(services: Services, config: Config, queue: str) -> list[int]:
             return delivered
         delivered.extend(message["data"]["n"] for message in result["messages"])
         acks = [
-            {
-                "transactionId": m["transactionId"],
-                "partitionId": result["partitionId"],
-                "leaseId": result["leaseId"],
-                "status": "completed",
-                "consumerGroup": "__QUEUE_MODE__",
-            }
+            AckItem(
+                transaction_id=m["transactionId"],
+                partition_id=result["partitionId"],
+                consumer_group="__QUEUE_MODE__",
+                lease_id=result["leaseId"],
+                status="completed",
+                error=None,
+            )
             for m in result["messages"]
         ]
         await services.batcher.ack.submit(acks)

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from queen.actors.batcher import Lane
+from queen.actors.batcher import Lane, LaneSpec
 from queen.db.batches import Procedure
 
 HOLD_S = 0.005
@@ -38,12 +38,8 @@ class ScriptedPool:
 
 def lane(pool: ScriptedPool) -> Lane:
     return Lane(
-        "test",
+        LaneSpec("test", Procedure("SELECT fake($1)"), HOLD_S, 100, 100, 4),
         pool,  # type: ignore[arg-type]
-        Procedure("SELECT fake($1)"),
-        hold_s=HOLD_S,
-        max_items=100,
-        max_concurrent=4,
     )
 
 

@@ -14,6 +14,7 @@ import trio.testing
 
 from queen.actors.consumer_groups import ConsumerGroups, GroupKey, PopResult
 from queen.config import Config
+from queen.db.items import PopRequest
 
 KEY: GroupKey = (("queue", "orders", ""), "g")
 OTHER: GroupKey = (("queue", "invoices", ""), "g")
@@ -26,12 +27,12 @@ class ScriptedLane:
     """Stands in for the pop lane: records each call's items; hands out messages it was given."""
 
     def __init__(self) -> None:
-        self.calls: list[list[dict[str, Any]]] = []
+        self.calls: list[list[PopRequest]] = []
         self.available = 0
         self.fail_next = False
         self.gate: trio.Event | None = None
 
-    async def pop(self, items: list[dict[str, Any]]) -> list[PopResult]:
+    async def pop(self, items: list[PopRequest]) -> list[PopResult]:
         """Answers from what was available when the call started (its snapshot)."""
         self.calls.append(items)
         failing, self.fail_next = self.fail_next, False
@@ -39,7 +40,7 @@ class ScriptedLane:
         for item in items:
             if self.available:
                 self.available -= 1
-                results.append({"messages": [{"n": 1}], "leaseId": item["leaseId"]})
+                results.append({"messages": [{"n": 1}], "leaseId": item.lease_id})
             else:
                 results.append({"messages": []})
         if self.gate is not None:
@@ -65,9 +66,18 @@ async def running() -> AsyncIterator[tuple[ConsumerGroups, ScriptedLane, list[Po
         nursery.cancel_scope.cancel()
 
 
-def attempt() -> dict[str, Any]:
+def attempt() -> PopRequest:
     attempt.count += 1  # type: ignore[attr-defined]
-    return {"leaseId": f"lease-{attempt.count}"}  # type: ignore[attr-defined]
+    return PopRequest(
+        group="g",
+        batch=1,
+        partitions=1,
+        auto_ack=False,
+        subscription_mode="",
+        subscription_from="",
+        lease_id=f"lease-{attempt.count}",  # type: ignore[attr-defined]
+        queue="orders",
+    )
 
 
 attempt.count = 0  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ import trio
 from queen.actors.file_buffer import FileBuffer
 from queen.actors.slots import DatabaseUnavailable
 from queen.config import Config
+from queen.db.items import PushItem
 from queen.ids import uuid7_str
 from queen.storage.file_buffer import BufferDirectory, encode_records
 
@@ -46,11 +47,11 @@ class FlakyDatabase:
         self.stored: list[str] = []
         self.all_stored = trio.Event()
 
-    async def push(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def push(self, items: list[PushItem]) -> list[dict[str, Any]]:
         self.calls += 1
         if self.calls <= self.outage_calls:
             raise DatabaseUnavailable("connection refused")
-        self.stored += [item["transactionId"] for item in items]
+        self.stored += [item.transaction_id for item in items]
         if len(self.stored) >= self.expected:
             self.all_stored.set()
         return [{"status": "queued"} for _ in items]

@@ -15,10 +15,11 @@ from typing import Any
 from queen.actors.file_buffer import POISON_ATTEMPTS, FileBuffer
 from queen.config import Config
 from queen.db.errors import DatabaseError, DatabaseUnavailable
+from queen.db.items import PushItem
 from queen.ids import uuid7_str
 from queen.storage.file_buffer import count_records, encode, read_records
 
-Decide = Callable[[list[dict[str, Any]], int], None]
+Decide = Callable[[list[PushItem], int], None]
 
 
 class ScriptedDatabase:
@@ -29,15 +30,15 @@ class ScriptedDatabase:
         self.calls = 0
         self.stored: list[str] = []
 
-    async def push(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def push(self, items: list[PushItem]) -> list[dict[str, Any]]:
         self.calls += 1
         self.decide(items, self.calls)
-        self.stored += [item["transactionId"] for item in items]
+        self.stored += [item.transaction_id for item in items]
         return [{"status": "queued"} for _ in items]
 
 
-def poison(items: list[dict[str, Any]], _call: int) -> None:
-    if any(item["transactionId"].startswith("bad") for item in items):
+def poison(items: list[PushItem], _call: int) -> None:
+    if any(item.transaction_id.startswith("bad") for item in items):
         raise DatabaseError('invalid input syntax for type uuid: "not-a-uuid"', "22P02")
 
 
@@ -87,7 +88,7 @@ async def test_rejected_records_are_quarantined_after_retries_and_stay_there(
 
 
 async def test_database_lost_while_isolating_rejects_keeps_the_whole_file(tmp_path: Path) -> None:
-    def rejects_then_goes_away(items: list[dict[str, Any]], call: int) -> None:
+    def rejects_then_goes_away(items: list[PushItem], call: int) -> None:
         if call >= 3:
             raise DatabaseUnavailable("connection refused")
         poison(items, call)

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 
 from queen.db import push_batch
+from queen.db.items import PushItem
 
 
-def _item(queue: str, partition: str, n: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "queue": queue,
-        "partition": partition,
-        "payload": orjson.dumps({"n": n}),
-        "transactionId": f"t{n}",
-        "messageId": f"m{n}",
+def _item(queue: str, partition: str, n: int, **extra: Any) -> PushItem:
+    return PushItem(
+        queue=queue,
+        partition=partition,
+        transaction_id=f"t{n}",
+        message_id=f"m{n}",
+        payload=msgspec.Raw(orjson.dumps({"n": n})),
         **extra,
-    }
+    )
 
 
 def _row(partition_ids: list[str], duplicates: dict[int, str] | None = None) -> dict[str, Any]:
@@ -45,9 +47,9 @@ def test_targets_and_offsets_follow_item_order() -> None:
 
 
 def test_optional_columns_go_when_any_item_sets_them() -> None:
-    items = [_item("q", "a", 1), _item("q", "a", 2, traceId="x", skipCapacity=True)]
+    items = [_item("q", "a", 1), _item("q", "a", 2, trace_id="x", skip_capacity=True)]
     args, _ = push_batch.encode(items)
-    assert args[7] == [None, "x"] and args[11] == [None, True]
+    assert args[7] == [None, "x"] and args[11] == [False, True]
 
 
 def test_results_map_targets_and_duplicates_back_to_items() -> None:
@@ -64,8 +66,8 @@ def test_results_map_targets_and_duplicates_back_to_items() -> None:
 
 def test_a_repeat_within_the_batch_is_not_sent_and_follows_its_first() -> None:
     first = _item("q", "a", 1)
-    repeat = {**_item("q", "a", 9), "transactionId": "t1"}
-    elsewhere = {**_item("q", "b", 8), "transactionId": "t1"}  # same id, other partition: new
+    repeat = msgspec.structs.replace(_item("q", "a", 9), transaction_id="t1")
+    elsewhere = msgspec.structs.replace(_item("q", "b", 8), transaction_id="t1")  # other partition
     items = [first, _item("q", "a", 2), repeat, elsewhere]
     args, plan = push_batch.encode(items)
     assert args[2] == [2, 1] and args[3] == "1,1,2" and args[4] == "1,2,1"

@@ -24,12 +24,12 @@ def _outcome(read: Any, raw: bytes) -> Any:
         return ("400", str(error))
     return [
         (
-            item["queue"],
-            item["partition"],
-            item["traceId"],
+            item.queue,
+            item.partition,
+            item.trace_id,
             # generated ids differ between two reads; a given transactionId must not
-            item["transactionId"] if item["transactionId"] != item["messageId"] else None,
-            orjson.loads(item["payload"]),
+            item.transaction_id if item.transaction_id != item.message_id else None,
+            orjson.loads(bytes(item.payload)),
         )
         for item in items
     ]
@@ -107,7 +107,7 @@ def test_raw_read_answers_as_the_full_parse(raw: bytes) -> None:
 def test_a_plain_payload_is_stored_as_sent() -> None:
     raw = b'{"items":[{"queue":"q","payload":{"n": 12345678901234567890123, "f": 1.50}}]}'
     [item] = push_body.push_items(raw)
-    assert item["payload"] == b'{"n": 12345678901234567890123, "f": 1.50}'
+    assert bytes(item.payload) == b'{"n": 12345678901234567890123, "f": 1.50}'
 
 
 ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what orjson writes
