@@ -110,6 +110,17 @@ def schema_is_current(state: dict[str, Any] | None) -> bool:
     )
 
 
+def buffered_record(txid: str, payload: Any = None, partition: str = "Default") -> dict[str, Any]:
+    """A disk-buffer record as the push path writes one (the original's field names)."""
+    return {
+        "queue": "q",
+        "partition": partition,
+        "payload": {"tx": txid} if payload is None else payload,
+        "transactionId": txid,
+        "failover": True,
+    }
+
+
 def create_database(cluster: PgCluster, prefix: str = "queen_test") -> str:
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     run_sql(cluster, f'CREATE DATABASE "{name}"')

@@ -24,7 +24,7 @@ from queen.storage.file_buffer import BufferDirectory, encode_records, read_reco
 from queen.storage.pgcluster import PgCluster
 from tests.faults.harness import new_database, wait_drained
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, server_env
+from tests.support import ServerProcess, buffered_record, server_env
 
 pytestmark = pytest.mark.faults
 
@@ -62,27 +62,17 @@ def fill(disk: Path, leave_pages: int) -> Path:
     return filler
 
 
-def record(txid: str, payload: Any = None) -> dict[str, Any]:
-    return {
-        "queue": "q",
-        "partition": "Default",
-        "payload": {"tx": txid} if payload is None else payload,
-        "transactionId": txid,
-        "failover": True,
-    }
-
-
 def test_a_failed_append_is_cut_off_and_writing_goes_on_in_a_new_file(tiny_disk: Path) -> None:
     directory = BufferDirectory(tiny_disk / "w0", lock=False)
     directory.open()
     try:
-        directory.append(encode_records([record("a1"), record("a2")]), 2)
+        directory.append(encode_records([buffered_record("a1"), buffered_record("a2")]), 2)
         filler = fill(tiny_disk, leave_pages=1)
         with pytest.raises(OSError) as refused:
-            directory.append(encode_records([record("c", "x" * 3 * PAGE)]), 1)
+            directory.append(encode_records([buffered_record("c", "x" * 3 * PAGE)]), 1)
         files_after_failure = sorted(p.name for p in directory.path.iterdir() if p.is_file())
         filler.unlink()
-        directory.append(encode_records([record("b1")]), 1)
+        directory.append(encode_records([buffered_record("b1")]), 1)
         directory.finalize_active()
         replayable = directory.replayable_files()
         replayed = [r["transactionId"] for p in replayable for r in read_records(p)]

@@ -19,21 +19,12 @@ from queen.config import Config
 from queen.db.items import PushItem
 from queen.ids import uuid7_str
 from queen.storage.file_buffer import BufferDirectory, encode_records
-
-
-def record(txid: str) -> dict[str, Any]:
-    return {
-        "queue": "q",
-        "partition": "p",
-        "payload": {"tx": txid},
-        "transactionId": txid,
-        "failover": True,
-    }
+from tests.support import buffered_record
 
 
 def buffer_file(directory: Path, txids: list[str]) -> Path:
     path = directory / f"failover_{uuid7_str()}.buf"
-    path.write_bytes(encode_records([record(t) for t in txids]))
+    path.write_bytes(encode_records([buffered_record(t, partition="p") for t in txids]))
     return path
 
 

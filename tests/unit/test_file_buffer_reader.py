@@ -14,16 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from queen.storage.file_buffer import LENGTH, count_records, encode, read_records
-
-
-def record(txid: str, payload: Any = None) -> dict[str, Any]:
-    return {
-        "queue": "q",
-        "partition": "Default",
-        "payload": {"tx": txid} if payload is None else payload,
-        "transactionId": txid,
-        "failover": True,
-    }
+from tests.support import buffered_record
 
 
 def write(tmp_path: Path, *parts: bytes) -> Path:
@@ -37,14 +28,14 @@ def read_txids(path: Path) -> list[str]:
 
 
 def test_records_appended_after_a_torn_one_are_read(tmp_path: Path) -> None:
-    torn = encode(record("c", "x" * 5000))[:1500]
+    torn = encode(buffered_record("c", "x" * 5000))[:1500]
     path = write(
         tmp_path,
-        encode(record("a1")),
-        encode(record("a2")),
+        encode(buffered_record("a1")),
+        encode(buffered_record("a2")),
         torn,
-        encode(record("b1")),
-        encode(record("b2")),
+        encode(buffered_record("b1")),
+        encode(buffered_record("b2")),
     )
     assert read_txids(path) == ["a1", "a2", "b1", "b2"]
     assert count_records(path) == 4
@@ -53,17 +44,17 @@ def test_records_appended_after_a_torn_one_are_read(tmp_path: Path) -> None:
 def test_a_torn_length_that_spans_intact_records_does_not_swallow_them(tmp_path: Path) -> None:
     """The torn record's length ends exactly where a later record starts, so the frame looks
     whole; its records must still be found inside it."""
-    followers = [encode(record(f"b{n}")) for n in range(1, 5)]
+    followers = [encode(buffered_record(f"b{n}")) for n in range(1, 5)]
     swallowed = sum(len(f) for f in followers[:3])
-    big = encode(record("c", "x" * 4000))
+    big = encode(buffered_record("c", "x" * 4000))
     torn = big[: len(big) - swallowed]
-    path = write(tmp_path, encode(record("a1")), torn, *followers)
+    path = write(tmp_path, encode(buffered_record("a1")), torn, *followers)
     assert read_txids(path) == ["a1", "b1", "b2", "b3", "b4"]
 
 
 def test_a_torn_tail_ends_the_file_and_keeps_what_came_before(tmp_path: Path) -> None:
-    intact = encode(record("a1")) + encode(record("a2"))
-    for tail in (encode(record("c"))[:-7], LENGTH.pack(300)[:2], LENGTH.pack(300)):
+    intact = encode(buffered_record("a1")) + encode(buffered_record("a2"))
+    for tail in (encode(buffered_record("c"))[:-7], LENGTH.pack(300)[:2], LENGTH.pack(300)):
         path = write(tmp_path, intact, tail)
         assert read_txids(path) == ["a1", "a2"], tail
         assert count_records(path) == 2
@@ -93,7 +84,7 @@ def test_every_intact_record_is_read_whatever_was_torn_between_them(
     parts: list[bytes] = []
     intact: list[str] = []
     for n, (payload, cut) in enumerate(entries):
-        encoded = encode(record(f"t{n}", payload))
+        encoded = encode(buffered_record(f"t{n}", payload))
         if cut is None:
             parts.append(encoded)
             intact.append(f"t{n}")

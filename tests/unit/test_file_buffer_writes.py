@@ -17,16 +17,7 @@ from queen.actors.file_buffer import FileBuffer
 from queen.config import Config
 from queen.errors import PayloadTooLarge
 from queen.storage.file_buffer import MAX_RECORD_BYTES, read_records
-
-
-def record(txid: str, payload: Any = None) -> dict[str, Any]:
-    return {
-        "queue": "q",
-        "partition": "Default",
-        "payload": {"tx": txid} if payload is None else payload,
-        "transactionId": txid,
-        "failover": True,
-    }
+from tests.support import buffered_record
 
 
 async def no_database(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -41,7 +32,7 @@ async def test_a_record_over_the_cap_is_refused_alone(tmp_path: Path) -> None:
 
     async def push(txid: str, payload: Any = None) -> None:
         try:
-            await buffer.append([record(txid, payload)])
+            await buffer.append([buffered_record(txid, payload)])
         except PayloadTooLarge as error:
             answers[txid] = f"413 {error.message}"
         except OSError as error:
