@@ -27,7 +27,7 @@ import trio
 from queen.actors.concurrency import AdaptiveLimit
 from queen.actors.mailbox import Reply, deliver
 from queen.config import Config
-from queen.db.batches import ACK, POP, PUSH, RENEW, TRANSACTION, Procedure, Results
+from queen.db.batches import ACK, PUSH, RENEW, TRANSACTION, Procedure, Results, pop_owned_by
 from queen.db.errors import DatabaseError, TransientDatabaseError
 from queen.db.runner import Runner
 
@@ -185,6 +185,7 @@ class Batcher:
         on_acked: Delivered,
         on_transaction: Delivered,
         on_pop_undelivered: Callable[[Any], None],
+        lease_owner: str,
     ) -> None:
         hold = config.sidecar_micro_batch_wait_ms / 1000
         max_items = config.sidecar_max_items_per_tx
@@ -200,7 +201,7 @@ class Batcher:
         self.pop = Lane(
             "pop",
             pool,
-            POP,
+            pop_owned_by(lease_owner),
             hold_s=hold,
             max_items=64,
             max_concurrent=config.pop_max_concurrent,
