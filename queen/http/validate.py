@@ -16,7 +16,7 @@ import orjson
 
 from queen.actors.consumer_groups import QUEUE_MODE
 from queen.config import Config
-from queen.errors import BadRequest
+from queen.errors import BadRequest, PayloadTooLarge
 from queen.ids import uuid7_str, uuid7_strs
 
 MAX_NAME = 255
@@ -230,10 +230,17 @@ def ack_item(item: Any, group: str | None = None) -> dict[str, Any]:
     }
 
 
-def ack_batch(body: Any) -> list[dict[str, Any]]:
+def within_limit(count: int, limit: int, what: str) -> None:
+    """One request's work stays bounded (QUEEN_MAX_REQUEST_ITEMS): refused before any of it."""
+    if count > limit:
+        raise PayloadTooLarge(f"at most {limit} {what} per request, got {count}")
+
+
+def ack_batch(body: Any, max_items: int) -> list[dict[str, Any]]:
     acknowledgments = body.get("acknowledgments") if isinstance(body, dict) else None
     if not isinstance(acknowledgments, list):
         raise BadRequest("acknowledgments array is required")
+    within_limit(len(acknowledgments), max_items, "acknowledgments")
     group = group_name(body.get("consumerGroup"))
     items = []
     for ack in acknowledgments:
@@ -248,12 +255,20 @@ def ack_batch(body: Any) -> list[dict[str, Any]]:
     return items
 
 
-def transaction_ops(body: Any) -> list[dict[str, Any]]:
+def transaction_ops(body: Any, max_items: int) -> list[dict[str, Any]]:
     operations = body.get("operations") if isinstance(body, dict) else None
     if not isinstance(operations, list):
         raise BadRequest("operations array required")
     if not operations:
         raise BadRequest("operations array cannot be empty")
+    within_limit(
+        sum(
+            len(op["items"]) if isinstance(op, dict) and isinstance(op.get("items"), list) else 1
+            for op in operations
+        ),
+        max_items,
+        "operations",
+    )
     ops: list[dict[str, Any]] = []
     for operation in operations:
         if not isinstance(operation, dict):
