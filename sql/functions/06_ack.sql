@@ -168,6 +168,13 @@ BEGIN
                 v_pc.batch_size := 0;
                 v_pc.acked_count := 0;
                 v_failed := v_failed + 1;
+            ELSIF v_item.seq <= v_pc.last_consumed_seq AND NOT v_live
+                  AND EXISTS (SELECT 1 FROM queen.dead_letter_queue d
+                              WHERE d.message_id = v_item.message_id
+                                AND d.consumer_group = v_key_group) THEN
+                -- Dead-lettered already and no batch in flight: a retried request (a lost
+                -- answer) is acknowledged again and records nothing twice.
+                v_dlq := true;
             ELSE
                 v_dead_letter := true;
             END IF;
