@@ -3,14 +3,13 @@ retry is a no-op that answers success, as a repeated `/push` is (docs/transactio
 
 from __future__ import annotations
 
-from typing import Any
-
+from queen.storage.pgcluster import PgCluster
 from tests.integration.api import Api, unique
 from tests.support import ServerProcess, run_sql
 
 
 async def test_a_retried_transaction_with_transaction_ids_changes_nothing(
-    server: ServerProcess, pg_cluster: Any, database: str
+    server: ServerProcess, pg_cluster: PgCluster, database: str
 ) -> None:
     source, target = unique("tx-src"), unique("tx-dst")
     async with Api(server.url) as api:
@@ -47,7 +46,8 @@ async def test_a_retried_transaction_with_transaction_ids_changes_nothing(
     assert retry[0]["messageId"] == first[0]["messageId"], "the retry names the stored message"
     stored = run_sql(
         pg_cluster,
-        "SELECT count(*) AS n FROM queen.messages m JOIN queen.partitions p ON p.id = m.partition_id"
+        "SELECT count(*) AS n FROM queen.messages m"
+        " JOIN queen.partitions p ON p.id = m.partition_id"
         " JOIN queen.queues q ON q.id = p.queue_id WHERE q.name = $1",
         target,
         database=database,
