@@ -25,6 +25,7 @@ from queen import __version__, logs
 from queen.actors.supervisor import backoff_delays
 from queen.config import Config, ConfigError
 from queen.db.connect import ConnectParams, connect
+from queen.ids import uuid7_str
 from queen.storage import migrations
 from queen.storage.file_buffer import BufferLocked, lock_directory
 from queen.storage.pgcluster import ClusterError, PgCluster, find_bindir
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("--index", type=int, required=True)
     worker.add_argument("--parent", type=int, required=True)
+    worker.add_argument("--instance", help="id of the `queen serve` that started this worker")
     return parser
 
 
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(config.log_level, config.log_format)
     try:
         if args.command == "worker":
-            trio.run(run_worker, config, args.index, args.parent)
+            trio.run(run_worker, config, args.index, args.parent, args.instance)
             return 0
         if args.command == "migrate":
             return trio.run(_migrate_once, config)
@@ -189,9 +191,10 @@ def _worker_env(config: Config) -> dict[str, str]:
 
 
 async def _run_worker_process(
-    config: Config, index: int, stop: trio.Event, fatal: trio.Event
+    config: Config, index: int, instance_id: str, stop: trio.Event, fatal: trio.Event
 ) -> None:
-    """Keep worker `index` running until `stop`; restart it (with backoff) when it dies.
+    """Keep worker `index` running until `stop`; restart it (with backoff) when it dies. Each
+    incarnation gets the same `instance_id`, by which it finds its predecessor's leases.
 
     A worker that served for HEALTHY_RUN_S before dying starts the backoff afresh. Cancellation
     (a second signal, a fatal error) kills the process: no worker may outlive its parent's task.
@@ -207,6 +210,8 @@ async def _run_worker_process(
         str(index),
         "--parent",
         str(os.getpid()),
+        "--instance",
+        instance_id,
     ]
     while not stop.is_set():
         started_at = trio.current_time()
@@ -321,9 +326,11 @@ async def _serve(config: Config) -> int:
 
             nursery.start_soon(watch_signals)
             nursery.start_soon(watch_fatal)
+            # Drawn per start: instances sharing a database never take each other's leases back.
+            instance_id = uuid7_str()
             async with trio.open_nursery() as workers:
                 for index in range(config.num_workers):
-                    workers.start_soon(_run_worker_process, config, index, stop, fatal)
+                    workers.start_soon(_run_worker_process, config, index, instance_id, stop, fatal)
             nursery.cancel_scope.cancel()
     log.info("queen stopped")
     return 1 if fatal.is_set() else 0

@@ -154,6 +154,13 @@ class Config:
         "POP_WAIT_MAX_INTERVAL_MS", 1000, "long-poll backoff cap (ms)", min=1
     )
     max_pop_batch: int = _env("QUEEN_MAX_POP_BATCH", 10000, "largest accepted pop batch", min=1)
+    max_request_items: int = _env(
+        "QUEEN_MAX_REQUEST_ITEMS",
+        10000,
+        "most acknowledgments in one /ack/batch and operations in one /transaction (each push"
+        " item counts as one); more is refused with 413 before any work",
+        min=1,
+    )
     # Durability
     file_buffer_dir: str = _env(
         "FILE_BUFFER_DIR", "/var/lib/queen/buffers", "disk failover buffer directory"

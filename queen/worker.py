@@ -89,11 +89,13 @@ def _tune_garbage_collection() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
-async def run_worker(config: Config, worker_id: int, parent_pid: int | None = None) -> None:
+async def run_worker(
+    config: Config, worker_id: int, parent_pid: int | None = None, instance_id: str | None = None
+) -> None:
     sock = listening_socket(config.host, config.port)
     stop = trio.Event()
     async with trio_asyncio.open_loop(), trio.open_nursery() as root:
-        services = Services(config, worker_id)
+        services = Services(config, worker_id, instance_id)
         root.start_soon(_watch_signals, stop, root)
         if parent_pid is not None:
             root.start_soon(_watch_parent, stop, parent_pid)

@@ -28,7 +28,7 @@ import trio
 from queen.actors.concurrency import AdaptiveLimit
 from queen.actors.mailbox import Reply, deliver
 from queen.config import Config
-from queen.db.batches import ACK, POP, PUSH, RENEW, TRANSACTION, Procedure, Results
+from queen.db.batches import ACK, PUSH, RENEW, TRANSACTION, Procedure, Results, pop_owned_by
 from queen.db.errors import DatabaseError, TransientDatabaseError
 from queen.db.runner import Runner
 
@@ -59,9 +59,10 @@ class LaneSpec:
     max_concurrent: int
 
 
-def lane_table(config: Config) -> tuple[LaneSpec, ...]:
+def lane_table(config: Config, lease_owner: str) -> tuple[LaneSpec, ...]:
     """Every lane and its limits, all from Config (QUEEN_<TYPE>_* with the original's defaults;
-    a hold not set per type is SIDECAR_MICRO_BATCH_WAIT_MS, as in the original)."""
+    a hold not set per type is SIDECAR_MICRO_BATCH_WAIT_MS, as in the original). Pops record
+    `lease_owner` on the leases they take (queen/actors/lease_reclaim.py)."""
 
     def hold_s(override_ms: int | None) -> float:
         return (config.sidecar_micro_batch_wait_ms if override_ms is None else override_ms) / 1000
@@ -78,7 +79,7 @@ def lane_table(config: Config) -> tuple[LaneSpec, ...]:
         ),
         LaneSpec(
             "pop",
-            POP,
+            pop_owned_by(lease_owner),
             hold_s(config.pop_max_hold_ms),
             config.pop_max_batch_size,
             items,
@@ -242,8 +243,9 @@ class Batcher:
         on_acked: Delivered,
         on_transaction: Delivered,
         on_pop_undelivered: Callable[[Any], None],
+        lease_owner: str,
     ) -> None:
-        specs = {spec.name: spec for spec in lane_table(config)}
+        specs = {spec.name: spec for spec in lane_table(config, lease_owner)}
         self.push = Lane(specs["push"], pool, on_results=on_pushed)
         self.pop = Lane(specs["pop"], pool, on_undelivered=on_pop_undelivered)
         self.ack = Lane(specs["ack"], pool, on_results=on_acked)

@@ -26,6 +26,7 @@ from queen.actors.consumer_groups import ConsumerGroups
 from queen.actors.counters import Counters
 from queen.actors.file_buffer import FileBuffer, worker_orphans
 from queen.actors.ingest import PushPath
+from queen.actors.lease_reclaim import LeaseReclaim, lease_slot
 from queen.actors.retention import RetentionServices
 from queen.actors.slots import SlotPool
 from queen.actors.supervisor import Child, Supervisor
@@ -34,6 +35,7 @@ from queen.actors.warm_up import warm_up
 from queen.config import Config
 from queen.db import consumer_groups as groups
 from queen.db.connect import ConnectParams
+from queen.ids import uuid7_str
 from queen.storage.file_buffer import worker_directory
 from queen.sync.siblings import SiblingWakeups, WakeTarget
 
@@ -43,7 +45,9 @@ log = logging.getLogger("queen.root")
 class Services:
     """The actors of one worker process, wired to each other, and the tree that runs them."""
 
-    def __init__(self, config: Config, worker_id: int) -> None:
+    def __init__(self, config: Config, worker_id: int, instance_id: str | None = None) -> None:
+        """`instance_id` names the `queen serve` this worker belongs to (leases record it); a
+        worker started on its own draws one."""
         name = f"queen-w{worker_id}"
         self.config = config
         self.worker_id = worker_id
@@ -61,6 +65,11 @@ class Services:
             config.hot_slots_per_worker(),
             on_connect=warm_up,
         )
+        self.lease_reclaim = LeaseReclaim(
+            self,
+            lease_slot(instance_id or uuid7_str(), worker_id),
+            on_released=lambda queues: self.notify_many((queue, None) for queue in queues),
+        )
         self.batcher = Batcher(
             config,
             self.hot,
@@ -68,6 +77,7 @@ class Services:
             on_acked=self._acked,
             on_transaction=self._transacted,
             on_pop_undelivered=self._pop_undelivered,
+            lease_owner=self.lease_reclaim.owner,
         )
         self.consumer_groups = ConsumerGroups(
             config, self.batcher.pop.submit, on_undelivered=self._pop_undelivered
@@ -106,6 +116,8 @@ class Services:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.supervisor.run)
+            # One-shot, not a supervised actor: it finishes once the predecessor's leases are back.
+            nursery.start_soon(self.lease_reclaim.run)
             task_status.started()
 
     def notify(self, queue: str | None, group: str | None = None) -> None:

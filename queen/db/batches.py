@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from queen.db import push_batch
+from queen.db.items import PopRequest
 from queen.db.runner import CallKind, Runner
 
 Results = list[Any]
@@ -48,4 +49,16 @@ PUSH = Procedure(push_batch.SQL, push_batch.encode, push_batch.decode, "fetchrow
 POP = Procedure("SELECT queen.pop_requests($1::jsonb)")
 ACK = Procedure("SELECT queen.ack_items($1::jsonb)")
 RENEW = Procedure("SELECT queen.renew_leases($1::jsonb)")
+
+
+def pop_owned_by(owner: str) -> Procedure:
+    """POP recording every lease it takes as taken by `owner`, the worker incarnation, so that
+    a successor can give them back if this one crashes (queen.release_previous_leases)."""
+
+    def encode(items: Sequence[PopRequest]) -> tuple[tuple[Any, ...], None]:
+        return _json_array([msgspec.structs.replace(item, lease_owner=owner) for item in items])
+
+    return Procedure(POP.sql, encode)
+
+
 TRANSACTION = Procedure("SELECT jsonb_build_array(queen.run_transaction($1::jsonb -> 0))")

@@ -79,3 +79,12 @@ async def seek_partition(db: Pools, group: str, queue: str, partition: str) -> d
 async def release_lease(db: Pools, lease_id: str) -> None:
     """Give the partitions a lease holds back at once, as if it had expired."""
     await procedure_value(db.hot, "SELECT queen.release_lease($1)", lease_id)
+
+
+async def release_previous_leases(db: Pools, slot: str, owner: str) -> list[str]:
+    """Give back the leases that earlier incarnations of this worker slot took (`owner` is the
+    running one's); answers the queues whose partitions became free."""
+    queues: list[str] = await procedure_value(
+        db.admin, "SELECT queen.release_previous_leases($1, $2)", slot, owner
+    )
+    return queues

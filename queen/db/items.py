@@ -51,6 +51,7 @@ class PopRequest(msgspec.Struct, frozen=True, rename="camel"):
     partition: str | None = None
     namespace: str | None = None
     task: str | None = None
+    lease_owner: str | None = None  # the worker incarnation taking the lease (set by the lane)
 
 
 class RenewItem(msgspec.Struct, frozen=True, rename="camel"):

@@ -96,7 +96,7 @@ async def ack() -> Response:
 
 @blueprint.post("/ack/batch")
 async def ack_batch() -> Response:
-    items = validate.ack_batch(await json_body())
+    items = validate.ack_batch(await json_body(), services().config.max_request_items)
     if not items:
         return json_response([])
     results = await services().batcher.ack.submit(items)
@@ -111,7 +111,7 @@ def _ack_result(index: int, result: dict[str, Any]) -> dict[str, Any]:
 
 @blueprint.post("/transaction")
 async def transaction() -> Response:
-    ops = validate.transaction_ops(await json_body())
+    ops = validate.transaction_ops(await json_body(), services().config.max_request_items)
     results = await services().batcher.transaction.submit([ops])
     outcome: dict[str, Any] = results[0]
     body = {"transactionId": uuid7_str(), **outcome}

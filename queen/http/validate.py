@@ -26,7 +26,7 @@ from queen.db.items import (
     TransactionOp,
     TransactionPush,
 )
-from queen.errors import BadRequest
+from queen.errors import BadRequest, PayloadTooLarge
 from queen.ids import uuid7_str, uuid7_strs
 
 MAX_NAME = 255
@@ -246,10 +246,17 @@ def ack_item(item: Any, group: str | None = None) -> AckItem:
     )
 
 
-def ack_batch(body: Any) -> list[AckItem]:
+def within_limit(count: int, limit: int, what: str) -> None:
+    """One request's work stays bounded (QUEEN_MAX_REQUEST_ITEMS): refused before any of it."""
+    if count > limit:
+        raise PayloadTooLarge(f"at most {limit} {what} per request, got {count}")
+
+
+def ack_batch(body: Any, max_items: int) -> list[AckItem]:
     acknowledgments = body.get("acknowledgments") if isinstance(body, dict) else None
     if not isinstance(acknowledgments, list):
         raise BadRequest("acknowledgments array is required")
+    within_limit(len(acknowledgments), max_items, "acknowledgments")
     group = group_name(body.get("consumerGroup"))
     items = []
     for ack in acknowledgments:
@@ -264,12 +271,20 @@ def ack_batch(body: Any) -> list[AckItem]:
     return items
 
 
-def transaction_ops(body: Any) -> Transaction:
+def transaction_ops(body: Any, max_items: int) -> Transaction:
     operations = body.get("operations") if isinstance(body, dict) else None
     if not isinstance(operations, list):
         raise BadRequest("operations array required")
     if not operations:
         raise BadRequest("operations array cannot be empty")
+    within_limit(
+        sum(
+            len(op["items"]) if isinstance(op, dict) and isinstance(op.get("items"), list) else 1
+            for op in operations
+        ),
+        max_items,
+        "operations",
+    )
     ops: list[TransactionOp] = []
     for operation in operations:
         if not isinstance(operation, dict):

@@ -10,7 +10,7 @@
 --
 -- So every transaction that waits for a row of partition_consumers waits in one order:
 --  * rows are locked up front, in (partition_id, consumer_group) order, before any other work on
---    them (queen.lock_consumer_rows): by ack_items, by a fused pop for its explicit-partition
+--    them (queen.lock_consumer_rows, after the advisory buckets of the keys without a row): by ack_items, by a fused pop for its explicit-partition
 --    requests (before any of its queue-wide claims), by a transaction for its acks, by lease
 --    renewal and release; the admin seeks and group deletes lock one group's rows in
 --    partition_id order;
@@ -29,39 +29,45 @@
 --  * an empty queue-wide pop refreshes the (queue, group) watermark without waiting either: a
 --    row another pop is refreshing is left to it.
 
--- The transaction-level advisory lock of a partition_consumers key: a 64-bit hash, so two keys
--- practically never share one (a shared one would only make a first claim skip, or wait for,
--- an unrelated key). Retention (737001) and migrations use fixed keys of the same space.
+-- The transaction-level advisory lock of a partition_consumers key: one of 1024 buckets (a
+-- 64-bit hash of the key, folded), so that a call creating rows for thousands of keys holds at
+-- most 1024 advisory locks instead of filling PostgreSQL's lock table. Keys sharing a bucket only
+-- make a first claim skip, or a waiting caller wait for, an unrelated key for the length of one
+-- transaction. The buckets sit at 737002 * 1024 and up; retention (737001) and migrations use
+-- fixed keys of the same space.
 CREATE OR REPLACE FUNCTION queen.consumer_lock_key(p_partition_id uuid, p_group text) RETURNS bigint
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT hashtextextended(p_partition_id::text || '/' || p_group, 737002)
+    SELECT 737002::bigint * 1024 + (hashtextextended(p_partition_id::text || '/' || p_group, 737002) & 1023)
 $$;
 
 -- Lock the partition_consumers rows of these (partition, group) keys, waiting as long as it
--- takes, in (partition_id, consumer_group) order; a key without a row is locked through its
--- advisory lock, so that this transaction may create the row without waiting later. NULL keys
--- are ignored. Called before any other lock on consumer rows is taken by the transaction.
+-- takes: first the advisory buckets of the keys that have no row (bucket order), so that this
+-- transaction may create those rows without waiting later, then every existing row in
+-- (partition_id, consumer_group) order, in one statement. Every caller follows these two phases,
+-- so no two wait for each other in a cycle. NULL keys are ignored. Called before any other lock
+-- on consumer rows is taken by the transaction.
 CREATE OR REPLACE FUNCTION queen.lock_consumer_rows(p_partition_ids uuid[], p_groups text[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_key record;
+    v_bucket bigint;
 BEGIN
-    FOR v_key IN
-        SELECT DISTINCT k.partition_id, k.grp
+    FOR v_bucket IN
+        SELECT DISTINCT queen.consumer_lock_key(k.partition_id, k.grp)
         FROM unnest(p_partition_ids, p_groups) k(partition_id, grp)
         WHERE k.partition_id IS NOT NULL AND k.grp IS NOT NULL
-        ORDER BY 1, 2
+          AND NOT EXISTS (SELECT 1 FROM queen.partition_consumers pc
+                          WHERE pc.partition_id = k.partition_id AND pc.consumer_group = k.grp)
+        ORDER BY 1
     LOOP
-        PERFORM 1 FROM queen.partition_consumers
-        WHERE partition_id = v_key.partition_id AND consumer_group = v_key.grp
-        FOR UPDATE;
-        IF NOT FOUND THEN
-            PERFORM pg_advisory_xact_lock(queen.consumer_lock_key(v_key.partition_id, v_key.grp));
-            -- Whoever held it may have created the row meanwhile.
-            PERFORM 1 FROM queen.partition_consumers
-            WHERE partition_id = v_key.partition_id AND consumer_group = v_key.grp
-            FOR UPDATE;
-        END IF;
+        PERFORM pg_advisory_xact_lock(v_bucket);
     END LOOP;
+    -- Rows created meanwhile by whoever held a bucket are committed now, and locked here too.
+    PERFORM 1
+    FROM queen.partition_consumers pc
+    JOIN (SELECT DISTINCT k.partition_id, k.grp
+          FROM unnest(p_partition_ids, p_groups) k(partition_id, grp)) k
+      ON pc.partition_id = k.partition_id AND pc.consumer_group = k.grp
+    ORDER BY pc.partition_id, pc.consumer_group
+    FOR UPDATE OF pc;
 END;
 $$;

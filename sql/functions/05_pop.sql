@@ -4,9 +4,11 @@
 -- Claim one partition for (group) and read up to p_limit messages after its cursor.
 -- Returns NULL when the partition cannot be claimed (lease held, row busy), else
 -- {messages: [...], count} (count 0 = claimed but nothing deliverable; no lease kept).
+-- p_lease_owner names the worker incarnation taking the lease (07_leases.sql), NULL if none.
 CREATE OR REPLACE FUNCTION queen.claim_partition(
     p_partition_id uuid, p_group text, p_lease_id text, p_limit integer, p_lease_seconds integer,
-    p_auto_ack boolean, p_sub_mode text, p_sub_from text, p_wildcard boolean, p_skip_locked boolean
+    p_auto_ack boolean, p_sub_mode text, p_sub_from text, p_wildcard boolean, p_skip_locked boolean,
+    p_lease_owner text
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_pc queen.partition_consumers%ROWTYPE;
@@ -164,7 +166,7 @@ BEGIN
         v_lease_seconds := CASE WHEN p_lease_seconds > 0 THEN p_lease_seconds
                                 WHEN v_q.lease_time > 0 THEN v_q.lease_time ELSE 60 END;
         UPDATE queen.partition_consumers
-        SET worker_id = p_lease_id, lease_acquired_at = v_now,
+        SET worker_id = p_lease_id, lease_owner = p_lease_owner, lease_acquired_at = v_now,
             lease_expires_at = v_now + make_interval(secs => v_lease_seconds),
             batch_size = v_count, acked_count = 0
         WHERE id = v_pc.id;
@@ -175,8 +177,20 @@ BEGIN
 END;
 $$;
 
+CREATE OR REPLACE FUNCTION queen.claim_partition(
+    p_partition_id uuid, p_group text, p_lease_id text, p_limit integer, p_lease_seconds integer,
+    p_auto_ack boolean, p_sub_mode text, p_sub_from text, p_wildcard boolean, p_skip_locked boolean
+) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT queen.claim_partition(p_partition_id, p_group, p_lease_id, p_limit, p_lease_seconds,
+                                 p_auto_ack, p_sub_mode, p_sub_from, p_wildcard, p_skip_locked,
+                                 NULL)
+$$;
+COMMENT ON FUNCTION queen.claim_partition(uuid, text, text, integer, integer, boolean, text, text,
+                                          boolean, boolean)
+    IS 'compat: kept for 0.1.0 (claims without a lease owner)';
+
 -- One pop request: {queue | namespace/task, partition?, group, batch, partitions, leaseId, autoAck,
--- subscriptionMode, subscriptionFrom, leaseSeconds}. Candidates are walked least recently
+-- subscriptionMode, subscriptionFrom, leaseSeconds, leaseOwner}. Candidates are walked least recently
 -- consumed first (quirk Q19: no partition can starve), higher queue priority first.
 CREATE OR REPLACE FUNCTION queen.pop_one(p_request jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
@@ -186,6 +200,7 @@ DECLARE
     v_namespace text := nullif(p_request->>'namespace', '');
     v_task text := nullif(p_request->>'task', '');
     v_lease text := p_request->>'leaseId';
+    v_owner text := p_request->>'leaseOwner';
     v_remaining integer := greatest(coalesce((p_request->>'batch')::integer, 1), 1);
     v_max_parts integer := greatest(coalesce((p_request->>'partitions')::integer, 1), 1);
     v_auto_ack boolean := coalesce((p_request->>'autoAck')::boolean, false);
@@ -207,7 +222,7 @@ BEGIN
         LOOP
             v_claim := queen.claim_partition(v_candidate.id, v_group, v_lease, v_remaining,
                                              v_lease_seconds, v_auto_ack, v_sub_mode, v_sub_from,
-                                             false, false);
+                                             false, false, v_owner);
             IF v_claim IS NOT NULL AND (v_claim->>'count')::integer > 0 THEN
                 v_messages := v_claim->'messages';
                 v_claimed := 1;
@@ -235,7 +250,7 @@ BEGIN
             EXIT WHEN v_remaining <= 0 OR v_claimed >= v_max_parts;
             v_claim := queen.claim_partition(v_candidate.id, v_group, v_lease, v_remaining,
                                              v_lease_seconds, v_auto_ack, v_sub_mode, v_sub_from,
-                                             true, true);
+                                             true, true, v_owner);
             -- A claim that yields nothing (delayed messages, a gap) does not use up `partitions`.
             CONTINUE WHEN v_claim IS NULL OR (v_claim->>'count')::integer = 0;
             v_claimed := v_claimed + 1;

@@ -1,4 +1,5 @@
--- Leases: release by a pop whose client went away, renewal by the client.
+-- Leases: release by a pop whose client went away, release of a crashed worker's leases by its
+-- successor, renewal by the client.
 
 -- Hand back the leases of a pop whose client went away before it received the messages.
 -- (A lease of a multi-partition pop spans several rows: they are locked in key order first.)
@@ -16,6 +17,36 @@ BEGIN
     WHERE worker_id = p_lease_id;
     GET DIAGNOSTICS v_released = ROW_COUNT;
     RETURN v_released;
+END;
+$$;
+
+-- A worker that starts gives back the live leases its earlier incarnations took: their owner
+-- starts with its slot ("<instance>/<worker index>/") but is not its own. A worker only starts
+-- again after the previous one died, so whatever those hold was popped by a process that can no
+-- longer see an ack, and would otherwise stall its partition until the lease expired. Answers
+-- the queues whose partitions became free (for wake-ups). Rows are locked in key order first.
+CREATE OR REPLACE FUNCTION queen.release_previous_leases(p_slot text, p_owner text)
+RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE
+    v_queues text[];
+BEGIN
+    PERFORM 1 FROM queen.partition_consumers
+    WHERE worker_id IS NOT NULL AND starts_with(lease_owner, p_slot) AND lease_owner <> p_owner
+    ORDER BY partition_id, consumer_group
+    FOR UPDATE;
+    WITH released AS (
+        UPDATE queen.partition_consumers
+        SET worker_id = NULL, lease_expires_at = NULL, lease_acquired_at = NULL,
+            batch_size = 0, acked_count = 0
+        WHERE worker_id IS NOT NULL AND starts_with(lease_owner, p_slot)
+          AND lease_owner <> p_owner
+        RETURNING partition_id
+    )
+    SELECT coalesce(array_agg(DISTINCT q.name::text), '{}') INTO v_queues
+    FROM released r
+    JOIN queen.partitions p ON p.id = r.partition_id
+    JOIN queen.queues q ON q.id = p.queue_id;
+    RETURN v_queues;
 END;
 $$;
 

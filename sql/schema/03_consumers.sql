@@ -23,6 +23,9 @@ CREATE TABLE queen.partition_consumers (
     last_stats_update timestamptz,
     batch_retry_count integer NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now(),
+    -- Which worker incarnation took the lease ("<instance>/<worker index>/<start id>"): a restarted
+    -- worker releases at once what its crashed predecessor held (queen.release_previous_leases).
+    lease_owner text,
     UNIQUE (partition_id, consumer_group),
     CONSTRAINT partition_consumers_cursor_pair CHECK (
         (last_consumed_id = '00000000-0000-0000-0000-000000000000') = (last_consumed_created_at IS NULL)

@@ -250,12 +250,15 @@ def test_a_forward_migration_takes_a_database_to_the_next_release(
     """A table change is written twice, as a migration and in schema/; both give one schema."""
     migrate_directly(pg_cluster, fresh_database)
     change = "ALTER TABLE queen.queues ADD COLUMN note text;\n"
+    # The number after the shipped migrations.
+    version = max((m.version for m in SHIPPED.migrations), default=10) + 1
+    name = f"migrations/{version:03d}_queue_note.sql"
     table = (REPO / "sql/schema/01_queues.sql").read_text()
     next_release = tree_with(
         tmp_path,
         "99.0.0",
         {
-            "migrations/011_queue_note.sql": change,
+            name: change,
             "schema/01_queues.sql": table.replace(
                 "    updated_at timestamptz NOT NULL DEFAULT now()\n",
                 "    updated_at timestamptz NOT NULL DEFAULT now(),\n    note text\n",
@@ -263,7 +266,7 @@ def test_a_forward_migration_takes_a_database_to_the_next_release(
         },
     )
     outcome = migrate_directly(pg_cluster, fresh_database, next_release)
-    assert outcome.applied == ("migrations/011_queue_note.sql",)
+    assert outcome.applied == (name,)
     created = create_database(pg_cluster)
     assert migrate_directly(pg_cluster, created, next_release).applied == tuple(EVERY_FILE)
     assert_same_schema(schema_dump(pg_cluster, fresh_database), schema_dump(pg_cluster, created))
@@ -271,12 +274,13 @@ def test_a_forward_migration_takes_a_database_to_the_next_release(
         versions = run_sql(
             pg_cluster, "SELECT version FROM queen.schema_migrations", database=database
         )
-        assert [row["version"] for row in versions] == [11]
+        assert sorted(row["version"] for row in versions) == [
+            *(m.version for m in SHIPPED.migrations),
+            version,
+        ]
 
-    edited = tree_with(
-        tmp_path / "edited", "99.0.0", {"migrations/011_queue_note.sql": change + "--"}
-    )
-    with pytest.raises(MigrationError, match=r"011_queue_note\.sql changed after it was applied"):
+    edited = tree_with(tmp_path / "edited", "99.0.0", {name: change + "--"})
+    with pytest.raises(MigrationError, match=rf"{version:03d}_queue_note\.sql changed after"):
         migrate_directly(pg_cluster, created, edited)
 
 
