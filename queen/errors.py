@@ -30,14 +30,6 @@ class BadRequest(QueenError):
     status = 400
 
 
-class Unauthorized(QueenError):
-    status = 401
-
-
-class Forbidden(QueenError):
-    status = 403
-
-
 class NotFound(QueenError):
     status = 404
 

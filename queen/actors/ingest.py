@@ -13,6 +13,7 @@ buffered copy then replays as a duplicate of the same transactionId, never as a 
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,13 +34,18 @@ SubmitPush = Callable[[Items], Awaitable[list[Any]]]
 Results = list[dict[str, Any]]
 
 
+class Destination(enum.Enum):
+    """Where a push's items went; the HTTP layer words the answer."""
+
+    DATABASE = "database"  # committed: `results` holds the procedure's per-item results
+    BUFFER = "buffer"  # fsynced to the disk buffer, replayed later
+    NOWHERE = "nowhere"  # neither PostgreSQL nor the disk buffer took them
+
+
 @dataclass(frozen=True)
 class PushOutcome:
-    """Per-item results in request order; `stored` is False when neither PostgreSQL nor the disk
-    buffer took the items (every result then says why)."""
-
-    results: Results
-    stored: bool = True
+    destination: Destination
+    results: Results | None = None
 
 
 class PushPath:
@@ -70,36 +76,11 @@ class PushPath:
                 ) from error
             return await self._to_disk(items)
         buffer.note_database(True)
-        for index, result in enumerate(results):
-            result["index"] = index
-        return PushOutcome(results)
+        return PushOutcome(Destination.DATABASE, results)
 
     async def _to_disk(self, items: Items) -> PushOutcome:
         try:
             await self.file_buffer.append([buffer_record(item) for item in items])
         except OSError:
-            return PushOutcome(
-                [
-                    {
-                        "index": index,
-                        "status": "failed",
-                        "queue": item.queue,
-                        "partition": item.partition,
-                        "error": "File buffer write failed",
-                    }
-                    for index, item in enumerate(items)
-                ],
-                stored=False,
-            )
-        return PushOutcome(
-            [
-                {
-                    "index": index,
-                    "status": "buffered",
-                    "queue": item.queue,
-                    "partition": item.partition,
-                    "transactionId": item.transaction_id,
-                }
-                for index, item in enumerate(items)
-            ]
-        )
+            return PushOutcome(Destination.NOWHERE)
+        return PushOutcome(Destination.BUFFER)

@@ -11,6 +11,7 @@ import trio
 from quart import Blueprint, Response, request
 
 from queen.actors.consumer_groups import GroupKey, Scope
+from queen.actors.ingest import Destination
 from queen.db import queues
 from queen.db.errors import DatabaseError, DatabaseUnavailable
 from queen.db.items import RenewItem
@@ -35,7 +36,38 @@ async def push() -> Response:
     if not items:
         return json_response([], 201)
     outcome = await services().ingest.push(items)
-    return json_response(outcome.results, 201 if outcome.stored else 500)
+    if outcome.destination is Destination.DATABASE:
+        assert outcome.results is not None
+        for index, result in enumerate(outcome.results):  # the lane numbered the fused batch
+            result["index"] = index
+        return json_response(outcome.results, 201)
+    if outcome.destination is Destination.BUFFER:
+        return json_response(
+            [
+                {
+                    "index": index,
+                    "status": "buffered",
+                    "queue": item.queue,
+                    "partition": item.partition,
+                    "transactionId": item.transaction_id,
+                }
+                for index, item in enumerate(items)
+            ],
+            201,
+        )
+    return json_response(
+        [
+            {
+                "index": index,
+                "status": "failed",
+                "queue": item.queue,
+                "partition": item.partition,
+                "error": "File buffer write failed",
+            }
+            for index, item in enumerate(items)
+        ],
+        500,
+    )
 
 
 @blueprint.get("/pop/queue/<queue>")
