@@ -81,6 +81,17 @@ class Config:
         "largest accepted request body (413 above)",
         min=1024,
     )
+    body_budget_bytes: int = _env(
+        "QUEEN_BODY_BUDGET_BYTES",
+        40 * 1024 * 1024,
+        "request bodies one worker holds at once; a body that does not fit is read and dropped "
+        "and answered 503 with Retry-After (one body alone is always taken). A push costs about "
+        "5x its body until answered",
+        min=1024,
+    )
+    max_push_items: int = _env(
+        "QUEEN_MAX_PUSH_ITEMS", 10000, "most items one push may carry (413 above)", min=1
+    )
     # Database
     pg_host: str | None = _env(
         "PG_HOST", None, "PostgreSQL host; unset = start an embedded cluster in QUEEN_DATA_DIR"
@@ -153,6 +164,12 @@ class Config:
         "POP_WAIT_MAX_INTERVAL_MS", 1000, "long-poll backoff cap (ms)", min=1
     )
     max_pop_batch: int = _env("QUEEN_MAX_POP_BATCH", 10000, "largest accepted pop batch", min=1)
+    max_parked_pops: int = _env(
+        "QUEEN_MAX_PARKED_POPS",
+        1000,
+        "long-poll pops one worker holds waiting at once (503 with Retry-After above)",
+        min=1,
+    )
     # Durability
     file_buffer_dir: str = _env(
         "FILE_BUFFER_DIR", "/var/lib/queen/buffers", "disk failover buffer directory"

@@ -30,10 +30,11 @@ async def configure() -> Response:
 
 @blueprint.post("/push")
 async def push() -> Response:
-    items = push_body.push_items(await raw_body())
+    svc = services()
+    items = push_body.push_items(await raw_body(), svc.config.max_push_items)
     if not items:
         return json_response([], 201)
-    outcome = await services().ingest.push(items)
+    outcome = await svc.ingest.push(items)
     return json_response(outcome.results, 201 if outcome.stored else 500)
 
 

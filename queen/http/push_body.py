@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from queen.errors import PayloadTooLarge
 from queen.http import validate
 from queen.http.responses import parse_json
 from queen.ids import uuid7_strs
@@ -51,17 +52,28 @@ class _Body(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_Body)
 
 
-def push_items(raw: bytes) -> list[dict[str, Any]]:
-    """The body's items in the form `validate.push_item` gives them."""
-    items = _raw_items(raw)
-    return items if items is not None else validate.push_items(parse_json(raw))
+def push_items(raw: bytes, max_items: int | None = None) -> list[dict[str, Any]]:
+    """The body's items in the form `validate.push_item` gives them; more than `max_items` is
+    refused (413) before any item is built, each costing far more than its bytes."""
+    items = _raw_items(raw, max_items)
+    if items is not None:
+        return items
+    body = parse_json(raw)
+    _check_count(body.get("items") if isinstance(body, dict) else None, max_items)
+    return validate.push_items(body)
 
 
-def _raw_items(raw: bytes) -> list[dict[str, Any]] | None:
+def _check_count(items: Any, max_items: int | None) -> None:
+    if max_items is not None and isinstance(items, list) and len(items) > max_items:
+        raise PayloadTooLarge(f"Too many items in one push (at most {max_items})")
+
+
+def _raw_items(raw: bytes, max_items: int | None) -> list[dict[str, Any]] | None:
     """The items with their payloads as sent, or None where only the full parse can answer."""
     body = _plain_body(raw)
     if body is None:
         return None
+    _check_count(body.items, max_items)
     ids = uuid7_strs(len(body.items))
     items = []
     for item, message_id in zip(body.items, ids, strict=True):

@@ -15,7 +15,7 @@ from queen import __version__
 from queen.actors.mailbox import ActorGone
 from queen.db import system
 from queen.db.errors import DatabaseError, DatabaseUnavailable
-from queen.http.context import services
+from queen.http.context import body_budget, services
 from queen.http.responses import json_response
 
 log = logging.getLogger("queen.http")
@@ -64,6 +64,7 @@ async def health() -> Response:
 @blueprint.get("/metrics")
 async def metrics() -> Response:
     svc = services()
+    budget = body_budget()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     counters = svc.counters
     body = {
@@ -95,6 +96,7 @@ async def metrics() -> Response:
             "arrayBuffers": 0,
         },
         "longPolls": {"parked": svc.consumer_groups.parked},
+        "requestBodies": {"heldBytes": budget.held_bytes, "refused": budget.refused},
         "fileBuffer": _buffer_state(),
         "cpu": {"user": int(usage.ru_utime * 1_000_000), "system": int(usage.ru_stime * 1_000_000)},
     }
