@@ -55,6 +55,9 @@ class Services:
             ConnectParams.from_config(config, f"{name}-admin"),
             config.admin_slots_per_worker(),
         )
+        # /health's own connection: a probe queued behind slow listings on the admin pool would
+        # answer 503 for a healthy database, and an orchestrator restart the pod for it.
+        self.probe = SlotPool("probe", ConnectParams.from_config(config, f"{name}-probe"), 1)
         self.hot = SlotPool(
             "hot",
             ConnectParams.from_config(config, name),
@@ -92,6 +95,7 @@ class Services:
         """Started in this order, each ready before the next; all one-for-one (module doc)."""
         return [
             Child("admin-pool", self.admin.run),
+            Child("probe-pool", self.probe.run),
             Child("hot-pool", self.hot.run),
             Child("sibling-link", self.siblings.run),
             *(Child(f"batcher-{lane.name}", lane.run) for lane in self.batcher.lanes),

@@ -30,7 +30,7 @@ async def _database_answers() -> bool:
     reports it as unhealthy (503) rather than failing as a 500 of its own."""
     with trio.move_on_after(HEALTH_PROBE_TIMEOUT_S + 0.5):
         try:
-            return await system.ping(services(), timeout_s=HEALTH_PROBE_TIMEOUT_S)
+            return await system.ping(services().probe, timeout_s=HEALTH_PROBE_TIMEOUT_S)
         except (DatabaseUnavailable, DatabaseError, ActorGone, TimeoutError):
             return False
         except Exception as error:
