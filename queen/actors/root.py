@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from queen.actors.consumer_groups import ConsumerGroups
 from queen.actors.counters import Counters
 from queen.actors.file_buffer import FileBuffer, worker_orphans
 from queen.actors.ingest import PushPath
+from queen.actors.queue_scopes import QueueScopes
 from queen.actors.retention import RetentionServices
 from queen.actors.slots import SlotPool
 from queen.actors.supervisor import Child, Supervisor
@@ -33,6 +35,7 @@ from queen.actors.system_flags import SystemFlags
 from queen.actors.warm_up import warm_up
 from queen.config import Config
 from queen.db import consumer_groups as groups
+from queen.db import queues
 from queen.db.connect import ConnectParams
 from queen.storage.file_buffer import worker_directory
 from queen.sync.siblings import SiblingWakeups, WakeTarget
@@ -72,8 +75,12 @@ class Services:
             on_transaction=self._transacted,
             on_pop_undelivered=self._pop_undelivered,
         )
+        self.queue_scopes = QueueScopes(partial(queues.queue_scopes, self.hot))
         self.consumer_groups = ConsumerGroups(
-            config, self.batcher.pop.submit, on_undelivered=self._pop_undelivered
+            config,
+            self.batcher.pop.submit,
+            on_undelivered=self._pop_undelivered,
+            queue_scopes=self.queue_scopes,
         )
         self.siblings = SiblingWakeups(
             config.port, worker_id, config.num_workers, on_wake=self.consumer_groups.wake
@@ -99,6 +106,7 @@ class Services:
             Child("hot-pool", self.hot.run),
             Child("sibling-link", self.siblings.run),
             *(Child(f"batcher-{lane.name}", lane.run) for lane in self.batcher.lanes),
+            Child("queue-scopes", self.queue_scopes.run),
             Child("consumer-groups", self.consumer_groups.run),
             Child("system-flags", self.flags.run),
             Child("file-buffer", self.file_buffer.run),

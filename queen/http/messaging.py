@@ -25,7 +25,10 @@ blueprint = Blueprint("messaging", __name__, url_prefix="/api/v1")
 @blueprint.post("/configure")
 async def configure() -> Response:
     spec = validate.configure(await json_body())
-    return json_response(await queues.configure_queue(services(), spec))
+    svc = services()
+    result = await queues.configure_queue(svc, spec)
+    svc.queue_scopes.learn(spec["queue"], spec["namespace"], spec["task"])
+    return json_response(result)
 
 
 @blueprint.post("/push")

@@ -95,7 +95,7 @@ async def metrics() -> Response:
             "external": 0,
             "arrayBuffers": 0,
         },
-        "longPolls": {"parked": svc.consumer_groups.parked},
+        "longPolls": {"parked": svc.consumer_groups.parked, "polls": svc.consumer_groups.polls},
         "requestBodies": {"heldBytes": budget.held_bytes, "refused": budget.refused},
         "fileBuffer": _buffer_state(),
         "cpu": {"user": int(usage.ru_utime * 1_000_000), "system": int(usage.ru_stime * 1_000_000)},
