@@ -82,6 +82,14 @@ class Config:
         "largest accepted request body (413 above)",
         min=1024,
     )
+    body_budget_bytes: int = _env(
+        "QUEEN_BODY_BUDGET_BYTES",
+        40 * 1024 * 1024,
+        "request bodies one worker holds at once; a body that does not fit is read and dropped "
+        "and answered 503 with Retry-After (one body alone is always taken). A push costs about "
+        "5x its body until answered",
+        min=1024,
+    )
     # Database
     pg_host: str | None = _env(
         "PG_HOST", None, "PostgreSQL host; unset = start an embedded cluster in QUEEN_DATA_DIR"
@@ -157,8 +165,14 @@ class Config:
     max_request_items: int = _env(
         "QUEEN_MAX_REQUEST_ITEMS",
         10000,
-        "most acknowledgments in one /ack/batch and operations in one /transaction (each push"
-        " item counts as one); more is refused with 413 before any work",
+        "most items in one /push, acknowledgments in one /ack/batch, operations in one"
+        " /transaction (each push item counts as one); more is refused with 413 before any work",
+        min=1,
+    )
+    max_parked_pops: int = _env(
+        "QUEEN_MAX_PARKED_POPS",
+        1000,
+        "long-poll pops one worker holds waiting at once (503 with Retry-After above)",
         min=1,
     )
     # Durability

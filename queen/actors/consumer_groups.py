@@ -23,9 +23,11 @@ from typing import Any
 import trio
 
 from queen.actors.mailbox import ActorGone, Reply
+from queen.actors.queue_scopes import QueueScopes
 from queen.actors.registry import ActorRegistry, KeyedInbox
 from queen.config import Config
 from queen.db.items import PopRequest
+from queen.errors import TryAgainLater
 
 log = logging.getLogger("queen.consumer_groups")
 
@@ -74,10 +76,13 @@ class ConsumerGroups:
         config: Config,
         pop: PopItems,
         on_undelivered: Callable[[PopResult], None],
+        queue_scopes: QueueScopes | None = None,
     ) -> None:
+        """Without `queue_scopes`, a push to any queue wakes every namespace/task waiter."""
         self.config = config
         self.pop = pop
         self.on_undelivered = on_undelivered
+        self.queue_scopes = queue_scopes
         self.parked = 0
         self.wakes = 0
         self.polls = 0
@@ -95,14 +100,23 @@ class ConsumerGroups:
 
     def wake(self, queue: str | None, group: str | None = None) -> None:
         """Messages may be available in `queue` (None: in any queue) for `group` (None: for any
-        group)."""
+        group): wake the waiters of that queue, and the namespace/task waiters whose scope
+        covers it (all of them while the queue's scope is not known here)."""
         self.wakes += 1
+        queue_scope: tuple[str, str] | None = None
+        asked = self.queue_scopes is None
         for key in self.registry.keys():  # noqa: SIM118 (a copy: sends may retire actors)
             scope, key_group = key
             if group is not None and key_group != group:
                 continue
-            if queue is None or scope[0] == "task" or scope[1] == queue:
-                self.registry.try_send(key, Wake())
+            if queue is not None and scope[0] == "task":
+                if not asked and self.queue_scopes is not None:
+                    queue_scope, asked = self.queue_scopes.scope_of(queue), True
+                if queue_scope is not None and not in_scope(scope, queue_scope):
+                    continue
+            elif queue is not None and scope[1] != queue:
+                continue
+            self.registry.try_send(key, Wake())
 
     def drain(self) -> None:
         """Shutdown: every waiter is answered None and new ones are not parked."""
@@ -128,7 +142,10 @@ class ConsumerGroups:
         seen_wakes: int,
     ) -> PopResult | None:
         """Wait in the group's actor until messages come (the result) or `deadline` (trio time;
-        then None). `seen_wakes` is `wakes` as read before the caller's own empty attempt."""
+        then None). `seen_wakes` is `wakes` as read before the caller's own empty attempt.
+        Beyond QUEEN_MAX_PARKED_POPS waiting in this worker, TryAgainLater (503, Retry-After)."""
+        if self.parked >= self.config.max_parked_pops:
+            raise TryAgainLater("Server busy: too many waiting pops, retry later")
         while not self.stopping and trio.current_time() < deadline:
             reply: Reply[PopResult | None] = Reply()
             self.parked += 1
@@ -143,6 +160,13 @@ class ConsumerGroups:
             # rather than spin.
             await trio.sleep(REPARK_DELAY_S)
         return None
+
+
+def in_scope(scope: Scope, queue_scope: tuple[str, str]) -> bool:
+    """Whether a namespace/task pop's `scope` covers a queue of this (namespace, task): an
+    empty namespace or task in the scope means any, as in the pop procedure."""
+    _, namespace, task = scope
+    return (not namespace or namespace == queue_scope[0]) and (not task or task == queue_scope[1])
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from queen.actors.counters import Counters
 from queen.actors.file_buffer import FileBuffer, worker_orphans
 from queen.actors.ingest import PushPath
 from queen.actors.lease_reclaim import LeaseReclaim, lease_slot
+from queen.actors.queue_scopes import QueueScopes
 from queen.actors.retention import RetentionServices
 from queen.actors.slots import SlotPool
 from queen.actors.supervisor import Child, Supervisor
@@ -34,6 +36,7 @@ from queen.actors.system_flags import SystemFlags
 from queen.actors.warm_up import warm_up
 from queen.config import Config
 from queen.db import consumer_groups as groups
+from queen.db import queues
 from queen.db.connect import ConnectParams
 from queen.ids import uuid7_str
 from queen.storage.file_buffer import worker_directory
@@ -59,6 +62,9 @@ class Services:
             ConnectParams.from_config(config, f"{name}-admin"),
             config.admin_slots_per_worker(),
         )
+        # /health's own connection: a probe queued behind slow listings on the admin pool would
+        # answer 503 for a healthy database, and an orchestrator restart the pod for it.
+        self.probe = SlotPool("probe", ConnectParams.from_config(config, f"{name}-probe"), 1)
         self.hot = SlotPool(
             "hot",
             ConnectParams.from_config(config, name),
@@ -79,8 +85,12 @@ class Services:
             on_pop_undelivered=self._pop_undelivered,
             lease_owner=self.lease_reclaim.owner,
         )
+        self.queue_scopes = QueueScopes(partial(queues.queue_scopes, self.hot))
         self.consumer_groups = ConsumerGroups(
-            config, self.batcher.pop.submit, on_undelivered=self._pop_undelivered
+            config,
+            self.batcher.pop.submit,
+            on_undelivered=self._pop_undelivered,
+            queue_scopes=self.queue_scopes,
         )
         self.siblings = SiblingWakeups(
             config.port, worker_id, config.num_workers, on_wake=self.consumer_groups.wake
@@ -102,9 +112,11 @@ class Services:
         """Started in this order, each ready before the next; all one-for-one (module doc)."""
         return [
             Child("admin-pool", self.admin.run),
+            Child("probe-pool", self.probe.run),
             Child("hot-pool", self.hot.run),
             Child("sibling-link", self.siblings.run),
             *(Child(f"batcher-{lane.name}", lane.run) for lane in self.batcher.lanes),
+            Child("queue-scopes", self.queue_scopes.run),
             Child("consumer-groups", self.consumer_groups.run),
             Child("system-flags", self.flags.run),
             Child("file-buffer", self.file_buffer.run),

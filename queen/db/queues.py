@@ -1,13 +1,16 @@
 """Queues: configure, list, inspect, delete, clear (sql/functions/03_queues.sql,
-12_resources.sql, 10_messages.sql)."""
+12_resources.sql, 10_messages.sql), and the namespace/task of queues (sql/queries/queues.sql)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from queen.db import queries
 from queen.db.errors import RecordNotFound
-from queen.db.runner import Pools, procedure_value
+from queen.db.runner import Pools, Runner, procedure_value
+
+_SCOPES = queries.named("queues", "scopes")
 
 
 async def configure_queue(db: Pools, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,3 +51,9 @@ async def clear_queue(db: Pools, queue: str, partition: str | None) -> dict[str,
         db.hot, "SELECT queen.clear_queue($1, $2)", queue, partition
     )
     return result
+
+
+async def queue_scopes(db: Runner, names: list[str]) -> dict[str, tuple[str, str]]:
+    """(namespace, task) of each of `names` that exists; '' where the queue has none."""
+    rows = await db.call(_SCOPES, names)
+    return {row["name"]: (row["namespace"], row["task"]) for row in rows}

@@ -6,17 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from queen.db import queries
-from queen.db.runner import Pools, Runner
+from queen.db.runner import Runner
 
 _PING = queries.named("health", "ping")
 _READ_FLAGS = queries.named("system_state", "read_flags")
 _WRITE_FLAG = queries.named("system_state", "write_flag")
 
 
-async def ping(db: Pools, *, timeout_s: float) -> bool:
-    """Whether the database answers a trivial statement within `timeout_s`, on the admin pool so
-    a busy message path does not make the instance look down."""
-    return bool(await db.admin.call(_PING, kind="fetchval", timeout_s=timeout_s) == 1)
+async def ping(db: Runner, *, timeout_s: float) -> bool:
+    """Whether the database answers a trivial statement within `timeout_s`, on a connection of
+    its own (the probe pool), so neither a busy message path nor slow listings make the instance
+    look down."""
+    return bool(await db.call(_PING, kind="fetchval", timeout_s=timeout_s) == 1)
 
 
 async def read_flags(db: Runner, keys: Sequence[str], *, timeout_s: float) -> dict[str, bool]:

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 
-from quart import Response, request
+from quart import Request, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
@@ -31,7 +31,8 @@ from queen.http import (
     system,
     traces,
 )
-from queen.http.context import EXTENSION_KEY
+from queen.http.body_budget import BodyBudget, BodyRefused, BudgetedBody, budgeted_request_class
+from queen.http.context import BODY_BUDGET_KEY, EXTENSION_KEY
 from queen.http.responses import CORS_HEADERS, error_response
 
 log = logging.getLogger("queen.http")
@@ -44,6 +45,9 @@ def create_app(services: Services) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = 120
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.extensions[EXTENSION_KEY] = services
+    budget = BodyBudget(services.config.body_budget_bytes)
+    app.extensions[BODY_BUDGET_KEY] = budget
+    app.request_class = budgeted_request_class(budget)
     app.url_map.strict_slashes = False
     for module in (
         system,
@@ -116,6 +120,12 @@ async def _drain_body() -> None:
         await request.get_data(cache=False)
 
 
+def _body(current: Request) -> BudgetedBody:
+    body = current.body
+    assert isinstance(body, BudgetedBody), "create_app installs the budgeted request class"
+    return body
+
+
 def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
     @app.before_request
     async def start_clock() -> Response | None:
@@ -125,7 +135,13 @@ def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
             response = Response(b"", status=204)
             response.headers["Access-Control-Max-Age"] = "86400"
             return response
+        if _body(request).refused:  # nothing of the request is done (queen.http.body_budget)
+            raise BodyRefused()
         return None
+
+    @app.teardown_request
+    async def settle_body(_: BaseException | None) -> None:
+        _body(request).settle()
 
     @app.after_request
     async def finish(response: Response) -> Response:

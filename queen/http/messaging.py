@@ -27,15 +27,19 @@ blueprint = Blueprint("messaging", __name__, url_prefix="/api/v1")
 @blueprint.post("/configure")
 async def configure() -> Response:
     spec = validate.configure(await json_body())
-    return json_response(await queues.configure_queue(services(), spec))
+    svc = services()
+    result = await queues.configure_queue(svc, spec)
+    svc.queue_scopes.learn(spec["queue"], spec["namespace"], spec["task"])
+    return json_response(result)
 
 
 @blueprint.post("/push")
 async def push() -> Response:
-    items = push_body.push_items(await raw_body())
+    svc = services()
+    items = push_body.push_items(await raw_body(), svc.config.max_request_items)
     if not items:
         return json_response([], 201)
-    outcome = await services().ingest.push(items)
+    outcome = await svc.ingest.push(items)
     if outcome.destination is Destination.DATABASE:
         assert outcome.results is not None
         for index, result in enumerate(outcome.results):  # the lane numbered the fused batch

@@ -52,17 +52,28 @@ class _Body(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_Body)
 
 
-def push_items(raw: bytes) -> list[PushItem]:
-    """The body's items as `validate.push_item` gives them."""
-    items = _raw_items(raw)
-    return items if items is not None else validate.push_items(parse_json(raw))
+def push_items(raw: bytes, max_items: int | None = None) -> list[PushItem]:
+    """The body's items in the form `validate.push_item` gives them; more than `max_items` is
+    refused (413) before any item is built, each costing far more than its bytes."""
+    items = _raw_items(raw, max_items)
+    if items is not None:
+        return items
+    body = parse_json(raw)
+    _check_count(body.get("items") if isinstance(body, dict) else None, max_items)
+    return validate.push_items(body)
 
 
-def _raw_items(raw: bytes) -> list[PushItem] | None:
+def _check_count(items: Any, max_items: int | None) -> None:
+    if max_items is not None and isinstance(items, list):
+        validate.within_limit(len(items), max_items, "items")
+
+
+def _raw_items(raw: bytes, max_items: int | None) -> list[PushItem] | None:
     """The items with their payloads as sent, or None where only the full parse can answer."""
     body = _plain_body(raw)
     if body is None:
         return None
+    _check_count(body.items, max_items)
     ids = uuid7_strs(len(body.items))
     items = []
     for item, message_id in zip(body.items, ids, strict=True):

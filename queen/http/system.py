@@ -15,7 +15,7 @@ from queen import __version__
 from queen.actors.mailbox import ActorGone
 from queen.db import system
 from queen.db.errors import DatabaseError, DatabaseUnavailable
-from queen.http.context import services
+from queen.http.context import body_budget, services
 from queen.http.responses import json_response
 
 log = logging.getLogger("queen.http")
@@ -30,7 +30,7 @@ async def _database_answers() -> bool:
     reports it as unhealthy (503) rather than failing as a 500 of its own."""
     with trio.move_on_after(HEALTH_PROBE_TIMEOUT_S + 0.5):
         try:
-            return await system.ping(services(), timeout_s=HEALTH_PROBE_TIMEOUT_S)
+            return await system.ping(services().probe, timeout_s=HEALTH_PROBE_TIMEOUT_S)
         except (DatabaseUnavailable, DatabaseError, ActorGone, TimeoutError):
             return False
         except Exception as error:
@@ -64,6 +64,7 @@ async def health() -> Response:
 @blueprint.get("/metrics")
 async def metrics() -> Response:
     svc = services()
+    budget = body_budget()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     counters = svc.counters
     body = {
@@ -94,7 +95,8 @@ async def metrics() -> Response:
             "external": 0,
             "arrayBuffers": 0,
         },
-        "longPolls": {"parked": svc.consumer_groups.parked},
+        "longPolls": {"parked": svc.consumer_groups.parked, "polls": svc.consumer_groups.polls},
+        "requestBodies": {"heldBytes": budget.held_bytes, "refused": budget.refused},
         "fileBuffer": _buffer_state(),
         "cpu": {"user": int(usage.ru_utime * 1_000_000), "system": int(usage.ru_stime * 1_000_000)},
     }

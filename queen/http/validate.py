@@ -114,7 +114,9 @@ def _checked_json(value: Any, what: str) -> bytes:
             or serialised.count(b"[") + serialised.count(b"{") > MAX_PAYLOAD_DEPTH
         ):
             _walk_payload(value, what)
-    return serialised
+    # orjson's output keeps its buffer's slack (4 KiB at least, some 10x the text for larger
+    # payloads) and a push holds its payloads until answered: an exact copy costs 0.25 us.
+    return bytes(memoryview(serialised))
 
 
 def _walk_payload(value: dict[str, Any] | list[Any], what: str) -> None:

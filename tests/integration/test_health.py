@@ -4,14 +4,20 @@ PostgreSQL going away and coming back without a restart of queen."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 
 from queen import __version__
 from queen.storage.pgcluster import PgCluster
+from tests.integration.test_database_errors import other_session
 from tests.support import (
     ServerProcess,
     create_database,
+    run_sql,
+    running_server,
     schema_is_current,
     schema_state,
     server_env,
@@ -138,3 +144,39 @@ def test_server_started_before_postgresql_serves_once_it_comes_up(
         )
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(90)
+def test_health_answers_while_slow_listings_hold_every_admin_connection(
+    pg_cluster: PgCluster,
+) -> None:
+    """Dashboard listings stuck behind a lock fill the admin pool (4 connections per worker);
+    /health has a connection of its own, so it still answers 200 at once rather than a 503
+    that would get a healthy pod restarted."""
+    database = create_database(pg_cluster)
+    with running_server(pg_cluster, database, DB_LOCK_TIMEOUT="60000") as server:
+        listing = f"{server.url}/api/v1/resources/queues"
+        with ThreadPoolExecutor(6) as clients:
+            with other_session(pg_cluster, database) as run:
+                run("LOCK TABLE queen.queues IN ACCESS EXCLUSIVE MODE").result(10)
+                stuck = [clients.submit(httpx.get, listing, timeout=60) for _ in range(6)]
+                wait_until(
+                    lambda: admin_connections_waiting_for_a_lock(pg_cluster, database) == 4,
+                    timeout_s=10,
+                    what="every admin connection to wait for the lock",
+                )
+                started = time.monotonic()
+                response = httpx.get(f"{server.url}/health", timeout=5)
+                assert response.status_code == 200, response.text
+                assert time.monotonic() - started < 1.0
+            assert [future.result(30).status_code for future in stuck] == [200] * 6
+
+
+def admin_connections_waiting_for_a_lock(cluster: PgCluster, database: str) -> int:
+    rows = run_sql(
+        cluster,
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 "
+        "AND application_name = 'queen-w0-admin' AND wait_event_type = 'Lock'",
+        database,
+    )
+    return int(rows[0]["n"])
