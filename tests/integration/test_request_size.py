@@ -23,10 +23,15 @@ async def push_one_per_partition(api: Api, queue: str, count: int) -> list[dict[
         {"queue": queue, "partition": f"p{n}", "transactionId": f"t{n}", "payload": {"n": n}}
         for n in range(count)
     ]
-    status, body = await api.request("POST", "/api/v1/push", json={"items": items}, timeout=120)
-    assert status == 201, body
+    per_push = Config.from_env({}).max_request_items
+    results: list[dict[str, Any]] = []
+    for start in range(0, count, per_push):
+        chunk = {"items": items[start : start + per_push]}
+        status, body = await api.request("POST", "/api/v1/push", json=chunk, timeout=120)
+        assert status == 201, body
+        results += body
     return [
-        {"transactionId": f"t{n}", "partitionId": r["partition_id"]} for n, r in enumerate(body)
+        {"transactionId": f"t{n}", "partitionId": r["partition_id"]} for n, r in enumerate(results)
     ]
 
 
