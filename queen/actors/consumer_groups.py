@@ -42,6 +42,7 @@ PopItems = Callable[[list[PopRequest]], Awaitable[list[PopResult]]]
 IDLE_AFTER_S = 30.0
 INBOX_SIZE = 1024
 REPARK_DELAY_S = 0.05
+INDEX_SLACK = 256
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,11 @@ class ConsumerGroups:
         self.wakes = 0
         self.polls = 0
         self.stopping = False
+        # Which actors a wake-up for a queue concerns, without a walk over all of them: keys
+        # are added when a pop parks and dropped here once their actor has retired.
+        self._by_queue: dict[str, set[GroupKey]] = {}
+        self._task_keys: set[GroupKey] = set()
+        self._indexed = 0  # keys in the index, counted loosely (re-counted at each sweep)
         self.registry: ActorRegistry[GroupKey, GroupMessage] = ActorRegistry(
             "consumer-group",
             None,
@@ -105,7 +111,10 @@ class ConsumerGroups:
         self.wakes += 1
         queue_scope: tuple[str, str] | None = None
         asked = self.queue_scopes is None
-        for key in self.registry.keys():  # noqa: SIM118 (a copy: sends may retire actors)
+        for key in self._candidates(queue):
+            if key not in self.registry:
+                self._forget(key)
+                continue
             scope, key_group = key
             if group is not None and key_group != group:
                 continue
@@ -117,6 +126,37 @@ class ConsumerGroups:
             elif queue is not None and scope[1] != queue:
                 continue
             self.registry.try_send(key, Wake())
+
+    def _candidates(self, queue: str | None) -> list[GroupKey]:
+        if queue is None:
+            return self.registry.keys()
+        return [*self._by_queue.get(queue, ()), *self._task_keys]
+
+    def _index(self, key: GroupKey) -> None:
+        scope = key[0]
+        if scope[0] == "task":
+            self._task_keys.add(key)
+        else:
+            self._by_queue.setdefault(scope[1], set()).add(key)
+        self._indexed += 1
+        if self._indexed > 2 * len(self.registry) + INDEX_SLACK:
+            # Keys of queues never woken again are dropped here, so the index stays about the
+            # size of the registry however many queues come and go.
+            for stale in [k for ks in self._by_queue.values() for k in ks] + [*self._task_keys]:
+                if stale not in self.registry and stale != key:
+                    self._forget(stale)
+            self._indexed = len(self._task_keys) + sum(map(len, self._by_queue.values()))
+
+    def _forget(self, key: GroupKey) -> None:
+        scope = key[0]
+        if scope[0] == "task":
+            self._task_keys.discard(key)
+            return
+        keys = self._by_queue.get(scope[1])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_queue[scope[1]]
 
     def drain(self) -> None:
         """Shutdown: every waiter is answered None and new ones are not parked."""
@@ -146,6 +186,7 @@ class ConsumerGroups:
         Beyond QUEEN_MAX_PARKED_POPS waiting in this worker, TryAgainLater (503, Retry-After)."""
         if self.parked >= self.config.max_parked_pops:
             raise TryAgainLater("Server busy: too many waiting pops, retry later")
+        self._index(key)
         while not self.stopping and trio.current_time() < deadline:
             reply: Reply[PopResult | None] = Reply()
             self.parked += 1
