@@ -40,7 +40,7 @@ access_log = logging.getLogger("queen.access")
 
 
 def create_app(services: Services) -> QuartTrio:
-    app = QuartTrio("queen")
+    app = QuartTrio("queen", static_folder=None)  # no static files: no /static route
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
     app.config["BODY_TIMEOUT"] = 120
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False

@@ -11,7 +11,7 @@ response sent while the body is still unread sometimes never reaches the client.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from quart import Blueprint, Response, request
@@ -29,15 +29,14 @@ MAX_MIN_LAG_SECONDS = 10 * 365 * 86_400
 
 
 def _timestamp(value: Any, what: str) -> datetime:
-    """An ISO-8601 instant; one without an offset is taken as UTC, the zone every timestamp the
-    server emits is in, rather than the database session's zone."""
+    """An ISO-8601 instant (`validate.instant`: UTC when it has no offset, the zone every
+    timestamp the server emits is in, rather than the database session's zone)."""
     if not isinstance(value, str):
         raise BadRequest(f"{what} must be an ISO-8601 timestamp string")
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise BadRequest(f"{what} must be an ISO-8601 timestamp") from None
+    parsed = validate.instant(value)
+    if parsed is None:
+        raise BadRequest(f"{what} must be an ISO-8601 timestamp")
+    return parsed
 
 
 def _delete_metadata() -> bool:
@@ -52,12 +51,10 @@ def _delete_metadata() -> bool:
 
 
 def _min_lag_seconds() -> int:
-    raw = request.args.get("minLagSeconds")
-    if raw is None or raw == "":
-        return DEFAULT_MIN_LAG_SECONDS
-    if not raw.isdigit() or int(raw) > MAX_MIN_LAG_SECONDS:
+    seconds = validate.query_int(request.args, "minLagSeconds", DEFAULT_MIN_LAG_SECONDS, whole=True)
+    if not 0 <= seconds <= MAX_MIN_LAG_SECONDS:
         raise BadRequest(f"minLagSeconds must be an integer between 0 and {MAX_MIN_LAG_SECONDS}")
-    return int(raw)
+    return seconds
 
 
 def _seek_result(result: dict[str, Any], queue: str, group: str) -> Response:

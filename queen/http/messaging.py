@@ -160,8 +160,7 @@ async def transaction() -> Response:
 
 @blueprint.post("/lease/<lease_id>/extend")
 async def extend_lease(lease_id: str) -> Response:
-    if not validate.is_uuid(lease_id):
-        raise BadRequest("leaseId must be a UUID")
+    lease_id = validate.uuid_text(lease_id, "leaseId must be a UUID")
     seconds = validate.lease_seconds(await json_body())
     results = await services().batcher.renew.submit([RenewItem(lease_id, seconds)])
     return json_response(results[0])

@@ -14,7 +14,7 @@ then gives:
 * a payload that may hold a number beyond a float's range (a three-digit exponent, or a run of a
   hundred digits: every such number has one), which jsonb would store but orjson could not read
   back to deliver, so the full parse refuses it as before;
-* a body msgspec rejects, or any item that is not an object.
+* a body msgspec rejects (nested too deep for it, too), or any item that is not an object.
 
 What takes the raw path is therefore exactly what the full parse accepts, stored as the client
 wrote it: a 25-digit integer keeps its digits in the database. (A push buffered to disk during
@@ -104,7 +104,9 @@ def _plain_body(raw: bytes) -> _Body | None:
     try:
         raw.decode()
         return _DECODER.decode(raw)
-    except (UnicodeDecodeError, msgspec.MsgspecError):
+    except (UnicodeDecodeError, msgspec.MsgspecError, RecursionError):
+        # msgspec measures nesting with the interpreter's recursion limit, even in a payload it
+        # leaves raw: a body nested ~1000 deep is the full parse's to refuse.
         return None
 
 

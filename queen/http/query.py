@@ -3,9 +3,6 @@ parsed one way everywhere, refused (400) rather than clamped."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 from quart import request
 
 from queen.errors import BadRequest
@@ -16,10 +13,7 @@ MAX_OFFSET = 2**31 - 1  # the procedures read it as a PostgreSQL integer
 
 
 def partition_id(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise BadRequest("partitionId must be a UUID") from None
+    return validate.uuid_text(value, "partitionId must be a UUID")
 
 
 def transaction_id(value: str) -> str:
@@ -43,17 +37,13 @@ def page(default_limit: int) -> dict[str, int]:
 
 
 def timestamp(key: str) -> str | None:
-    """An ISO-8601 query timestamp, re-rendered so PostgreSQL always parses what Python accepted;
-    one without a zone is UTC, as every timestamp queen writes."""
+    """An ISO-8601 query timestamp (`validate.instant`), rendered in UTC for PostgreSQL."""
     raw = request.args.get(key)
     if not raw:
         return None
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{key} must be an ISO-8601 timestamp") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+    parsed = validate.instant(raw)
+    if parsed is None:
+        raise BadRequest(f"{key} must be an ISO-8601 timestamp")
     return parsed.isoformat()
 
 

@@ -6,7 +6,7 @@ Messages the official clients may show to users keep the original's wording.
 
 from __future__ import annotations
 
-import uuid
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,12 +59,22 @@ MAX_OPTION_VALUE = 2**31 - 1
 MAX_PAYLOAD_DEPTH = 200
 
 
-def is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        return False
-    return True
+# PostgreSQL's own uuid syntax: 32 hex digits, a hyphen allowed after any group of four but the
+# last, the whole optionally in braces. Python's uuid.UUID also takes `urn:uuid:` prefixes and
+# hyphens anywhere, which PostgreSQL refuses and asyncpg's codec refuses more of (braces).
+_UUID_TEXT = re.compile(r"(\{)?((?:[0-9a-f]{4}-?){7}[0-9a-f]{4})(?(1)\})", re.ASCII | re.IGNORECASE)
+
+
+def uuid_text(value: str, refusal: str) -> str:
+    """Every id a client sends (partition, lease, trace) passes here once: what PostgreSQL would
+    read as a uuid comes back in canonical form (lowercase, hyphenated), so the database, the
+    driver and every later comparison see one spelling; anything else is refused with
+    `refusal` before a request is built, so it can never fail a batch it was fused into."""
+    match = _UUID_TEXT.fullmatch(value)
+    if match is None:
+        raise BadRequest(refusal)
+    digits = match.group(2).replace("-", "").lower()
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def text(value: str, what: str) -> str:
@@ -196,8 +206,8 @@ def push_fields(
     if trace_id is not None:
         if not isinstance(trace_id, str):
             raise BadRequest("TraceId must be a string")
-        if trace_id and not is_uuid(trace_id):
-            raise BadRequest("TraceId must be a valid UUID")
+        if trace_id:
+            trace_id = uuid_text(trace_id, "TraceId must be a valid UUID")
     return PushItem(
         queue=queue,
         partition=partition,
@@ -227,15 +237,14 @@ def ack_item(item: Any, group: str | None = None) -> AckItem:
     partition_id = item.get("partitionId")
     if not isinstance(partition_id, str) or not partition_id:
         raise BadRequest("partitionId is required to ensure message uniqueness")
-    if not is_uuid(partition_id):
-        raise BadRequest("partitionId must be a UUID")
+    partition_id = uuid_text(partition_id, "partitionId must be a UUID")
     lease_id = optional_string(item.get("leaseId"), "leaseId")
-    if lease_id and not is_uuid(lease_id):
-        raise BadRequest("leaseId must be a UUID")
+    if lease_id:
+        lease_id = uuid_text(lease_id, "leaseId must be a UUID")
     status = optional_string(item.get("status"), "status") or "completed"
     error = item.get("error")
     if error is not None and not isinstance(error, str):
-        error = str(error)
+        error = _checked_json(error, "error").decode()  # its JSON text: str() recurses
     if error is not None:
         text(error, "error")
     return AckItem(
@@ -303,8 +312,10 @@ def transaction_ops(body: Any, max_items: int) -> Transaction:
                 ops.append(TransactionPush(item))
         elif kind == "ack":
             ops.append(TransactionAck(**msgspec.structs.asdict(ack_item(operation))))
-        else:
+        elif isinstance(kind, str):
             raise BadRequest(f"Unknown operation type: {kind}")
+        else:
+            raise BadRequest("Unknown operation type: type must be a string")
     return ops
 
 
@@ -348,35 +359,50 @@ def query_bool(args: Mapping[str, str], key: str, default: bool = False) -> bool
     return value in ("true", "1")
 
 
-def query_int(args: Mapping[str, str], key: str, default: int) -> int:
-    """A leading integer (as the original's atoi); absent or unparsable gives the default."""
-    raw = (args.get(key) or "").strip()
-    digits = ""
-    for index, char in enumerate(raw):
-        if char.isdigit() or (index == 0 and char in "+-"):
-            digits += char
-        else:
-            break
-    try:
-        return int(digits)
-    except ValueError:
+# C's strtol saturates here; a longer run of digits is never turned into a Python int at all
+# (int() refuses more than 4300 digits, and would spend time on fewer).
+_INT_LIMIT = 2**63 - 1
+_LEADING_INTEGER = re.compile(r"\s*([+-]?)0*([0-9]+)", re.ASCII)
+
+
+def query_int(args: Mapping[str, str], key: str, default: int, *, whole: bool = False) -> int:
+    """The one reading of an integer query parameter: absent or empty gives the default; otherwise
+    a leading integer of ASCII digits, as the original's atoi reads it (`str.isdigit` would take
+    `²` and `①`, which int() then refuses), saturating at ±(2**63 - 1) so that range checks, not
+    conversion, judge a huge value. Text that is no integer gives the default, or with `whole`
+    (and then also text after the digits) a 400."""
+    raw = args.get(key)
+    if raw is None or raw == "":
         return default
+    match = _LEADING_INTEGER.match(raw)
+    if match is None or (whole and match.end() != len(raw)):
+        if whole:
+            raise BadRequest(f"{key} must be an integer")
+        return default
+    sign, digits = match.groups()
+    value = int(digits) if len(digits) <= 19 else _INT_LIMIT
+    return max(-_INT_LIMIT, min(_INT_LIMIT, -value if sign == "-" else value))
+
+
+def instant(raw: str) -> datetime | None:
+    """The one reading of a client timestamp (ISO-8601; UTC when it has no zone) as an aware UTC
+    datetime, or None when it is none. Converting to UTC here means PostgreSQL only ever sees an
+    offset of +00:00: Python also accepts offsets with seconds and fractions (`+01:00:30.5`),
+    which PostgreSQL would refuse, and its own words (`tomorrow`) never take part."""
+    try:
+        parsed = datetime.fromisoformat(raw.strip())
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: outside years 1-9999 once in UTC
+        return None
 
 
 def subscription_start(raw: str) -> str:
-    """`now`, an ISO-8601 timestamp (UTC when it has no zone) rendered for PostgreSQL, or "" —
-    an unparsable value is ignored (spec §3.4), so the subscription mode decides instead; it is
-    parsed here so that PostgreSQL's own words (`tomorrow`, `infinity`) and the session time zone
-    never take part."""
+    """`now`, an ISO-8601 timestamp rendered for PostgreSQL, or "" — an unparsable value is
+    ignored (spec §3.4), so the subscription mode decides instead."""
     if raw in ("", "now"):
         return raw
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return ""
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.isoformat()
+    parsed = instant(raw)
+    return "" if parsed is None else parsed.isoformat()
 
 
 @dataclass(frozen=True)
