@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -23,6 +22,7 @@ import pytest
 import trio
 
 from queen.actors.root import Services
+from queen.config import Config
 from queen.http.app import create_app
 from tests.support import ServerProcess
 
@@ -219,9 +219,8 @@ class Route:
 
 
 def app_routes() -> list[Route]:
-    """Every (rule, method) the app serves; building the app needs only its body limit."""
-    stand_in = SimpleNamespace(config=SimpleNamespace(max_body_bytes=1))
-    app = create_app(cast(Services, stand_in))
+    """Every (rule, method) the app serves (its actors are built, not started)."""
+    app = create_app(Services(Config.from_env({"PG_HOST": "unused"}), 0))
     return [
         Route(rule.endpoint, method, rule.rule, tuple(sorted(rule.arguments)))
         for rule in app.url_map.iter_rules()
