@@ -198,12 +198,6 @@ class Config:
     ack_max_concurrent: int = _env(
         "QUEEN_ACK_MAX_CONCURRENT", 16, "ack database calls in flight per worker", min=1
     )
-    transaction_max_concurrent: int = _env(
-        "QUEEN_TRANSACTION_MAX_CONCURRENT",
-        1,
-        "transaction database calls in flight per worker",
-        min=1,
-    )
     renew_lease_max_concurrent: int = _env(
         "QUEEN_RENEW_LEASE_MAX_CONCURRENT", 2, "lease renewal calls in flight per worker", min=1
     )

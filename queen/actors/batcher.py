@@ -110,7 +110,9 @@ def lane_table(config: Config, lease_owner: str) -> tuple[LaneSpec, ...]:
             config.renew_lease_max_concurrent,
         ),
         # A transaction is all or nothing: fused with another, one's failure would fail both.
-        LaneSpec("transaction", TRANSACTION, 0.0, 1, 1, config.transaction_max_concurrent),
+        # It shares push's concurrency: the original's own default for transactions (one in
+        # flight per worker) queues every transaction behind one waiting on a row lock.
+        LaneSpec("transaction", TRANSACTION, 0.0, 1, 1, config.push_max_concurrent),
     )
 
 
