@@ -154,6 +154,15 @@ class Config:
         "POP_WAIT_MAX_INTERVAL_MS", 1000, "long-poll backoff cap (ms)", min=1
     )
     max_pop_batch: int = _env("QUEEN_MAX_POP_BATCH", 10000, "largest accepted pop batch", min=1)
+    pop_max_bytes: int = _env(
+        "QUEEN_POP_MAX_BYTES",
+        64 * 1024 * 1024,
+        "bytes of messages one pop database call hands back (payloads plus 1 KiB each; PostgreSQL"
+        " cannot build an answer over 255 MB): a pop stops there and leaves the rest for the next"
+        " one, a single larger message goes alone",
+        min=1024,
+        max=128 * 1024 * 1024,
+    )
     max_request_items: int = _env(
         "QUEEN_MAX_REQUEST_ITEMS",
         10000,
