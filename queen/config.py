@@ -255,6 +255,22 @@ class Config:
     partition_cleanup_days: int = _env(
         "PARTITION_CLEANUP_DAYS", 30, "drop empty partitions idle for this many days", min=1
     )
+    metrics_retention_days: int = _env(
+        "METRICS_RETENTION_DAYS",
+        90,
+        "retention deletes consumption-log rows (messages_consumed: the overview's failed count and"
+        " throughput) and retention_history rows older than this many days",
+        min=1,
+    )
+    group_cleanup_days: int = _env(
+        "QUEEN_GROUP_CLEANUP_DAYS",
+        90,
+        "retention forgets a consumer group on a queue (cursors, watermarks, subscription) once"
+        " for this many days it has received no message there, acked none, held no lease, made no"
+        " new subscription and polled no queue-wide pop; back later, it starts as a new group"
+        " (per its subscription mode). 0: never",
+        min=0,
+    )
     eviction_interval: int = _env(
         "EVICTION_INTERVAL", 60000, "maxWaitTimeSeconds eviction cycle period (ms)", min=100
     )
