@@ -162,6 +162,15 @@ class Config:
         "POP_WAIT_MAX_INTERVAL_MS", 1000, "long-poll backoff cap (ms)", min=1
     )
     max_pop_batch: int = _env("QUEEN_MAX_POP_BATCH", 10000, "largest accepted pop batch", min=1)
+    pop_max_bytes: int = _env(
+        "QUEEN_POP_MAX_BYTES",
+        64 * 1024 * 1024,
+        "bytes of messages one pop database call hands back (payloads plus 1 KiB each; PostgreSQL"
+        " cannot build an answer over 255 MB): a pop stops there and leaves the rest for the next"
+        " one, a single larger message goes alone",
+        min=1024,
+        max=128 * 1024 * 1024,
+    )
     max_request_items: int = _env(
         "QUEEN_MAX_REQUEST_ITEMS",
         10000,
@@ -253,6 +262,22 @@ class Config:
     )
     partition_cleanup_days: int = _env(
         "PARTITION_CLEANUP_DAYS", 30, "drop empty partitions idle for this many days", min=1
+    )
+    metrics_retention_days: int = _env(
+        "METRICS_RETENTION_DAYS",
+        90,
+        "retention deletes consumption-log rows (messages_consumed: the overview's failed count and"
+        " throughput) and retention_history rows older than this many days",
+        min=1,
+    )
+    group_cleanup_days: int = _env(
+        "QUEEN_GROUP_CLEANUP_DAYS",
+        90,
+        "retention forgets a consumer group on a queue (cursors, watermarks, subscription) once"
+        " for this many days it has received no message there, acked none, held no lease, made no"
+        " new subscription and polled no queue-wide pop; back later, it starts as a new group"
+        " (per its subscription mode). 0: never",
+        min=0,
     )
     eviction_interval: int = _env(
         "EVICTION_INTERVAL", 60000, "maxWaitTimeSeconds eviction cycle period (ms)", min=100

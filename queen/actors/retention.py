@@ -30,8 +30,9 @@ from queen.db.connect import ConnectionRunner, ConnectParams, on_own_connection
 RETENTION = "retention"
 EVICTION = "eviction"
 
-# Each step of a cycle stops after this long and leaves the rest to the next cycle, so one huge
-# backlog cannot hold the shared lock (and so eviction) for minutes (spec §5.5, §5.6).
+# Each step of a cycle (the last: idle groups and old log rows together) stops after this long
+# and leaves the rest to the next cycle, so one huge backlog cannot hold the shared lock (and so
+# eviction) for minutes (spec §5.5, §5.6).
 RETENTION_STEP_BUDGET_MS = 60_000
 EVICTION_BUDGET_MS = 30_000
 # A worker whose timer fires slightly early must not skip a cycle another worker ran a full
@@ -61,7 +62,8 @@ class RetentionServices:
         self.config = config
         self.step_budget_ms = step_budget_ms
         self.eviction_budget_ms = eviction_budget_ms
-        timeout_ms = 2 * step_budget_ms + eviction_budget_ms + STATEMENT_MARGIN_MS
+        # Three time-boxed steps in a retention cycle (age, completed, groups and logs).
+        timeout_ms = 3 * step_budget_ms + eviction_budget_ms + STATEMENT_MARGIN_MS
         self.params = dataclasses.replace(
             params,
             server_settings={
@@ -91,6 +93,8 @@ class RetentionServices:
                 partition_cleanup_days=self.config.partition_cleanup_days,
                 step_budget_ms=self.step_budget_ms,
                 min_interval_ms=min_interval_ms,
+                metrics_retention_days=self.config.metrics_retention_days,
+                group_cleanup_days=self.config.group_cleanup_days,
             )
         )
 
@@ -146,7 +150,15 @@ def _report(service: str, outcome: dict[str, Any]) -> None:
     counts = {k: v for k, v in outcome.items() if k != "ran"}
     deleted = sum(
         int(outcome.get(key) or 0)
-        for key in ("retention", "completedRetention", "partitionsDropped", "evicted")
+        for key in (
+            "retention",
+            "completedRetention",
+            "partitionsDropped",
+            "groupsDropped",
+            "consumedLogDeleted",
+            "historyDeleted",
+            "evicted",
+        )
     )
     if outcome.get("errors"):
         log.warning(f"{service} cycle skipped partitions it could not clean", extra=counts)

@@ -67,6 +67,8 @@ class ConnectParams:
                 "lock_timeout": str(config.db_lock_timeout),
                 "idle_in_transaction_session_timeout": str(config.db_idle_timeout),
                 "timezone": "UTC",
+                # Read by queen.pop_byte_budget (sql/functions/05_pop.sql).
+                "queen.pop_max_bytes": str(config.pop_max_bytes),
             },
         )
 

@@ -16,16 +16,21 @@ async def retention_round(
     partition_cleanup_days: int,
     step_budget_ms: int,
     min_interval_ms: int,
+    metrics_retention_days: int,
+    group_cleanup_days: int,
 ) -> dict[str, Any]:
     """Delete messages past their queue's retention, completed ones past its completed
-    retention, and long-empty partitions; skipped when another cycle started less than
-    `min_interval_ms` ago."""
+    retention, long-empty partitions, consumer groups idle for `group_cleanup_days` (0: never),
+    and consumption log and retention history rows older than `metrics_retention_days`; skipped
+    when another cycle started less than `min_interval_ms` ago."""
     result: dict[str, Any] = await db.call(
-        "CALL queen.retention_round($1, $2, $3, $4, NULL)",
+        "CALL queen.retention_round($1, $2, $3, $4, $5, $6, NULL)",
         batch_size,
         partition_cleanup_days,
         step_budget_ms,
         min_interval_ms,
+        metrics_retention_days,
+        group_cleanup_days,
         kind="fetchval",
     )
     return result

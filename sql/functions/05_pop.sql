@@ -1,14 +1,37 @@
 -- Pop: claim a partition for a consumer group under a lease and read the messages after the
 -- group's cursor. Lock order: 02_lock_order.sql.
 
--- Claim one partition for (group) and read up to p_limit messages after its cursor.
+-- Byte budget of a pop call. PostgreSQL cannot build a jsonb value over 255 MB: a call whose
+-- answer would grow past that fails as a whole, and since the same messages stay first in line,
+-- it would fail again on every retry, so consumers would see empty pops for ever. A call stops
+-- adding messages once they would pass the budget and leaves the rest for the next call; a first
+-- message larger than the whole budget still goes, alone. The budget is the session setting
+-- `queen.pop_max_bytes` (QUEEN_POP_MAX_BYTES, set on every connection), 64 MiB without it.
+CREATE OR REPLACE FUNCTION queen.pop_byte_budget() RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting('queen.pop_max_bytes', true), '')::bigint, 67108864)
+$$;
+
+-- What one message adds to a pop's answer: its payload as PostgreSQL holds it in memory, plus
+-- 1 KiB for the envelope (ids, names, timestamps). A compressed payload is counted by its text,
+-- as its stored size can be a hundredth of what it becomes; the others cost no conversion.
+CREATE OR REPLACE FUNCTION queen.pop_message_bytes(p_payload jsonb) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT 1024 + CASE WHEN pg_column_compression(p_payload) IS NULL
+                       THEN pg_column_size(p_payload)::bigint
+                       ELSE octet_length(p_payload::text)::bigint END
+$$;
+
+-- Claim one partition for (group) and read up to p_limit messages after its cursor, no more
+-- than p_max_bytes of them (queen.pop_message_bytes) unless p_oversize_first lets a first
+-- message that alone passes the budget go.
 -- Returns NULL when the partition cannot be claimed (lease held, row busy), else
--- {messages: [...], count} (count 0 = claimed but nothing deliverable; no lease kept).
+-- {messages: [...], count, bytes, overBudget} (count 0 = claimed but nothing deliverable; no
+-- lease kept; overBudget: messages were left behind for the budget).
 -- p_lease_owner names the worker incarnation taking the lease (07_leases.sql), NULL if none.
 CREATE OR REPLACE FUNCTION queen.claim_partition(
     p_partition_id uuid, p_group text, p_lease_id text, p_limit integer, p_lease_seconds integer,
     p_auto_ack boolean, p_sub_mode text, p_sub_from text, p_wildcard boolean, p_skip_locked boolean,
-    p_lease_owner text
+    p_lease_owner text, p_max_bytes bigint, p_oversize_first boolean
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_pc queen.partition_consumers%ROWTYPE;
@@ -24,6 +47,11 @@ DECLARE
     v_last_id uuid;
     v_last_created timestamptz;
     v_lease_seconds integer;
+    v_row record;
+    v_bytes bigint := 0;
+    v_compressed boolean;
+    v_upto bigint := 9223372036854775807;
+    v_over_budget boolean := false;
 BEGIN
     SELECT * INTO v_p FROM queen.partitions WHERE id = p_partition_id;
     IF NOT FOUND THEN
@@ -117,6 +145,45 @@ BEGIN
         END IF;
     END IF;
 
+    -- Most batches fit: their stored sizes, read without detoasting anything, are their real
+    -- sizes unless compressed. Only a batch that may not fit is walked message by message, and
+    -- the walk stops reading (and detoasting) where the budget ends. A batch of one that may go
+    -- over the budget needs neither.
+    IF p_limit > 1 OR NOT p_oversize_first THEN
+        SELECT coalesce(sum(1024 + pg_column_size(m.payload)::bigint), 0),
+               coalesce(bool_or(pg_column_compression(m.payload) IS NOT NULL), false)
+        INTO v_bytes, v_compressed
+        FROM (
+            SELECT m.payload FROM queen.messages m
+            WHERE m.partition_id = p_partition_id AND m.seq > v_cursor
+              AND (v_q.delayed_processing = 0
+                   OR m.created_at <= v_now - make_interval(secs => v_q.delayed_processing))
+            ORDER BY m.seq
+            LIMIT p_limit
+        ) m;
+        IF v_compressed OR v_bytes > p_max_bytes THEN
+            v_bytes := 0;
+            v_upto := v_cursor;
+            FOR v_row IN
+                SELECT m.seq, queen.pop_message_bytes(m.payload) AS bytes
+                FROM queen.messages m
+                WHERE m.partition_id = p_partition_id AND m.seq > v_cursor
+                  AND (v_q.delayed_processing = 0
+                       OR m.created_at <= v_now - make_interval(secs => v_q.delayed_processing))
+                ORDER BY m.seq
+                LIMIT p_limit
+            LOOP
+                IF v_bytes + v_row.bytes > p_max_bytes
+                   AND NOT (v_upto = v_cursor AND p_oversize_first) THEN
+                    v_over_budget := true;
+                    EXIT;
+                END IF;
+                v_bytes := v_bytes + v_row.bytes;
+                v_upto := v_row.seq;
+            END LOOP;
+        END IF;
+    END IF;
+
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'id', m.id, 'transactionId', m.transaction_id, 'traceId', m.trace_id,
                'data', m.payload, 'producerSub', m.producer_sub,
@@ -124,11 +191,11 @@ BEGIN
                'partition', v_p.name, 'queue', v_q.name,
                'leaseId', CASE WHEN p_auto_ack THEN '' ELSE p_lease_id END,
                'consumerGroup', p_group, 'isEncrypted', m.is_encrypted) ORDER BY m.seq), '[]'::jsonb),
-           count(*), max(m.seq)
-    INTO v_messages, v_count, v_last_seq
+           count(*), max(m.seq), coalesce(sum(queen.pop_message_bytes(m.payload)), 0)
+    INTO v_messages, v_count, v_last_seq, v_bytes
     FROM (
         SELECT * FROM queen.messages m
-        WHERE m.partition_id = p_partition_id AND m.seq > v_cursor
+        WHERE m.partition_id = p_partition_id AND m.seq > v_cursor AND m.seq <= v_upto
           AND (v_q.delayed_processing = 0
                OR m.created_at <= v_now - make_interval(secs => v_q.delayed_processing))
         ORDER BY m.seq
@@ -145,7 +212,7 @@ BEGIN
             UPDATE queen.partition_consumers SET last_consumed_seq = v_p.last_seq WHERE id = v_pc.id;
         END IF;
         RETURN jsonb_build_object('messages', v_messages, 'count', 0, 'partition', v_p.name,
-                                  'queue', v_q.name);
+                                  'queue', v_q.name, 'bytes', 0, 'overBudget', v_over_budget);
     END IF;
 
     SELECT m.id, m.created_at INTO v_last_id, v_last_created
@@ -173,7 +240,7 @@ BEGIN
     END IF;
 
     RETURN jsonb_build_object('messages', v_messages, 'count', v_count, 'partition', v_p.name,
-                              'queue', v_q.name);
+                              'queue', v_q.name, 'bytes', v_bytes, 'overBudget', v_over_budget);
 END;
 $$;
 
@@ -183,15 +250,19 @@ CREATE OR REPLACE FUNCTION queen.claim_partition(
 ) RETURNS jsonb LANGUAGE sql AS $$
     SELECT queen.claim_partition(p_partition_id, p_group, p_lease_id, p_limit, p_lease_seconds,
                                  p_auto_ack, p_sub_mode, p_sub_from, p_wildcard, p_skip_locked,
-                                 NULL)
+                                 NULL, queen.pop_byte_budget(), true)
 $$;
 COMMENT ON FUNCTION queen.claim_partition(uuid, text, text, integer, integer, boolean, text, text,
                                           boolean, boolean)
     IS 'compat: kept for 0.1.0 (claims without a lease owner)';
 
 -- One pop request: {queue | namespace/task, partition?, group, batch, partitions, leaseId, autoAck,
--- subscriptionMode, subscriptionFrom, leaseSeconds, leaseOwner}. Candidates are walked least recently
--- consumed first (quirk Q19: no partition can starve), higher queue priority first.
+-- subscriptionMode, subscriptionFrom, leaseSeconds, leaseOwner, maxBytes?, oversizeFirst?}.
+-- Candidates are walked least recently consumed first (quirk Q19: no partition can starve), higher
+-- queue priority first. maxBytes (default: the session's budget) bounds the messages' bytes; with
+-- oversizeFirst (default true) a first message larger than that is delivered alone. The answer
+-- carries `bytes` (what its messages count for) and `overBudget` (messages were left for the
+-- budget); queen.pop_requests takes both off before anyone sees them.
 CREATE OR REPLACE FUNCTION queen.pop_one(p_request jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_group text := coalesce(nullif(p_request->>'group', ''), '__QUEUE_MODE__');
@@ -207,6 +278,10 @@ DECLARE
     v_lease_seconds integer := coalesce((p_request->>'leaseSeconds')::integer, 0);
     v_sub_mode text := coalesce(p_request->>'subscriptionMode', '');
     v_sub_from text := coalesce(p_request->>'subscriptionFrom', '');
+    v_max_bytes bigint := coalesce((p_request->>'maxBytes')::bigint, queen.pop_byte_budget());
+    v_bytes_left bigint := v_max_bytes;
+    v_oversize_first boolean := coalesce((p_request->>'oversizeFirst')::boolean, true);
+    v_over_budget boolean := false;
     v_messages jsonb := '[]'::jsonb;
     v_claimed integer := 0;
     v_first jsonb;
@@ -222,8 +297,11 @@ BEGIN
         LOOP
             v_claim := queen.claim_partition(v_candidate.id, v_group, v_lease, v_remaining,
                                              v_lease_seconds, v_auto_ack, v_sub_mode, v_sub_from,
-                                             false, false, v_owner);
+                                             false, false, v_owner, v_bytes_left,
+                                             v_oversize_first);
+            v_over_budget := coalesce((v_claim->>'overBudget')::boolean, false);
             IF v_claim IS NOT NULL AND (v_claim->>'count')::integer > 0 THEN
+                v_bytes_left := v_bytes_left - (v_claim->>'bytes')::bigint;
                 v_messages := v_claim->'messages';
                 v_claimed := 1;
                 v_first := v_claim || jsonb_build_object('partitionId', v_candidate.id);
@@ -247,23 +325,26 @@ BEGIN
             ORDER BY q.priority DESC, pc.last_consumed_at ASC NULLS FIRST, p.created_at, p.id
             LIMIT v_max_parts * 4 + 8
         LOOP
-            EXIT WHEN v_remaining <= 0 OR v_claimed >= v_max_parts;
+            EXIT WHEN v_remaining <= 0 OR v_claimed >= v_max_parts OR v_over_budget;
             v_claim := queen.claim_partition(v_candidate.id, v_group, v_lease, v_remaining,
                                              v_lease_seconds, v_auto_ack, v_sub_mode, v_sub_from,
-                                             true, true, v_owner);
+                                             true, true, v_owner, v_bytes_left,
+                                             v_oversize_first AND v_first IS NULL);
+            v_over_budget := coalesce((v_claim->>'overBudget')::boolean, false);
             -- A claim that yields nothing (delayed messages, a gap) does not use up `partitions`.
             CONTINUE WHEN v_claim IS NULL OR (v_claim->>'count')::integer = 0;
             v_claimed := v_claimed + 1;
             IF (v_claim->>'count')::integer > 0 THEN
                 v_messages := v_messages || (v_claim->'messages');
                 v_remaining := v_remaining - (v_claim->>'count')::integer;
+                v_bytes_left := v_bytes_left - (v_claim->>'bytes')::bigint;
                 IF v_first IS NULL THEN
                     v_first := v_claim || jsonb_build_object('partitionId', v_candidate.id);
                 END IF;
             END IF;
         END LOOP;
 
-        IF v_first IS NULL AND v_queue IS NOT NULL
+        IF v_first IS NULL AND NOT v_over_budget AND v_queue IS NOT NULL
            AND EXISTS (SELECT 1 FROM queen.queues WHERE name = v_queue) THEN
             -- Absent, or verified more than 30 s ago: write it (spec §3.9). Without waiting: an
             -- upsert locks the row even when its WHERE says no, which queued every empty pop of
@@ -289,7 +370,8 @@ BEGIN
     END IF;
 
     IF v_first IS NULL THEN
-        RETURN jsonb_build_object('messages', '[]'::jsonb, 'partitionsClaimed', 0);
+        RETURN jsonb_build_object('messages', '[]'::jsonb, 'partitionsClaimed', 0, 'bytes', 0,
+                                  'overBudget', v_over_budget);
     END IF;
     RETURN jsonb_build_object(
         'success', true,
@@ -299,7 +381,9 @@ BEGIN
         'leaseId', CASE WHEN v_auto_ack THEN '' ELSE v_lease END,
         'consumerGroup', v_group,
         'partitionsClaimed', v_claimed,
-        'messages', v_messages);
+        'messages', v_messages,
+        'bytes', v_max_bytes - v_bytes_left,
+        'overBudget', v_over_budget);
 END;
 $$;
 
@@ -308,9 +392,16 @@ $$;
 -- claims may wait, and must not do so while the transaction holds the claims of earlier requests
 -- (queue-wide claims never wait, so they need no such care). A partition held back by its window
 -- buffer is left alone, as claim_partition leaves it.
+-- The requests share one byte budget (queen.pop_byte_budget), since their answers travel as one
+-- value: each gets what the earlier ones left, only the first to deliver anything may go over it
+-- with a single message, and those left without budget answer as if nothing were there (a
+-- long-poll looks again at its next tick).
 CREATE OR REPLACE FUNCTION queen.pop_requests(p_requests jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    v_results jsonb := '[]'::jsonb;
+    v_results jsonb[] := '{}';
+    v_result jsonb;
+    v_bytes_left bigint := queen.pop_byte_budget();
+    v_delivered boolean := false;
     v_request jsonb;
     v_ids uuid[];
     v_groups text[];
@@ -327,17 +418,29 @@ BEGIN
     END IF;
 
     FOR v_request IN SELECT r FROM jsonb_array_elements(p_requests) r LOOP
-        v_results := v_results || jsonb_build_array(queen.pop_one(v_request));
+        IF v_bytes_left <= 0 THEN
+            v_result := jsonb_build_object('messages', '[]'::jsonb, 'partitionsClaimed', 0);
+        ELSE
+            v_result := queen.pop_one(v_request || jsonb_build_object(
+                'maxBytes', v_bytes_left, 'oversizeFirst', NOT v_delivered));
+            v_bytes_left := v_bytes_left - (v_result->>'bytes')::bigint;
+            v_delivered := v_delivered OR jsonb_array_length(v_result->'messages') > 0;
+        END IF;
+        -- Appended to an array, not to a jsonb value: that would copy every answer so far.
+        v_results := array_append(v_results, v_result - 'bytes' - 'overBudget');
     END LOOP;
-    RETURN v_results;
+    RETURN to_jsonb(v_results);
 END;
 $$;
 
--- Every request names its partition: the consumer rows are locked first, in key order, as in
--- pop_requests.
+-- Every request names its partition: the consumer rows are locked first, in key order, and the
+-- requests share one byte budget, as in pop_requests; one left without budget answers
+-- "lease_held" (held back, try again).
 CREATE OR REPLACE FUNCTION queen.pop_specific_batch(requests jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    v_out jsonb := '[]'::jsonb;
+    v_out jsonb[] := '{}';
+    v_bytes_left bigint := queen.pop_byte_budget();
+    v_delivered boolean := false;
     v_request jsonb;
     v_result jsonb;
     v_lease text;
@@ -358,18 +461,25 @@ BEGIN
 
     FOR v_request IN SELECT r FROM jsonb_array_elements(requests) r LOOP
         v_lease := coalesce(nullif(v_request->>'worker_id', ''), queen.uuid_v7()::text);
-        v_result := queen.pop_one(jsonb_build_object(
-            'queue', v_request->>'queue_name',
-            'partition', coalesce(nullif(v_request->>'partition_name', ''), 'Default'),
-            'group', v_request->>'consumer_group', 'leaseId', v_lease,
-            'batch', coalesce((v_request->>'batch_size')::int, 1),
-            'leaseSeconds', coalesce((v_request->>'lease_seconds')::int, 0),
-            'subscriptionMode', v_request->>'sub_mode', 'subscriptionFrom', v_request->>'sub_from'));
+        v_result := '{"messages": []}'::jsonb;
+        IF v_bytes_left > 0 THEN
+            v_result := queen.pop_one(jsonb_build_object(
+                'queue', v_request->>'queue_name',
+                'partition', coalesce(nullif(v_request->>'partition_name', ''), 'Default'),
+                'group', v_request->>'consumer_group', 'leaseId', v_lease,
+                'batch', coalesce((v_request->>'batch_size')::int, 1),
+                'leaseSeconds', coalesce((v_request->>'lease_seconds')::int, 0),
+                'subscriptionMode', v_request->>'sub_mode', 'subscriptionFrom', v_request->>'sub_from',
+                'maxBytes', v_bytes_left, 'oversizeFirst', NOT v_delivered));
+            v_bytes_left := v_bytes_left - (v_result->>'bytes')::bigint;
+        END IF;
         IF jsonb_array_length(v_result->'messages') = 0 THEN
             v_result := jsonb_build_object('success', false, 'error', 'lease_held', 'messages', '[]'::jsonb);
         END IF;
-        v_out := v_out || jsonb_build_array(jsonb_build_object('idx', v_request->'idx', 'result', v_result));
+        v_delivered := v_delivered OR jsonb_array_length(v_result->'messages') > 0;
+        v_out := array_append(v_out, jsonb_build_object(
+            'idx', v_request->'idx', 'result', v_result - 'bytes' - 'overBudget'));
     END LOOP;
-    RETURN v_out;
+    RETURN to_jsonb(v_out);
 END;
 $$;

@@ -270,6 +270,129 @@ BEGIN
 END;
 $$;
 
+-- Consumer groups nobody has used on a queue for p_cutoff: no cursor of theirs was created,
+-- consumed through or leased since, no lease of theirs is live, no subscription of theirs was
+-- recorded and no empty queue-wide pop of theirs refreshed a watermark (which such a pop does
+-- every 30 s). The queue's own cursors (__QUEUE_MODE__) never count: they go with the partition.
+-- p_queue / p_group narrow it to one pair.
+CREATE OR REPLACE FUNCTION queen.idle_consumer_groups(
+    p_cutoff timestamptz, p_limit integer, p_queue text DEFAULT NULL, p_group text DEFAULT NULL
+) RETURNS TABLE (queue_name text, consumer_group text) LANGUAGE sql STABLE AS $$
+    SELECT used.queue_name, used.consumer_group
+    FROM (
+        SELECT q.name::text AS queue_name, pc.consumer_group::text AS consumer_group,
+               max(greatest(pc.created_at, pc.last_consumed_at, pc.lease_acquired_at)) AS seen,
+               bool_or(pc.worker_id IS NOT NULL AND pc.lease_expires_at > now()) AS leased
+        FROM queen.partition_consumers pc
+        JOIN queen.partitions p ON p.id = pc.partition_id
+        JOIN queen.queues q ON q.id = p.queue_id
+        WHERE pc.consumer_group <> '__QUEUE_MODE__'
+          AND (p_queue IS NULL OR q.name = p_queue)
+          AND (p_group IS NULL OR pc.consumer_group = p_group)
+        GROUP BY q.name, pc.consumer_group
+        UNION ALL
+        SELECT md.queue_name, md.consumer_group, max(md.created_at), false
+        FROM queen.consumer_groups_metadata md
+        WHERE (p_queue IS NULL OR md.queue_name = p_queue)
+          AND (p_group IS NULL OR md.consumer_group = p_group)
+        GROUP BY md.queue_name, md.consumer_group
+        UNION ALL
+        SELECT w.queue_name::text, w.consumer_group::text, w.updated_at, false
+        FROM queen.consumer_watermarks w
+        WHERE w.consumer_group <> '__QUEUE_MODE__'
+          AND (p_queue IS NULL OR w.queue_name = p_queue)
+          AND (p_group IS NULL OR w.consumer_group = p_group)
+    ) used
+    GROUP BY used.queue_name, used.consumer_group
+    HAVING max(used.seen) < p_cutoff AND NOT bool_or(used.leased)
+    ORDER BY used.queue_name, used.consumer_group
+    LIMIT p_limit
+$$;
+
+-- Step 4 of retention, groups: forget up to p_limit (queue, group) pairs idle for p_days
+-- (queen.idle_consumer_groups) as queen.delete_consumer_group does: cursors, watermarks and
+-- subscription metadata. A group that comes back later starts as a new group. Each pair is
+-- checked again under its cursor rows' locks (partition order, as the group deletes take them),
+-- so a group that woke up meanwhile keeps everything; a busy pair waits for the next cycle.
+CREATE OR REPLACE FUNCTION queen.cleanup_idle_groups(
+    p_days integer, p_limit integer, p_deadline timestamptz
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_cutoff timestamptz := now() - make_interval(days => p_days);
+    v_pair record;
+    v_dropped integer := 0;
+    v_busy integer := 0;
+    v_errors integer := 0;
+    v_error text;
+    v_timed_out boolean := false;
+BEGIN
+    PERFORM set_config('lock_timeout', '200ms', true);
+    FOR v_pair IN SELECT * FROM queen.idle_consumer_groups(v_cutoff, p_limit) LOOP
+        IF clock_timestamp() >= p_deadline THEN
+            v_timed_out := true;
+            EXIT;
+        END IF;
+        BEGIN
+            PERFORM 1 FROM queen.partition_consumers pc
+            JOIN queen.partitions p ON p.id = pc.partition_id
+            JOIN queen.queues q ON q.id = p.queue_id
+            WHERE q.name = v_pair.queue_name AND pc.consumer_group = v_pair.consumer_group
+            ORDER BY pc.partition_id
+            FOR UPDATE OF pc;
+            CONTINUE WHEN NOT EXISTS (SELECT 1 FROM queen.idle_consumer_groups(
+                v_cutoff, 1, v_pair.queue_name, v_pair.consumer_group));
+            PERFORM queen.delete_consumer_group(v_pair.consumer_group, v_pair.queue_name, true);
+            v_dropped := v_dropped + 1;
+        EXCEPTION
+            WHEN lock_not_available OR deadlock_detected THEN
+                v_busy := v_busy + 1;
+            WHEN others THEN
+                v_errors := v_errors + 1;
+                v_error := coalesce(v_error, SQLERRM);
+        END;
+    END LOOP;
+    RETURN jsonb_build_object('dropped', v_dropped, 'busy', v_busy, 'errors', v_errors,
+                              'error', v_error, 'timedOut', v_timed_out);
+END;
+$$;
+
+-- Step 4 of retention, logs: the consumption log (messages_consumed, by ack time) and retention's
+-- own history older than p_days, oldest first, p_batch rows of each a transaction, until none is
+-- left or p_deadline. Result: {consumedLog, history, timedOut}.
+CREATE OR REPLACE PROCEDURE queen.retention_prune_logs(
+    p_days integer, p_batch integer, p_deadline timestamptz, INOUT p_result jsonb DEFAULT NULL
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_cutoff timestamptz := now() - make_interval(days => p_days);
+    v_consumed bigint := 0;
+    v_history bigint := 0;
+    v_consumed_rows integer;
+    v_history_rows integer;
+    v_timed_out boolean := false;
+BEGIN
+    LOOP
+        IF clock_timestamp() >= p_deadline THEN
+            v_timed_out := true;
+            EXIT;
+        END IF;
+        DELETE FROM queen.messages_consumed WHERE id IN (
+            SELECT c.id FROM queen.messages_consumed c
+            WHERE c.acked_at < v_cutoff ORDER BY c.acked_at LIMIT p_batch);
+        GET DIAGNOSTICS v_consumed_rows = ROW_COUNT;
+        DELETE FROM queen.retention_history WHERE id IN (
+            SELECT h.id FROM queen.retention_history h
+            WHERE h.executed_at < v_cutoff ORDER BY h.executed_at LIMIT p_batch);
+        GET DIAGNOSTICS v_history_rows = ROW_COUNT;
+        COMMIT;
+        v_consumed := v_consumed + v_consumed_rows;
+        v_history := v_history + v_history_rows;
+        EXIT WHEN v_consumed_rows < p_batch AND v_history_rows < p_batch;
+    END LOOP;
+    p_result := jsonb_build_object('consumedLog', v_consumed, 'history', v_history,
+                                   'timedOut', v_timed_out);
+END;
+$$;
+
 -- Run one step over every partition it applies to until done or p_deadline; commits after every
 -- batch. Procedures may only commit at their own top level, so the caller's loop lives here.
 CREATE OR REPLACE PROCEDURE queen.retention_run_step(
@@ -322,13 +445,18 @@ BEGIN
 END;
 $$;
 
--- One retention cycle (§5.5 steps 1–3), each step time-boxed to p_step_budget_ms.
+-- One retention cycle (§5.5 steps 1–4), each step time-boxed to p_step_budget_ms: age and
+-- completed retention, idle partitions (p_cleanup_days), then what would otherwise grow for ever:
+-- consumer groups idle for p_group_days (0: never) and the consumption log and retention history
+-- older than p_metrics_days.
 -- p_min_interval_ms > 0: skip when another instance started a cycle less than that long ago.
--- Result: {ran, reason?, retention, completedRetention, partitionsDropped, busyPartitions,
--- timedOut, errors, error (the first one), elapsedMs}.
+-- Result: {ran, reason?, retention, completedRetention, partitionsDropped, groupsDropped,
+-- consumedLogDeleted, historyDeleted, busyPartitions, timedOut, errors, error (the first one),
+-- elapsedMs}.
 CREATE OR REPLACE PROCEDURE queen.retention_round(
     p_batch_size integer, p_cleanup_days integer, p_step_budget_ms integer,
-    p_min_interval_ms bigint, INOUT p_result jsonb DEFAULT NULL
+    p_min_interval_ms bigint, p_metrics_days integer, p_group_days integer,
+    INOUT p_result jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 DECLARE
     v_started timestamptz := clock_timestamp();
@@ -336,6 +464,10 @@ DECLARE
     v_age jsonb;
     v_completed jsonb;
     v_cleanup jsonb;
+    v_groups jsonb := jsonb_build_object('dropped', 0, 'busy', 0, 'errors', 0,
+                                         'timedOut', false);
+    v_logs jsonb;
+    v_bookkeeping_deadline timestamptz;
 BEGIN
     IF NOT pg_try_advisory_lock(737001) THEN
         p_result := jsonb_build_object('ran', false, 'reason', 'locked');
@@ -354,6 +486,14 @@ BEGIN
                                   clock_timestamp() + v_budget, v_completed);
     v_cleanup := queen.cleanup_idle_partitions(p_cleanup_days, 1000);
     COMMIT;
+    v_bookkeeping_deadline := clock_timestamp() + v_budget;
+    IF p_group_days > 0 THEN
+        v_groups := queen.cleanup_idle_groups(p_group_days, greatest(p_batch_size, 1),
+                                              v_bookkeeping_deadline);
+        COMMIT;
+    END IF;
+    CALL queen.retention_prune_logs(p_metrics_days, greatest(p_batch_size, 1),
+                                    v_bookkeeping_deadline, v_logs);
 
     PERFORM pg_advisory_unlock(737001);
     p_result := jsonb_build_object(
@@ -361,16 +501,33 @@ BEGIN
         'retention', (v_age->>'deleted')::bigint,
         'completedRetention', (v_completed->>'deleted')::bigint,
         'partitionsDropped', (v_cleanup->>'dropped')::integer,
+        'groupsDropped', (v_groups->>'dropped')::integer,
+        'consumedLogDeleted', (v_logs->>'consumedLog')::bigint,
+        'historyDeleted', (v_logs->>'history')::bigint,
         'busyPartitions', (v_age->>'busyPartitions')::integer
                           + (v_completed->>'busyPartitions')::integer
-                          + (v_cleanup->>'busy')::integer,
-        'timedOut', (v_age->>'timedOut')::boolean OR (v_completed->>'timedOut')::boolean,
+                          + (v_cleanup->>'busy')::integer + (v_groups->>'busy')::integer,
+        'timedOut', (v_age->>'timedOut')::boolean OR (v_completed->>'timedOut')::boolean
+                    OR (v_groups->>'timedOut')::boolean OR (v_logs->>'timedOut')::boolean,
         'errors', (v_age->>'errors')::integer + (v_completed->>'errors')::integer
-                  + (v_cleanup->>'errors')::integer,
-        'error', coalesce(v_age->>'error', v_completed->>'error', v_cleanup->>'error'),
+                  + (v_cleanup->>'errors')::integer + (v_groups->>'errors')::integer,
+        'error', coalesce(v_age->>'error', v_completed->>'error', v_cleanup->>'error',
+                          v_groups->>'error'),
         'elapsedMs', round(extract(epoch FROM clock_timestamp() - v_started) * 1000));
 END;
 $$;
+
+CREATE OR REPLACE PROCEDURE queen.retention_round(
+    p_batch_size integer, p_cleanup_days integer, p_step_budget_ms integer,
+    p_min_interval_ms bigint, INOUT p_result jsonb DEFAULT NULL
+) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL queen.retention_round(p_batch_size, p_cleanup_days, p_step_budget_ms, p_min_interval_ms,
+                               90, 0, p_result);
+END;
+$$;
+COMMENT ON PROCEDURE queen.retention_round(integer, integer, integer, bigint, jsonb)
+    IS 'compat: kept for 0.1.0 (cycles without log and group pruning)';
 
 -- One eviction cycle (§5.6): messages older than their queue's maxWaitTimeSeconds that some group
 -- has not consumed are deleted (not dead-lettered), batch after batch until none remain or

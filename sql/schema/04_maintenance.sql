@@ -16,3 +16,5 @@ CREATE TABLE queen.retention_history (
 );
 CREATE INDEX idx_retention_history_partition
     ON queen.retention_history (partition_id, retention_type, executed_at);
+-- Retention prunes the history by age (step 4 of a cycle).
+CREATE INDEX idx_retention_history_executed_at ON queen.retention_history (executed_at);

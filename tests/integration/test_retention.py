@@ -59,10 +59,21 @@ class Db:
         return rows[0][0] if rows else None
 
     async def retention_cycle(
-        self, *, days: int = 30, batch: int = 1000, wait_for_lock: bool = True
+        self,
+        *,
+        days: int = 30,
+        batch: int = 1000,
+        wait_for_lock: bool = True,
+        metrics_days: int = 90,
+        group_days: int = 0,
     ) -> dict[str, Any]:
         return await self._cycle(
-            "CALL queen.retention_round($1, $2, 60000, 0, NULL)", batch, days, wait=wait_for_lock
+            "CALL queen.retention_round($1, $2, 60000, 0, $3, $4, NULL)",
+            batch,
+            days,
+            metrics_days,
+            group_days,
+            wait=wait_for_lock,
         )
 
     async def eviction_cycle(self, *, batch: int = 1000) -> dict[str, Any]:
@@ -473,6 +484,115 @@ async def test_partition_cleanup_respects_partition_cleanup_days(
         ids["read_long_ago"],
     )
     assert cursors == 0, "a dropped partition takes its cursors with it"
+
+
+@pytest.mark.timeout(60)
+async def test_old_consumption_log_and_history_rows_are_pruned_in_batches(
+    db: Db, server: ServerProcess
+) -> None:
+    queue = unique("logs")
+    async with Api(server.url) as api:
+        await api.push(queue, [{"n": n} for n in range(7)])
+        for _ in range(7):
+            await consume(api, queue, "Default", 1)
+    partition = await db.partition_id(queue)
+    await db.fetch(
+        "INSERT INTO queen.retention_history (partition_id, messages_deleted, retention_type,"
+        " executed_at) SELECT $1, n, 'retention', now() - make_interval(days => n * 20)"
+        " FROM generate_series(1, 7) n",
+        partition,
+    )
+    await db.fetch(
+        "UPDATE queen.messages_consumed SET acked_at = now() - interval '100 days' WHERE id IN"
+        " (SELECT id FROM queen.messages_consumed WHERE partition_id = $1 ORDER BY acked_at"
+        " LIMIT 5)",
+        partition,
+    )
+
+    async def logged() -> int:
+        return int(
+            await db.value(
+                "SELECT count(*) FROM queen.messages_consumed WHERE partition_id = $1", partition
+            )
+        )
+
+    assert await logged() == 7
+    result = await db.retention_cycle(batch=2, metrics_days=90)
+    assert result["consumedLogDeleted"] >= 5 and result["historyDeleted"] >= 3
+    assert await logged() == 2, "rows younger than METRICS_RETENTION_DAYS stay"
+    assert [n for _, n in await db.history(partition)] == [4, 3, 2, 1], "20..80 days old stay"
+
+
+@pytest.mark.timeout(60)
+async def test_consumer_groups_idle_past_their_limit_are_forgotten(
+    db: Db, server: ServerProcess
+) -> None:
+    queue = unique("groups")
+    async with Api(server.url) as api:
+        # `gone` subscribes from now on (metadata, watermark) and reads what follows, the others
+        # read everything; `leased` holds a lease it never acks.
+        await api.push(queue, [{"n": n} for n in range(3)])
+        assert await api.pop(queue, consumerGroup="gone", subscriptionMode="new") is None
+        await api.push(queue, [{"n": n} for n in range(3, 6)])
+        await consume(api, queue, "Default", 3, "gone")
+        for group in ("alive", "watching", None):
+            await consume(api, queue, "Default", 6, group)
+        assert await api.pop(queue, "Default", batch=1, consumerGroup="leased") is not None
+
+        await db.fetch(
+            "UPDATE queen.partition_consumers pc"
+            " SET created_at = pc.created_at - interval '40 days',"
+            " last_consumed_at = pc.last_consumed_at - interval '40 days',"
+            " lease_acquired_at = pc.lease_acquired_at - interval '40 days'"
+            " FROM queen.partitions p JOIN queen.queues q ON q.id = p.queue_id"
+            " WHERE p.id = pc.partition_id AND q.name = $1",
+            queue,
+        )
+        await db.fetch(
+            "UPDATE queen.consumer_groups_metadata SET created_at = now() - interval '40 days'"
+            " WHERE queue_name = $1",
+            queue,
+        )
+        await db.fetch(
+            "UPDATE queen.consumer_watermarks SET updated_at = now() - interval '40 days'"
+            " WHERE queue_name = $1",
+            queue,
+        )
+        # Still used: an empty queue-wide pop, and a consumed message.
+        assert await api.pop(queue, consumerGroup="watching") is None
+        await api.push(queue, [{"n": 6}])
+        await consume(api, queue, "Default", 1, "alive")
+
+        async def remembered() -> dict[str, set[str]]:
+            tables = {
+                "cursors": "SELECT pc.consumer_group AS g FROM queen.partition_consumers pc"
+                " JOIN queen.partitions p ON p.id = pc.partition_id"
+                " JOIN queen.queues q ON q.id = p.queue_id WHERE q.name = $1",
+                "metadata": "SELECT consumer_group AS g FROM queen.consumer_groups_metadata"
+                " WHERE queue_name = $1",
+                "watermarks": "SELECT consumer_group AS g FROM queen.consumer_watermarks"
+                " WHERE queue_name = $1",
+            }
+            return {
+                name: {row["g"] for row in await db.fetch(sql, queue)}
+                for name, sql in tables.items()
+            }
+
+        before = await remembered()
+        assert "gone" in before["metadata"] and "gone" in before["watermarks"]
+        await db.retention_cycle(group_days=0)
+        await db.retention_cycle(group_days=45)
+        assert await remembered() == before, "0 means never; nobody is idle for 45 days"
+
+        result = await db.retention_cycle(group_days=30)
+        assert result["groupsDropped"] >= 1
+        after = await remembered()
+        assert after["cursors"] == {"alive", "watching", "leased", "__QUEUE_MODE__"}
+        assert "gone" not in after["metadata"] | after["watermarks"]
+
+        back = await api.pop(queue, batch=10, consumerGroup="gone")
+        assert back is not None, "a forgotten group that comes back starts as a new group"
+        assert [m["data"]["n"] for m in back["messages"]] == list(range(7))
 
 
 def _actor_config(db: Db, **overrides: Any) -> tuple[Config, ConnectParams]:
