@@ -45,16 +45,17 @@ from tests.support import PausableProxy, ServerProcess, server_env
 
 pytestmark = pytest.mark.faults
 
-ROUNDS = 3
-CHAOS_BUDGET_S = 100.0
+ROUNDS = 5
+CHAOS_BUDGET_S = 90.0  # no round starts after this; one takes 10-15 s here
 OUTAGE_S = 2.0  # how long PostgreSQL stays down once pushes have failed over
 DRAIN_S = 45.0
 LEASE_TIME_S = 5  # an ack lost to a fault frees its partition this soon
 BUFFER_DISK = "2m"
-# A worker of this kind idles near 60 MiB and peaks near 90 MiB under this load; nothing it
-# holds grows with the length of a run (inboxes, lanes and parked long-polls are bounded), so
-# a worker beyond this holds on to something it should have let go.
-RSS_BOUND_MIB = 200.0
+# A worker starts near 50 MiB and peaked 5-15 MiB above that under this load (measured on the
+# 2-core machine). What it may hold is bounded (inboxes, lanes' batches, parked long-polls,
+# buffer write groups: a few MiB at this rate), so a worker that grows past its start by this
+# much keeps something a run should not leave behind.
+RSS_GROWTH_BOUND_MIB = 64.0
 
 
 @pytest.fixture
@@ -229,11 +230,13 @@ async def test_chaos_loses_nothing_duplicates_nothing_and_never_answers_500(
     load = MixedLoad(server.url, queue, groups)
     chaos = Chaos(cluster, server, proxy, buffer_disk, load)
     peaks: dict[int, float] = {}
+    started_rss = 0.0
     lag: dict[str, int] = {}
     started = time.monotonic()
     try:
         with trio.fail_after(170):
             await eventually(lambda: len(server.worker_pids()) == 2, 10, "two workers")
+            started_rss = max(rss_mib(pid) or 0.0 for pid in server.worker_pids().values())
             async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:
                 configured = await client.post(
                     "/api/v1/configure",
@@ -278,6 +281,7 @@ async def test_chaos_loses_nothing_duplicates_nothing_and_never_answers_500(
         server.stop()
         proxy.close()
         checks, orders = report(load, chaos, peaks, lag, time.monotonic() - started)
+        print(f"[chaos] worker_rss_at_start_mib={started_rss:.0f}")
 
     assert len(chaos.done) >= 4 * 2, f"too few faults injected in the budget: {chaos.done}"
     for name, failures in checks.items():
@@ -288,4 +292,5 @@ async def test_chaos_loses_nothing_duplicates_nothing_and_never_answers_500(
         )
         assert not orders[name][0], f"{name} out of order: {orders[name][0][:5]}"
     assert load.calls.count(500) == 0, load.calls.by_route()
-    assert max(peaks.values()) < RSS_BOUND_MIB, peaks
+    assert load.calls.count("ReadTimeout") == 0, "a request went unanswered for 20 s"
+    assert max(peaks.values()) < started_rss + RSS_GROWTH_BOUND_MIB, peaks
