@@ -2,7 +2,12 @@
 after round, PostgreSQL restarts, a worker is SIGKILLed, the connections to PostgreSQL break, and
 the buffer disk fills up during an outage. Afterwards every consumer group must have received
 every acknowledged push exactly once, in each producer's order per partition, no request may
-have been answered 500, and the workers' memory must have stayed bounded.
+have been answered 500 or left unanswered, and the workers' memory must have stayed bounded.
+
+Order is asserted among the messages that went straight to PostgreSQL. A push answered
+"buffered" is stored when the buffer replays, after pushes the same producer made once the
+database was back, so the order across an outage is not kept today: the figure
+`order_breaks_with_buffered` counts those inversions (a known gap, reported on #13).
 
 Faults are injected between conditions (the load noticed the last one and recovered), so a round
 takes as long as recovery does; the rounds stop at ROUNDS or once CHAOS_BUDGET_S is spent.
