@@ -338,6 +338,15 @@ class PausableProxy:
         with self._lock:
             return sum(1 for link in self._links if marker in link.startup and link.held > 0)
 
+    def drop(self) -> int:
+        """Break every open connection at once, as a network fault would, and keep accepting new
+        ones; returns how many were broken."""
+        with self._lock:
+            links, self._links = self._links, []
+        for link in links:
+            link.close()
+        return len(links)
+
     def close(self) -> None:
         self._closed = True
         self._listener.close()

@@ -117,12 +117,18 @@ class ConnectionSlot:
                 with contextlib.suppress(DatabaseUnavailable):
                     await self._ensure_connected()
             while True:
-                if not self.connected and self.health.connected > 0:
-                    # Other slots serve: jobs this one took would only fail. It waits, cold,
-                    # until the pool needs another slot. (The last slot to lose its connection
-                    # stays, and fails jobs at once while it backs off.)
-                    await self._connect_when_needed()
-                    continue
+                if not self.connected:
+                    # A connection can close after its last call answered (PostgreSQL went away
+                    # in between): it stops counting as live before the count is read, or this
+                    # slot would step aside for itself, every other slot for it, and queued jobs
+                    # would wait until some later call woke a slot (found by the chaos test).
+                    self.health.slots[self.index] = False
+                    if self.health.connected > 0:
+                        # Other slots serve: jobs this one took would only fail. It waits, cold,
+                        # until the pool needs another slot. (The last slot to lose its
+                        # connection stays, and fails jobs at once while it backs off.)
+                        await self._connect_when_needed()
+                        continue
                 job = self.pool.queued_job()
                 if job is None:
                     self.pool.park(self)

@@ -15,7 +15,7 @@ from queen.actors.ingest import Destination
 from queen.db import queues
 from queen.db.errors import DatabaseError, DatabaseUnavailable
 from queen.db.items import RenewItem
-from queen.errors import BadRequest
+from queen.errors import BadRequest, TryAgainLater
 from queen.http import push_body, validate
 from queen.http.context import services
 from queen.http.responses import json_body, json_object, json_response, no_content, raw_body
@@ -59,7 +59,9 @@ async def push() -> Response:
             ],
             201,
         )
-    return json_response(
+    # Neither PostgreSQL nor the disk took the items and nothing of them was kept (a failed
+    # append is cut back off its file): an outage, not our fault, so 503 and a time to retry.
+    response = json_response(
         [
             {
                 "index": index,
@@ -70,8 +72,10 @@ async def push() -> Response:
             }
             for index, item in enumerate(items)
         ],
-        500,
+        503,
     )
+    response.headers["Retry-After"] = str(TryAgainLater.retry_after_s)
+    return response
 
 
 @blueprint.get("/pop/queue/<queue>")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -286,6 +288,16 @@ def records_on_disk(root: Path) -> int:
     return sum(count_records(path) for path in root.rglob("*.buf*"))
 
 
+async def served_by(url: str, worker: int) -> bool:
+    """A fresh connection (SO_REUSEPORT picks the worker per connection) landed on `worker`."""
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=3.0) as client:
+            response = await client.get("/health")
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200 and response.json()["worker_id"] == worker
+
+
 def sigkill_server(server: ServerProcess) -> list[int]:
     """SIGKILL a `queen serve` process and all its workers at once, as a power cut would (the
     workers run in sessions of their own, so a process-group kill would miss them)."""
@@ -347,3 +359,49 @@ class HeldRowLock:
     ) -> None:
         self.release.set()
         self.thread.join(10)
+
+
+PAGE = 4096
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (mount syntax: "64k", "2m") at `mount` for the block: a disk a test can
+    fill for real. Needs root (CI runs as root); the caller skips otherwise."""
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount)], check=True
+    )
+    try:
+        yield mount
+    finally:
+        # Lazily if something still holds a file there: the mount must never outlive the test.
+        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def fill_disk(disk: Path, leave_pages: int) -> Path:
+    """Take every free page of `disk` but `leave_pages`, with a file the caller deletes to free
+    them again."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * PAGE)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC, error
+    os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave_pages * PAGE))
+    os.close(fd)
+    return filler
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident set size of a live process in MiB (VmRSS), None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None

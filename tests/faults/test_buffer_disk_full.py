@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,44 +21,19 @@ import trio
 
 from queen.storage.file_buffer import BufferDirectory, encode_records, read_records
 from queen.storage.pgcluster import PgCluster
-from tests.faults.harness import new_database, wait_drained
+from tests.faults.harness import PAGE, fill_disk, mounted_tmpfs, new_database, wait_drained
 from tests.integration.api import Api, unique
 from tests.support import ServerProcess, buffered_record, server_env
 
 pytestmark = pytest.mark.faults
-
-PAGE = 4096
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount)], check=True
-    )
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "64k") as mount:
         yield mount
-    finally:
-        # Lazily if something still holds a file there: the mount must never outlive the test.
-        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(mount)], check=True)
-
-
-def fill(disk: Path, leave_pages: int) -> Path:
-    """Take every free page of `disk` but `leave_pages`."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * PAGE)
-    except OSError as error:
-        assert error.errno == errno.ENOSPC, error
-    os.ftruncate(fd, os.fstat(fd).st_size - leave_pages * PAGE)
-    os.close(fd)
-    return filler
 
 
 def test_a_failed_append_is_cut_off_and_writing_goes_on_in_a_new_file(tiny_disk: Path) -> None:
@@ -67,7 +41,7 @@ def test_a_failed_append_is_cut_off_and_writing_goes_on_in_a_new_file(tiny_disk:
     directory.open()
     try:
         directory.append(encode_records([buffered_record("a1"), buffered_record("a2")]), 2)
-        filler = fill(tiny_disk, leave_pages=1)
+        filler = fill_disk(tiny_disk, leave_pages=1)
         with pytest.raises(OSError) as refused:
             directory.append(encode_records([buffered_record("c", "x" * 3 * PAGE)]), 1)
         files_after_failure = sorted(p.name for p in directory.path.iterdir() if p.is_file())
@@ -109,17 +83,19 @@ async def test_disk_full_during_an_outage_loses_no_acknowledged_push(
     server = ServerProcess(env).start()
     queue = unique("diskfull")
     answers: dict[str, tuple[int, list[str]]] = {}
+    retry_after: dict[str, str | None] = {}
 
     async def send(client: httpx.AsyncClient, txid: str, payload: Any = None) -> None:
         response = await push(client, queue, txid, {"tx": txid} if payload is None else payload)
         answers[txid] = (response.status_code, [r["status"] for r in response.json()])
+        retry_after[txid] = response.headers.get("Retry-After")
 
     try:
         async with Api(server.url) as api:
             await trio.to_thread.run_sync(cluster.stop)
             for txid in ("a1", "a2", "a3"):
                 await send(api.client, txid)
-            filler = await trio.to_thread.run_sync(fill, tiny_disk, 1)
+            filler = await trio.to_thread.run_sync(fill_disk, tiny_disk, 1)
             await send(api.client, "c", {"blob": "x" * 3 * PAGE})
             await trio.to_thread.run_sync(filler.unlink)
             for txid in ("b1", "b2", "b3"):
@@ -138,7 +114,8 @@ async def test_disk_full_during_an_outage_loses_no_acknowledged_push(
         f"\n[disk-full-outage] answers={answers} files_in_outage={files_in_outage} "
         f"stored={dict(rows)} delivered={delivered}"
     )
-    assert answers["c"] == (500, ["failed"]), "the push that was not written is told so"
+    assert answers["c"] == (503, ["failed"]), "the push that was not written is told to retry"
+    assert retry_after["c"] == "1"
     assert acknowledged == {"a1", "a2", "a3", "b1", "b2", "b3"}
     assert all(statuses == ["buffered"] for t, (_, statuses) in answers.items() if t != "c")
     assert rows == Counter(dict.fromkeys(acknowledged, 1)), "each exactly once, nothing else"

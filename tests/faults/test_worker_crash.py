@@ -13,7 +13,6 @@ import signal
 import time
 from functools import partial
 
-import httpx
 import pytest
 import trio
 
@@ -26,6 +25,7 @@ from tests.faults.harness import (
     new_database,
     push_load,
     report,
+    served_by,
     stored_async,
 )
 from tests.integration.api import unique
@@ -34,16 +34,6 @@ from tests.support import ServerProcess, server_env
 pytestmark = pytest.mark.faults
 
 VICTIM = 0
-
-
-async def served_by(url: str, worker: int) -> bool:
-    """A fresh connection (SO_REUSEPORT picks the worker per connection) landed on `worker`."""
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=3.0) as client:
-            response = await client.get("/health")
-    except httpx.TransportError:
-        return False
-    return response.status_code == 200 and response.json()["worker_id"] == worker
 
 
 async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost(

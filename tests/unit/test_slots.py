@@ -79,6 +79,8 @@ async def answer(connection: FakeConnection, sql: str) -> Any:
         await asyncio.sleep(3600)
     if sql == "brief":
         await asyncio.sleep(0.01)
+    if sql == "answered, then lost":
+        connection.closed = True  # the server went away right after answering
     return sql
 
 
@@ -299,4 +301,19 @@ async def test_when_every_connection_is_lost_calls_fail_at_once(server: FakeServ
                 await trio.sleep(0.01)
         server.refusing = True
         assert await concurrent_outcomes(pool, "lost", 12) == ["unavailable"] * 12
+        assert pool.health.connected == 0
+
+
+async def test_a_connection_lost_after_its_answer_does_not_leave_calls_queued(
+    server: FakeServer,
+) -> None:
+    """PostgreSQL goes away between one call's answer and the next call: the slot must not go on
+    counting its closed connection as live, or every slot steps aside for it and a call waits
+    in the queue until some later call happens to wake a slot (seen under the chaos test)."""
+    server.limit = 1  # the other slots stay cold: the one connection is all there is
+    async with running(SlotPool("test", PARAMS, size=3)) as pool:
+        assert await pool.call("answered, then lost", kind="fetchval") == "answered, then lost"
+        server.refusing = True
+        with trio.fail_after(5), pytest.raises(DatabaseUnavailable):
+            await pool.call("q", kind="fetchval")
         assert pool.health.connected == 0
