@@ -11,11 +11,21 @@ during replay never doubles a message. A file that fails for lack of a database 
 waits (a partition's order holds across files); a record PostgreSQL rejects outright (five times)
 is quarantined in `failed/poison_*.buf` so it cannot block the rest, and stays there (still
 counted as pending) until an operator replays it.
+
+Order across an outage: the actor counts, per (queue, partition), the records it holds that
+replay has not stored or quarantined yet (counted at append, recounted from the files whenever it
+starts, taken off once a file is through). While a partition has any, the push path sends its new
+pushes behind them (`behind_buffered`): it waits up to HOLD_BACK_S for the replay to catch up and
+then goes to PostgreSQL, or appends to the buffer. A waiting push adds nothing to the backlog, so
+the replay, which stores records in batches, catches up under any load it can outrun one push at
+a time. Only this worker's buffer is known here: another worker may push to the same partition
+straight to PostgreSQL while this one still holds earlier records for it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +54,11 @@ from queen.storage.file_buffer import (
 log = logging.getLogger("queen.file_buffer")
 
 PushItems = Callable[[list[PushItem]], Awaitable[list[dict[str, Any]]]]
+Target = tuple[str, str]  # (queue, partition)
 KNOWN_DOWN_S = 1.0
+# How long a push to a partition with buffered records waits for the replay to store them before
+# it joins them in the buffer: bounds the push's extra latency while the buffer catches up.
+HOLD_BACK_S = 2.0
 MAX_FILES_PER_CYCLE = 10
 POISON_ATTEMPTS = 5
 
@@ -80,6 +94,8 @@ class FileBuffer:
         self._last_write = 0.0
         self._disk = trio.Lock()
         self._wake = trio.Event()
+        self._held: Counter[Target] = Counter()
+        self._released = trio.Event()
         self._send, self._receive = trio.open_memory_channel[Append](4096)
 
     # Called from the push path ------------------------------------------------------------------
@@ -103,6 +119,23 @@ class FileBuffer:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def holding(self) -> bool:
+        """Some partition has records here that replay has not stored yet: with none, this is all
+        the push path pays for keeping order across an outage."""
+        return bool(self._held)
+
+    async def behind_buffered(self, items: list[PushItem]) -> bool:
+        """Whether `items` must be appended to the buffer, behind records of their partitions
+        it still holds. Waits up to HOLD_BACK_S for the replay to store those (and hurries it),
+        so that a partition goes back to PostgreSQL as soon as its backlog is through."""
+        targets = {(item.queue, item.partition) for item in items}
+        with trio.move_on_after(HOLD_BACK_S):
+            while not targets.isdisjoint(self._held):
+                self.wake()
+                await self._released.wait()
+            return False
+        return True
 
     @property
     def pending(self) -> int:
@@ -129,6 +162,9 @@ class FileBuffer:
             await trio.to_thread.run_sync(self.directory.open)
             for orphan in self.orphans:
                 await trio.to_thread.run_sync(orphan.open)
+            self._held = Counter()
+            for directory in (self.directory, *self.orphans):
+                self._held += await trio.to_thread.run_sync(_held_targets, directory)
         except OSError as error:
             log.error(
                 "file buffer unavailable; pushes cannot fail over to disk",
@@ -169,6 +205,7 @@ class FileBuffer:
                 self._last_write = trio.current_time()
             for append, outcome in zip(batch, outcomes, strict=True):
                 if outcome is None:
+                    self._held.update(_record_target(record) for record in append.records)
                     append.reply.send(None)
                 elif isinstance(outcome, RecordTooLarge):
                     append.reply.fail(PayloadTooLarge(f"Too large for the file buffer: {outcome}"))
@@ -187,7 +224,9 @@ class FileBuffer:
                 continue
             async with self._disk:
                 idle = trio.current_time() - self._last_write > 2 * flush_s
-                if idle:
+                # Pushes held back wait for what the active file holds too: while the database
+                # takes replays, finalize it every cycle instead of once writes pause.
+                if idle or (self._held and self.db_healthy):
                     await trio.to_thread.run_sync(self.directory.finalize_active)
                 if cycles * flush_s >= 1.0:
                     cycles = 0
@@ -198,6 +237,21 @@ class FileBuffer:
                 for path in files[: MAX_FILES_PER_CYCLE if self.db_healthy else 1]:
                     if not await self._replay(directory, path):
                         break
+            if self._held and self.db_healthy:
+                await self._forget_held_if_drained()
+
+    async def _forget_held_if_drained(self) -> None:
+        """Counts that outlive every file to replay (a buffer file removed by hand, say) would
+        hold their partitions back for good: once no file is left to replay, none is held."""
+        async with self._disk:
+            for directory in (self.directory, *self.orphans):
+                if await trio.to_thread.run_sync(directory.holds_replayable):
+                    return
+            log.warning(
+                "no buffered record left to replay for partitions still counted as held",
+                extra={"partitions": len(self._held)},
+            )
+            self._release(self._held)
 
     async def _replay(self, directory: BufferDirectory, path: Path) -> bool:
         """Replay one file; False when the database failed us (the file went to failed/).
@@ -237,6 +291,7 @@ class FileBuffer:
                     extra={"records": len(rejected), "file": str(target)},
                 )
             await trio.to_thread.run_sync(directory.replayed, path, framed)
+            self._release(Counter({target: len(items) for target, items in groups.items()}))
         self.db_healthy = True
         self.replayed_total += len(records) - len(rejected)
         if records:
@@ -245,6 +300,16 @@ class FileBuffer:
                 extra={"file": path.name, "records": len(records) - len(rejected)},
             )
         return True
+
+    def _release(self, through: Counter[Target]) -> None:
+        """Take replayed (or quarantined) records off the held counts and wake held pushes."""
+        for target, records in list(through.items()):
+            if self._held[target] > records:
+                self._held[target] -= records
+            else:
+                self._held.pop(target, None)
+        self._released.set()
+        self._released = trio.Event()
 
     async def _replay_failed(
         self, directory: BufferDirectory, path: Path, records: int, error: Exception
@@ -324,22 +389,41 @@ def buffer_record(item: PushItem) -> dict[str, Any]:
     return record
 
 
-def _push_item(record: dict[str, Any]) -> PushItem | None:
+def _record_target(record: dict[str, Any]) -> Target:
+    """The (queue, partition) a record replays into; the queue is checked by `_replayable`."""
+    partition = record.get("partition")
+    return record["queue"], partition if isinstance(partition, str) and partition else "Default"
+
+
+def _replayable(record: dict[str, Any]) -> bool:
     queue = record.get("queue")
     transaction_id = record.get("transactionId")
-    if (
-        not isinstance(queue, str)
-        or not queue
-        or not isinstance(transaction_id, str)
-        or not transaction_id
-    ):
+    return (
+        isinstance(queue, str)
+        and bool(queue)
+        and isinstance(transaction_id, str)
+        and bool(transaction_id)
+    )
+
+
+def _held_targets(directory: BufferDirectory) -> Counter[Target]:
+    """Per (queue, partition), the records a directory's files will replay: its finalized
+    files and the failed ones that come back (not the quarantined ones, which stay)."""
+    held: Counter[Target] = Counter()
+    for path in directory.files_to_replay():
+        held.update(_record_target(r) for r in read_records(path) if _replayable(r))
+    return held
+
+
+def _push_item(record: dict[str, Any]) -> PushItem | None:
+    if not _replayable(record):
         log.warning("skipping a buffered record without queue or transactionId")
         return None
-    partition = record.get("partition")
+    queue, partition = _record_target(record)
     return PushItem(
         queue=queue,
-        partition=partition if isinstance(partition, str) and partition else "Default",
-        transaction_id=transaction_id,
+        partition=partition,
+        transaction_id=record["transactionId"],
         message_id=uuid7_str(),
         payload=msgspec.Raw(orjson.dumps(record.get("payload"))),
         trace_id=record.get("traceId") or None,

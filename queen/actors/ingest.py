@@ -7,6 +7,11 @@ deadline (statement timeout + 5 s, waiting for a connection included). Other dat
 real errors; validation already happened, so bad input never reaches the buffer. Each request is
 answered only after its messages are committed or fsynced.
 
+A push to a partition this worker's buffer still holds records for goes behind them
+(`FileBuffer.behind_buffered`: it waits for the replay, bounded, or is buffered too), so a
+producer's pushes are stored in the order they were answered across an outage. With nothing
+buffered that costs one check per push.
+
 A push given up on at the deadline may still commit later (its call was only presumed dead); the
 buffered copy then replays as a duplicate of the same transactionId, never as a second message.
 """
@@ -62,6 +67,8 @@ class PushPath:
         if self.flags.maintenance:
             return await self._to_disk(items)
         if buffer.available and buffer.database_known_down():
+            return await self._to_disk(items)
+        if buffer.holding() and await buffer.behind_buffered(items):
             return await self._to_disk(items)
         try:
             with trio.fail_after(self.deadline_s):

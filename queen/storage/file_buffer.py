@@ -338,6 +338,15 @@ class BufferDirectory:
             files = [p for p in files if _order_key(p) < oldest_waiting]
         return files
 
+    def files_to_replay(self) -> list[Path]:
+        """Every file whose records will replay: the finalized ones and the failed ones that
+        come back (quarantined files stay until an operator moves them back)."""
+        waiting = [p for p in self.failed_files() if not p.name.startswith(POISON_PREFIX)]
+        return self.replayable_files() + waiting
+
+    def holds_replayable(self) -> bool:
+        return self.has_active or bool(self.files_to_replay())
+
     def failed_files(self) -> list[Path]:
         files = [p for p in self.failed_dir.iterdir() if p.name.endswith(FINAL_SUFFIX)]
         return sorted(files, key=_order_key)
