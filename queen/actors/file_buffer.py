@@ -411,7 +411,7 @@ def _held_targets(directory: BufferDirectory) -> Counter[Target]:
     files and the failed ones that come back (not the quarantined ones, which stay)."""
     held: Counter[Target] = Counter()
     for path in directory.files_to_replay():
-        held.update(_record_target(r) for r in read_records(path) if _replayable(r))
+        held.update(_record_target(r) for r in read_records(path, warn=False) if _replayable(r))
     return held
 
 

@@ -117,10 +117,11 @@ def _parses(body: bytes) -> bool:
     return True
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
+def read_records(path: Path, *, warn: bool = True) -> Iterator[dict[str, Any]]:
     """Every intact record of a file. Bytes that frame no record (a torn append an older version
-    left in place, a damaged record) are skipped with a log line and reading goes on at the next
-    record, so nothing acknowledged after them is lost; a torn tail ends the file."""
+    left in place, a damaged record) are skipped with a log line (unless `warn` is off: a read
+    that replay repeats) and reading goes on at the next record, so nothing acknowledged after
+    them is lost; a torn tail ends the file."""
     data = path.read_bytes()
     offset = 0
     unreadable_from: int | None = None
@@ -137,15 +138,16 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
             offset = header + 1
             continue
         if unreadable_from is not None:
-            log.warning(
-                "skipping a corrupt buffer record; reading on at the next intact one",
-                extra={"file": path.name, "offset": unreadable_from},
-            )
+            if warn:
+                log.warning(
+                    "skipping a corrupt buffer record; reading on at the next intact one",
+                    extra={"file": path.name, "offset": unreadable_from},
+                )
             unreadable_from = None
         offset = end
         if isinstance(record, dict):
             yield record
-    if offset < len(data):
+    if offset < len(data) and warn:
         log.warning(
             "buffer file ends in a truncated record; ignoring it",
             extra={
