@@ -4,10 +4,13 @@ the buffer disk fills up during an outage. Afterwards every consumer group must 
 every acknowledged push exactly once, in each producer's order per partition, no request may
 have been answered 500 or left unanswered, and the workers' memory must have stayed bounded.
 
-Order is asserted among the messages that went straight to PostgreSQL. A push answered
-"buffered" is stored when the buffer replays, after pushes the same producer made once the
-database was back, so the order across an outage is not kept today: the figure
-`order_breaks_with_buffered` counts those inversions (a known gap, reported on #13).
+Order is asserted among the messages that went straight to PostgreSQL. A worker keeps a
+partition's later pushes behind the records its buffer holds for it (test_buffer_order.py), but
+not another worker's: a producer whose connection lands on the other worker (its worker was
+SIGKILLed and restarted with buffered records) can be stored before them. The figure
+`order_breaks_with_buffered` counts the inversions that include buffered messages (about 90 per
+run before the buffer held partitions back, 8 after, in one run here); it is reported, not
+asserted, since which worker serves a producer is not recorded.
 
 Faults are injected between conditions (the load noticed the last one and recovered), so a round
 takes as long as recovery does; the rounds stop at ROUNDS or once CHAOS_BUDGET_S is spent.
