@@ -139,13 +139,13 @@ def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
             raise BodyRefused()
         return None
 
-    @app.teardown_request
-    async def settle_body(_: BaseException | None) -> None:
-        _body(request).settle()
-
     @app.after_request
     async def finish(response: Response) -> Response:
         await _drain_body()
+        # Every answered request passes here, error answers too; a cancelled one gives its
+        # share back when its body is collected (BudgetedBody.__del__). A teardown hook would
+        # cost every request quart's teardown machinery.
+        _body(request).settle()
         response.headers.update(CORS_HEADERS)
         if access_log.isEnabledFor(logging.DEBUG):
             started = getattr(request, "environ_started", time.perf_counter())
