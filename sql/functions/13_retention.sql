@@ -39,6 +39,23 @@ BEGIN
 END;
 $$;
 
+-- Whether this session may run a cycle of p_service now: it must hold the cluster-wide maintenance
+-- lock 737001 (a session lock, kept when the answer is yes) and the cycle must be due. NULL when
+-- it may; otherwise why not ('locked' or 'not_due'), with the lock not held.
+CREATE OR REPLACE FUNCTION queen.maintenance_round_refusal(p_service text, p_min_interval_ms bigint)
+RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT pg_try_advisory_lock(737001) THEN
+        RETURN 'locked';
+    END IF;
+    IF NOT queen.maintenance_round_due(p_service, p_min_interval_ms) THEN
+        PERFORM pg_advisory_unlock(737001);
+        RETURN 'not_due';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 -- Highest seq that every group in p_groups (and every group with a cursor here) has consumed.
 CREATE OR REPLACE FUNCTION queen.retention_horizon(p_partition_id uuid, p_groups text[])
 RETURNS bigint LANGUAGE sql STABLE AS $$
@@ -468,14 +485,11 @@ DECLARE
                                          'timedOut', false);
     v_logs jsonb;
     v_bookkeeping_deadline timestamptz;
+    v_refusal text;
 BEGIN
-    IF NOT pg_try_advisory_lock(737001) THEN
-        p_result := jsonb_build_object('ran', false, 'reason', 'locked');
-        RETURN;
-    END IF;
-    IF NOT queen.maintenance_round_due('retention', p_min_interval_ms) THEN
-        PERFORM pg_advisory_unlock(737001);
-        p_result := jsonb_build_object('ran', false, 'reason', 'not_due');
+    v_refusal := queen.maintenance_round_refusal('retention', p_min_interval_ms);
+    IF v_refusal IS NOT NULL THEN
+        p_result := jsonb_build_object('ran', false, 'reason', v_refusal);
         RETURN;
     END IF;
     COMMIT;
@@ -540,14 +554,11 @@ CREATE OR REPLACE PROCEDURE queen.eviction_round(
 DECLARE
     v_started timestamptz := clock_timestamp();
     v_step jsonb;
+    v_refusal text;
 BEGIN
-    IF NOT pg_try_advisory_lock(737001) THEN
-        p_result := jsonb_build_object('ran', false, 'reason', 'locked');
-        RETURN;
-    END IF;
-    IF NOT queen.maintenance_round_due('eviction', p_min_interval_ms) THEN
-        PERFORM pg_advisory_unlock(737001);
-        p_result := jsonb_build_object('ran', false, 'reason', 'not_due');
+    v_refusal := queen.maintenance_round_refusal('eviction', p_min_interval_ms);
+    IF v_refusal IS NOT NULL THEN
+        p_result := jsonb_build_object('ran', false, 'reason', v_refusal);
         RETURN;
     END IF;
     COMMIT;
