@@ -80,6 +80,21 @@ def run_sql(cluster: PgCluster, sql: str, *args: Any, database: str | None = Non
         return thread.submit(asyncio.run, go()).result()
 
 
+def sessions_waiting_for_a_lock(
+    cluster: PgCluster, database: str, application_name: str = "%"
+) -> int:
+    """Sessions on `database` whose application_name is LIKE `application_name` that are waiting
+    for a lock right now: how a test knows the server's call reached the lock it holds."""
+    rows = run_sql(
+        cluster,
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 "
+        "AND application_name LIKE $2 AND wait_event_type = 'Lock'",
+        database,
+        application_name,
+    )
+    return int(rows[0]["n"])
+
+
 def schema_state(cluster: PgCluster, database: str | None = None) -> dict[str, Any] | None:
     """What the migration runner recorded (release, function-file checksums, when), or None when
     the schema is not there yet."""

@@ -262,7 +262,7 @@ class _ConsumerGroup:
                 continue
             if poll_now or now >= next_poll:
                 found = await self._poll(waiters, head_only=not poll_now)
-                waiters = [w for w in waiters if not w.park.reply.settled]
+                waiters = [w for w in waiters if not w.gone]
                 empty_polls = 0 if found else empty_polls + 1
                 next_poll = trio.current_time() + self.owner.backoff_s(max(1, empty_polls))
 

@@ -21,7 +21,12 @@ import pytest
 
 from queen.storage.pgcluster import PgCluster
 from tests.integration.api import unique
-from tests.support import ServerProcess, run_sql, running_server, wait_until
+from tests.support import (
+    ServerProcess,
+    running_server,
+    sessions_waiting_for_a_lock,
+    wait_until,
+)
 
 NEVER_MS = "3600000"
 Statement = Callable[..., "concurrent.futures.Future[Any]"]
@@ -95,16 +100,6 @@ def assert_retry_later(response: httpx.Response, reason: str) -> None:
     assert response.json() == {"error": f"Service unavailable: database {reason}, retry later"}
 
 
-def server_waits_for_a_lock(cluster: PgCluster, database: str) -> bool:
-    rows = run_sql(
-        cluster,
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 "
-        "AND application_name LIKE 'queen-%' AND wait_event_type = 'Lock'",
-        database,
-    )
-    return bool(rows[0]["n"] >= 1)
-
-
 @pytest.mark.timeout(60)
 def test_a_lock_timeout_on_a_listing_is_a_503_to_retry(
     lock_timeout_server: ServerProcess, pg_cluster: PgCluster, database: str
@@ -158,7 +153,9 @@ def test_a_deadlock_the_request_lost_is_a_503_and_changes_nothing(
         run("SELECT 1 FROM queen.queues WHERE name = $1 FOR UPDATE", queue).result(10)
         deleting = client.submit(httpx.delete, url, timeout=20)
         wait_until(
-            lambda: server_waits_for_a_lock(pg_cluster, database), 10.0, "the delete to wait"
+            lambda: sessions_waiting_for_a_lock(pg_cluster, database, "queen-%") >= 1,
+            10.0,
+            "the delete to wait",
         )
         locking = run("LOCK TABLE queen.consumer_watermarks IN SHARE MODE")
         assert_retry_later(deleting.result(20), "deadlock")

@@ -16,11 +16,11 @@ from tests.integration.test_database_errors import other_session
 from tests.support import (
     ServerProcess,
     create_database,
-    run_sql,
     running_server,
     schema_is_current,
     schema_state,
     server_env,
+    sessions_waiting_for_a_lock,
     wait_until,
 )
 
@@ -161,7 +161,9 @@ def test_health_answers_while_slow_listings_hold_every_admin_connection(
                 run("LOCK TABLE queen.queues IN ACCESS EXCLUSIVE MODE").result(10)
                 stuck = [clients.submit(httpx.get, listing, timeout=60) for _ in range(6)]
                 wait_until(
-                    lambda: admin_connections_waiting_for_a_lock(pg_cluster, database) == 4,
+                    lambda: (
+                        sessions_waiting_for_a_lock(pg_cluster, database, "queen-w0-admin") == 4
+                    ),
                     timeout_s=10,
                     what="every admin connection to wait for the lock",
                 )
@@ -170,13 +172,3 @@ def test_health_answers_while_slow_listings_hold_every_admin_connection(
                 assert response.status_code == 200, response.text
                 assert time.monotonic() - started < 1.0
             assert [future.result(30).status_code for future in stuck] == [200] * 6
-
-
-def admin_connections_waiting_for_a_lock(cluster: PgCluster, database: str) -> int:
-    rows = run_sql(
-        cluster,
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 "
-        "AND application_name = 'queen-w0-admin' AND wait_event_type = 'Lock'",
-        database,
-    )
-    return int(rows[0]["n"])

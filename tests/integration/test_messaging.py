@@ -12,7 +12,13 @@ import trio
 from queen.storage.pgcluster import PgCluster
 from tests.faults.harness import HeldRowLock
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, run_sql, running_server, wait_until
+from tests.support import (
+    ServerProcess,
+    run_sql,
+    running_server,
+    sessions_waiting_for_a_lock,
+    wait_until,
+)
 
 
 async def test_push_pop_ack_round_trip(server: ServerProcess) -> None:
@@ -514,13 +520,7 @@ async def test_fused_pushes_number_their_results_within_each_request(
                     nursery.start_soon(push, "first", 1)
 
                     def push_waits() -> bool:
-                        rows = run_sql(
-                            pg_cluster,
-                            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 "
-                            "AND wait_event_type = 'Lock'",
-                            database,
-                        )
-                        return bool(rows[0]["n"] == 1)
+                        return sessions_waiting_for_a_lock(pg_cluster, database) == 1
 
                     await trio.to_thread.run_sync(wait_until, push_waits, 10.0, "a push held")
                     seen = await requests_seen()

@@ -138,28 +138,25 @@ async def held_by_another_consumer(actor: Api, queue: str, count: int) -> dict[s
     return dict(held["messages"][0], leaseId=held["leaseId"], consumerGroup="g")
 
 
-async def test_an_ack_that_releases_a_lease_wakes_the_other_worker(server: ServerProcess) -> None:
+@pytest.mark.parametrize(
+    ("status", "pushed", "expected"),
+    [("completed", 2, {"n": 1}), ("failed", 1, {"n": 0})],
+    ids=["ack-releases-the-lease", "failed-ack-retries"],
+)
+async def test_an_ack_wakes_the_other_worker(
+    server: ServerProcess, status: str, pushed: int, expected: dict[str, int]
+) -> None:
+    """A completed ack frees the partition for the next message; a failed one redelivers."""
     queue = unique()
     async with on_two_workers(server.url) as (consumer, actor):
-        held = await held_by_another_consumer(actor, queue, 2)
+        held = await held_by_another_consumer(actor, queue, pushed)
 
         async def ack() -> None:
-            assert (await actor.ack(held))["success"] is True
+            extra = {"error": "try again"} if status == "failed" else {}
+            assert (await actor.ack(held, status, **extra))["success"] is True
 
         got, waited = await woken_by(consumer, ack, queue, consumerGroup="g")
-        assert got["messages"][0]["data"] == {"n": 1} and waited < WOKEN_WITHIN_S, waited
-
-
-async def test_a_failed_ack_wakes_the_other_worker_with_the_retry(server: ServerProcess) -> None:
-    queue = unique()
-    async with on_two_workers(server.url) as (consumer, actor):
-        held = await held_by_another_consumer(actor, queue, 1)
-
-        async def nack() -> None:
-            assert (await actor.ack(held, "failed", error="try again"))["success"] is True
-
-        got, waited = await woken_by(consumer, nack, queue, consumerGroup="g")
-        assert got["messages"][0]["data"] == {"n": 0} and waited < WOKEN_WITHIN_S, waited
+        assert got["messages"][0]["data"] == expected and waited < WOKEN_WITHIN_S, waited
 
 
 async def test_a_dlq_move_wakes_the_other_worker(server: ServerProcess) -> None:
