@@ -135,8 +135,6 @@ class Lane:
         self.limit = AdaptiveLimit(1, spec.max_concurrent)
         self.on_results = on_results
         self.on_undelivered = on_undelivered
-        self.calls = 0
-        self.fused_requests = 0
         # The wait for more requests while calls are in flight; it ends early when the last of
         # them returns, since a call could then start at once.
         self._hold: trio.CancelScope | None = None
@@ -226,14 +224,12 @@ class Lane:
                 self._hold.cancel()
 
     async def _call(self, items: Sequence[Any]) -> Results:
-        self.calls += 1
         results = await self.procedure.call(self.pool, items)
         if len(results) != len(items):
             raise DatabaseError(f"{self.name}: {len(results)} results for {len(items)} items")
         return results
 
     def _deliver(self, job: BatchJob, results: Results) -> None:
-        self.fused_requests += 1
         if self.on_results is not None:
             self.on_results(job.items, results)
         if not job.reply.send(results) and self.on_undelivered is not None:

@@ -33,7 +33,6 @@ class QueueScopes:
         self._known: dict[str, tuple[str, str, float]] = {}
         self._wanted: set[str] = set()
         self._asked = trio.Event()
-        self.lookups = 0
 
     def scope_of(self, queue: str) -> tuple[str, str] | None:
         """(namespace, task) of `queue`, or None while it is not known (a lookup is then asked
@@ -56,7 +55,6 @@ class QueueScopes:
             await self._asked.wait()
             self._asked = trio.Event()
             wanted, self._wanted = sorted(self._wanted), set()
-            self.lookups += 1
             try:
                 found = await self._lookup(wanted)
             except Exception as error:

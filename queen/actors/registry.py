@@ -40,13 +40,12 @@ class KeyedInbox(Generic[K, M]):
         self._receive = receive
         self._owed: list[Reply[Any]] = []
 
-    async def next(self, idle_s: float | None = None) -> M | None:
+    async def next(self) -> M | None:
         """The next message, or None once the actor has been idle long enough to retire.
 
         None means the actor is already out of the registry: finish what it holds, then return.
         """
-        limit = self.registry.idle_after_s if idle_s is None else idle_s
-        message = await self.receive(limit)
+        message = await self.receive(self.registry.idle_after_s)
         if message is None:
             self.registry._retire(self.key, self)
         return message
