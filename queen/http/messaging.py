@@ -5,6 +5,7 @@ consumer-group actors, and shapes the reply; status codes are the intended ones 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -14,7 +15,7 @@ from queen.actors.consumer_groups import GroupKey, Scope
 from queen.actors.ingest import Destination
 from queen.db import queues
 from queen.db.errors import DatabaseError, DatabaseUnavailable
-from queen.db.items import RenewItem
+from queen.db.items import PushItem, RenewItem
 from queen.errors import BadRequest, TryAgainLater
 from queen.http import push_body, validate
 from queen.http.context import services
@@ -47,35 +48,32 @@ async def push() -> Response:
         return json_response(outcome.results, 201)
     if outcome.destination is Destination.BUFFER:
         return json_response(
-            [
-                {
-                    "index": index,
-                    "status": "buffered",
-                    "queue": item.queue,
-                    "partition": item.partition,
-                    "transactionId": item.transaction_id,
-                }
-                for index, item in enumerate(items)
-            ],
+            _each_item(items, "buffered", lambda item: {"transactionId": item.transaction_id}),
             201,
         )
     # Neither PostgreSQL nor the disk took the items and nothing of them was kept (a failed
     # append is cut back off its file): an outage, not our fault, so 503 and a time to retry.
     response = json_response(
-        [
-            {
-                "index": index,
-                "status": "failed",
-                "queue": item.queue,
-                "partition": item.partition,
-                "error": "File buffer write failed",
-            }
-            for index, item in enumerate(items)
-        ],
-        503,
+        _each_item(items, "failed", lambda _: {"error": "File buffer write failed"}), 503
     )
     response.headers["Retry-After"] = str(TryAgainLater.retry_after_s)
     return response
+
+
+def _each_item(
+    items: list[PushItem], status: str, detail: Callable[[PushItem], dict[str, str]]
+) -> list[dict[str, Any]]:
+    """The answer for items that did not reach PostgreSQL: one entry per item, in order."""
+    return [
+        {
+            "index": index,
+            "status": status,
+            "queue": item.queue,
+            "partition": item.partition,
+            **detail(item),
+        }
+        for index, item in enumerate(items)
+    ]
 
 
 @blueprint.get("/pop/queue/<queue>")
