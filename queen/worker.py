@@ -23,7 +23,7 @@ from hypercorn.trio import serve
 from queen import __version__
 from queen.actors.root import Services
 from queen.config import Config
-from queen.http.app import create_app
+from queen.http.asgi import build_asgi
 
 log = logging.getLogger("queen.worker")
 
@@ -111,7 +111,10 @@ async def run_worker(
             extra={"worker_id": worker_id, "port": config.port, "version": __version__},
         )
         await serve(
-            create_app(services), _hypercorn_config(sock), shutdown_trigger=shutdown_trigger
+            build_asgi(services),  # type: ignore[arg-type]  # a plain ASGI callable
+            _hypercorn_config(sock),
+            shutdown_trigger=shutdown_trigger,
+            mode="asgi",
         )
         log.info("worker stopped", extra={"worker_id": worker_id})
         root.cancel_scope.cancel()

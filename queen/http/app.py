@@ -1,25 +1,19 @@
-"""The quart-trio application: route blueprints, one error table, CORS, and an access log.
-
-Every error leaves as `{"error": "..."}` with the status its type names (queen.errors); an
-unexpected exception becomes a 500 carrying only an id that also appears in the log next to the
-traceback, so operators can find it and clients never see internals.
+"""The quart-trio application: route blueprints, the error table (queen.http.failures), CORS, and
+an access log. It serves every route but the hot ones, which the lean path in front of it answers
+(queen.http.asgi); a hot route's request quart still sees (HEAD, a trailing slash, a GET with a
+body) gets the same answer from the same handler core.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
-import uuid
 
 from quart import Request, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from queen.actors.mailbox import ActorGone
 from queen.actors.root import Services
-from queen.db.errors import DatabaseError, DatabaseUnavailable
-from queen.errors import QueenError, TryAgainLater, as_client_error
 from queen.http import (
     consumer_groups,
     dead_letters,
@@ -33,10 +27,8 @@ from queen.http import (
 )
 from queen.http.body_budget import BodyBudget, BodyRefused, BudgetedBody, budgeted_request_class
 from queen.http.context import BODY_BUDGET_KEY, EXTENSION_KEY
-from queen.http.responses import CORS_HEADERS, error_response
-
-log = logging.getLogger("queen.http")
-access_log = logging.getLogger("queen.access")
+from queen.http.failures import TOO_LARGE, access_logged, failure_answer, log_access
+from queen.http.responses import CORS_HEADERS, as_response, error_response
 
 
 def create_app(services: Services) -> QuartTrio:
@@ -67,19 +59,12 @@ def create_app(services: Services) -> QuartTrio:
 
 
 def _install_error_table(app: QuartTrio) -> None:
-    @app.errorhandler(QueenError)
-    async def queen_error(error: QueenError) -> Response:
-        response = error_response(error.message, error.status)
-        if isinstance(error, TryAgainLater):
-            response.headers["Retry-After"] = str(error.retry_after_s)
-        return response
+    """quart's own HTTP errors are answered here; everything else goes through the one table
+    (queen.http.failures) the lean path uses too."""
 
     @app.errorhandler(RequestEntityTooLarge)
     async def too_large(_: RequestEntityTooLarge) -> Response:
-        # The rest of the body is never read, so the connection cannot carry another request.
-        response = error_response("Request body too large", 413)
-        response.headers["Connection"] = "close"
-        return response
+        return as_response(TOO_LARGE)
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
@@ -91,24 +76,9 @@ def _install_error_table(app: QuartTrio) -> None:
             response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
         return response
 
-    @app.errorhandler(DatabaseError)
-    @app.errorhandler(DatabaseUnavailable)
-    @app.errorhandler(ActorGone)
-    async def database_error(error: Exception) -> Response:
-        client_error = as_client_error(error)
-        if client_error is None:
-            return await unexpected(error)
-        if isinstance(client_error, TryAgainLater):
-            log.warning("request failed: service unavailable", extra={"error": str(error)})
-        return await queen_error(client_error)
-
     @app.errorhandler(Exception)
-    async def unexpected(error: Exception) -> Response:
-        error_id = uuid.uuid4().hex[:12]
-        log.error(
-            "unhandled error", exc_info=error, extra={"error_id": error_id, "path": request.path}
-        )
-        return error_response(f"Internal server error (id {error_id})", 500)
+    async def failure(error: Exception) -> Response:
+        return as_response(failure_answer(error, request.path))
 
 
 async def _drain_body() -> None:
@@ -129,7 +99,8 @@ def _body(current: Request) -> BudgetedBody:
 def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
     @app.before_request
     async def start_clock() -> Response | None:
-        request.environ_started = time.perf_counter()  # type: ignore[attr-defined]
+        if access_logged():
+            request.environ_started = time.perf_counter()  # type: ignore[attr-defined]
         services.counters.requests += 1
         if request.method == "OPTIONS":  # CORS preflight, on any path
             response = Response(b"", status=204)
@@ -147,16 +118,11 @@ def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
         # cost every request quart's teardown machinery.
         _body(request).settle()
         response.headers.update(CORS_HEADERS)
-        if access_log.isEnabledFor(logging.DEBUG):
-            started = getattr(request, "environ_started", time.perf_counter())
-            access_log.debug(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "bytes": response.content_length,
-                },
-            )
+        log_access(
+            request.method,
+            request.path,
+            response.status_code,
+            getattr(request, "environ_started", None),
+            response.content_length,
+        )
         return response

@@ -48,7 +48,7 @@ class BodyRefused(TryAgainLater):
         super().__init__("Server busy: too many request bodies in flight, retry later")
 
 
-class _Share:
+class BodyShare:
     """What one body took from the budget, given back exactly once: when its request ends, or,
     should that never be said (a cancelled request), when the body is collected."""
 
@@ -78,7 +78,7 @@ class BudgetedBody(TrioBody):
         super().__init__(expected_content_length, max_content_length)
         self.refused = False
         self._expected = expected_content_length
-        self._share = _Share(budget)
+        self._share = BodyShare(budget)
         self._settled = False
         if expected_content_length and self._must_raise is None:
             self.refused = not self._share.take(expected_content_length)

@@ -1,11 +1,13 @@
 """Core messaging routes: configure, push, pop (queue, partition, namespace/task), ack, ack batch,
 transaction, lease extension. Each handler validates, hands the request to a batcher lane or the
-consumer-group actors, and shapes the reply; status codes are the intended ones (quirk Q1).
+consumer-group actors, and shapes the reply; status codes are the intended ones (quirk Q1). The hot
+ones (push, pop, ack) have a transport-free core (`push_answer`, `pop_answer`, ...) that the lean
+path (queen/http/lean.py) calls as well, so both serve them alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
@@ -13,13 +15,24 @@ from quart import Blueprint, Response, request
 
 from queen.actors.consumer_groups import GroupKey, Scope
 from queen.actors.ingest import Destination
+from queen.actors.root import Services
 from queen.db import queues
 from queen.db.errors import DatabaseError, DatabaseUnavailable
 from queen.db.items import PushItem, RenewItem
 from queen.errors import BadRequest, TryAgainLater
 from queen.http import push_body, validate
 from queen.http.context import services
-from queen.http.responses import json_body, json_object, json_response, no_content, raw_body
+from queen.http.responses import (
+    NO_CONTENT,
+    Answer,
+    as_response,
+    json_answer,
+    json_body,
+    json_response,
+    parse_json,
+    parse_object,
+    raw_body,
+)
 from queen.ids import uuid7_str
 
 blueprint = Blueprint("messaging", __name__, url_prefix="/api/v1")
@@ -36,28 +49,32 @@ async def configure() -> Response:
 
 @blueprint.post("/push")
 async def push() -> Response:
-    svc = services()
-    items = push_body.push_items(await raw_body(), svc.config.max_request_items)
+    return as_response(await push_answer(services(), await raw_body()))
+
+
+async def push_answer(svc: Services, raw: bytes) -> Answer:
+    """The answer to a push body: the handler core both the lean path and quart call."""
+    items = push_body.push_items(raw, svc.config.max_request_items)
     if not items:
-        return json_response([], 201)
+        return json_answer([], 201)
     outcome = await svc.ingest.push(items)
     if outcome.destination is Destination.DATABASE:
         assert outcome.results is not None
         for index, result in enumerate(outcome.results):  # the lane numbered the fused batch
             result["index"] = index
-        return json_response(outcome.results, 201)
+        return json_answer(outcome.results, 201)
     if outcome.destination is Destination.BUFFER:
-        return json_response(
+        return json_answer(
             _each_item(items, "buffered", lambda item: {"transactionId": item.transaction_id}),
             201,
         )
     # Neither PostgreSQL nor the disk took the items and nothing of them was kept (a failed
     # append is cut back off its file): an outage, not our fault, so 503 and a time to retry.
-    response = json_response(
-        _each_item(items, "failed", lambda _: {"error": "File buffer write failed"}), 503
+    return json_answer(
+        _each_item(items, "failed", lambda _: {"error": "File buffer write failed"}),
+        503,
+        (("Retry-After", str(TryAgainLater.retry_after_s)),),
     )
-    response.headers["Retry-After"] = str(TryAgainLater.retry_after_s)
-    return response
 
 
 def _each_item(
@@ -76,36 +93,48 @@ def _each_item(
     ]
 
 
+PopWhere = tuple[validate.PopTarget, Scope]
+
+
+def queue_target(queue: str, partition: str | None = None) -> PopWhere:
+    queue = validate.name(queue, "queue")
+    if partition is None:
+        return validate.PopTarget(queue=queue), ("queue", queue, "")
+    partition = validate.name(partition, "partition")
+    return validate.PopTarget(queue=queue, partition=partition), ("queue", queue, partition)
+
+
+def namespace_task_target(args: Mapping[str, str]) -> PopWhere:
+    namespace = validate.text(args.get("namespace") or "", "namespace")
+    task = validate.text(args.get("task") or "", "task")
+    if not namespace and not task:
+        raise BadRequest("namespace or task is required")
+    target = validate.PopTarget(namespace=namespace or None, task=task or None)
+    return target, ("task", namespace, task)
+
+
 @blueprint.get("/pop/queue/<queue>")
 async def pop_queue(queue: str) -> Response:
-    queue = validate.name(queue, "queue")
-    return await _pop(validate.PopTarget(queue=queue), ("queue", queue, ""))
+    return as_response(await pop_answer(services(), queue_target(queue), request.args))
 
 
 @blueprint.get("/pop/queue/<queue>/partition/<partition>")
 async def pop_partition(queue: str, partition: str) -> Response:
-    queue = validate.name(queue, "queue")
-    partition = validate.name(partition, "partition")
-    return await _pop(
-        validate.PopTarget(queue=queue, partition=partition), ("queue", queue, partition)
-    )
+    where = queue_target(queue, partition)
+    return as_response(await pop_answer(services(), where, request.args))
 
 
 @blueprint.get("/pop")
 async def pop_namespace_task() -> Response:
-    namespace = validate.text(request.args.get("namespace") or "", "namespace")
-    task = validate.text(request.args.get("task") or "", "task")
-    if not namespace and not task:
-        raise BadRequest("namespace or task is required")
-    target = validate.PopTarget(namespace=namespace or None, task=task or None)
-    return await _pop(target, ("task", namespace, task))
+    where = namespace_task_target(request.args)
+    return as_response(await pop_answer(services(), where, request.args))
 
 
-async def _pop(target: validate.PopTarget, wake_scope: Scope) -> Response:
-    svc = services()
-    params = validate.pop_params(request.args, svc.config)
+async def pop_answer(svc: Services, where: PopWhere, args: Mapping[str, str]) -> Answer:
+    target, wake_scope = where
+    params = validate.pop_params(args, svc.config)
     if svc.flags.pop_maintenance:
-        return no_content()
+        return NO_CONTENT
     groups = svc.consumer_groups
     seen_wakes = groups.wakes
     deadline = trio.current_time() + params.timeout_ms / 1000
@@ -119,26 +148,34 @@ async def _pop(target: validate.PopTarget, wake_scope: Scope) -> Response:
         key: GroupKey = (wake_scope, params.group)
         result = await groups.park(key, lambda: params.request(target), deadline, seen_wakes)
     if not result or not result.get("messages"):
-        return no_content()
+        return NO_CONTENT
     for message in result["messages"]:
         message.pop("isEncrypted", None)
-    return json_response(result)
+    return json_answer(result)
 
 
 @blueprint.post("/ack")
 async def ack() -> Response:
-    item = validate.ack_item(await json_object())
-    results = await services().batcher.ack.submit([item])
-    return json_response([_ack_result(0, results[0])])
+    return as_response(await ack_answer(services(), await raw_body()))
+
+
+async def ack_answer(svc: Services, raw: bytes) -> Answer:
+    item = validate.ack_item(parse_object(raw))
+    results = await svc.batcher.ack.submit([item])
+    return json_answer([_ack_result(0, results[0])])
 
 
 @blueprint.post("/ack/batch")
 async def ack_batch() -> Response:
-    items = validate.ack_batch(await json_body(), services().config.max_request_items)
+    return as_response(await ack_batch_answer(services(), await raw_body()))
+
+
+async def ack_batch_answer(svc: Services, raw: bytes) -> Answer:
+    items = validate.ack_batch(parse_json(raw), svc.config.max_request_items)
     if not items:
-        return json_response([])
-    results = await services().batcher.ack.submit(items)
-    return json_response([_ack_result(index, result) for index, result in enumerate(results)])
+        return json_answer([])
+    results = await svc.batcher.ack.submit(items)
+    return json_answer([_ack_result(index, result) for index, result in enumerate(results)])
 
 
 def _ack_result(index: int, result: dict[str, Any]) -> dict[str, Any]:

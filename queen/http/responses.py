@@ -1,9 +1,15 @@
 """JSON in and out, one way for every route: orjson for speed on multi-MB push bodies, a missing or
 empty body read as `{}` (quirk Q2: the Python client sends no body for an empty dict), malformed
-JSON a 400 that names the problem."""
+JSON a 400 that names the problem.
+
+An `Answer` is a reply before it meets a transport: the hot routes' lean path (queen/http/lean.py)
+sends it straight over ASGI, quart routes turn it into a Response, and both put the same bytes and
+headers on the wire.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,14 +22,45 @@ CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, Authorization",
 }
+JSON = "application/json"
+# What quart gives a Response built without a mimetype; an empty 204 keeps saying it.
+EMPTY_CONTENT_TYPE = "text/html; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A reply: status, body encoded once, and the headers beyond content type and length."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+NO_CONTENT = Answer(204, content_type=EMPTY_CONTENT_TYPE)
+
+
+def json_answer(body: Any, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> Answer:
+    return Answer(status, orjson.dumps(body), JSON, headers)
+
+
+def error_answer(message: str, status: int, headers: tuple[tuple[str, str], ...] = ()) -> Answer:
+    return json_answer({"error": message}, status, headers)
+
+
+def as_response(answer: Answer) -> Response:
+    response = Response(answer.body, status=answer.status, content_type=answer.content_type)
+    for name, value in answer.headers:
+        response.headers[name] = value
+    return response
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status=status, content_type="application/json")
+    return Response(orjson.dumps(body), status=status, content_type=JSON)
 
 
 def no_content() -> Response:
-    return Response(b"", status=204)
+    return as_response(NO_CONTENT)
 
 
 def error_response(message: str, status: int) -> Response:
@@ -47,8 +84,12 @@ def parse_json(raw: bytes) -> Any:
         raise BadRequest(f"Invalid JSON: {error}") from None
 
 
-async def json_object() -> dict[str, Any]:
-    body = await json_body()
+def parse_object(raw: bytes) -> dict[str, Any]:
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
     return body
+
+
+async def json_object() -> dict[str, Any]:
+    return parse_object(await raw_body())

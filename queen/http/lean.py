@@ -1,0 +1,236 @@
+"""The lean path: the hot routes (push, pop, ack, ack batch) answered straight over ASGI, every
+other request handed to quart untouched.
+
+A single-message push through quart-trio cost some 1 ms of worker CPU, most of it the framework:
+a request object with parsed headers, routing, app and request contexts, hooks, a response object,
+and two extra tasks per request. Here a request is one dictionary lookup (or one split of the
+path), its body is read in the task hypercorn already runs for it, and the reply goes out as two
+ASGI messages encoded once. The handler cores are quart's own (queen/http/messaging.py), and so
+are the error table, the CORS headers, the body budget and size limit, the body timeout and the
+access log, so the wire cannot tell the two paths apart.
+
+What this path does not serve goes to quart before anything of the request is read: other
+methods (405 with Allow, OPTIONS preflights, HEAD), other spellings of the paths (a trailing
+slash), GET requests that carry a body, and bodies announced larger than the limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import trio
+
+from queen.actors.root import Services
+from queen.http import messaging
+from queen.http.body_budget import BodyBudget, BodyRefused, BodyShare
+from queen.http.failures import TOO_LARGE, access_logged, failure_answer, log_access
+from queen.http.responses import CORS_HEADERS, Answer, error_answer
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+BODY_TIMEOUT_S = 120.0  # quart's BODY_TIMEOUT in create_app: a body slower than this is a 408
+_CORS = tuple((name.lower().encode(), value.encode()) for name, value in CORS_HEADERS.items())
+_POP_QUEUE = "/api/v1/pop/queue/"
+
+
+class _Disconnected(Exception):
+    """The client left before its request was answered: nothing is sent."""
+
+
+class _BodyTooLarge(Exception):
+    """A body without a Content-Length grew past the limit while it arrived."""
+
+
+BodyRoute = Callable[[Services, bytes], Awaitable[Answer]]
+PopRoute = Callable[[Services, Mapping[str, str]], Awaitable[Answer]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pop:
+    """A pop route matched with its path parameters (queue, partition), or none for /pop."""
+
+    queue: str | None = None
+    partition: str | None = None
+
+    async def answer(self, svc: Services, args: Mapping[str, str]) -> Answer:
+        if self.queue is None:
+            where = messaging.namespace_task_target(args)
+        else:
+            where = messaging.queue_target(self.queue, self.partition)
+        return await messaging.pop_answer(svc, where, args)
+
+
+_BODY_ROUTES: dict[str, BodyRoute] = {
+    "/api/v1/push": messaging.push_answer,
+    "/api/v1/ack": messaging.ack_answer,
+    "/api/v1/ack/batch": messaging.ack_batch_answer,
+}
+
+
+def _pop_route(path: str) -> _Pop | None:
+    """The pop routes quart would match for `path`: werkzeug's default converter takes one
+    non-empty path segment."""
+    if path == "/api/v1/pop":
+        return _Pop()
+    if not path.startswith(_POP_QUEUE):
+        return None
+    parts = path[len(_POP_QUEUE) :].split("/")
+    if len(parts) == 1 and parts[0]:
+        return _Pop(parts[0])
+    if len(parts) == 3 and parts[0] and parts[1] == "partition" and parts[2]:
+        return _Pop(parts[0], parts[2])
+    return None
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+class LeanRoutes:
+    """The ASGI callable a worker serves: hot routes here, the rest to `fallback` (quart)."""
+
+    def __init__(self, services: Services, budget: BodyBudget, fallback: ASGIApp) -> None:
+        self.services = services
+        self.budget = budget
+        self.max_body_bytes = services.config.max_body_bytes
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            if method == "POST":
+                route = _BODY_ROUTES.get(path)
+                if route is not None:
+                    length = _header(scope, b"content-length")
+                    size = None if length is None else int(length)
+                    if size is None or size <= self.max_body_bytes:
+                        await self._body_route(route, scope, receive, send, size)
+                        return
+            elif method == "GET":
+                pop = _pop_route(path)
+                if (
+                    pop is not None
+                    and _header(scope, b"content-length") in (None, b"0")
+                    and _header(scope, b"transfer-encoding") is None
+                ):
+                    await self._pop_route(pop, scope, receive, send)
+                    return
+        await self.fallback(scope, receive, send)
+
+    async def _body_route(
+        self, route: BodyRoute, scope: Scope, receive: Receive, send: Send, size: int | None
+    ) -> None:
+        started = time.perf_counter() if access_logged() else None
+        self.services.counters.requests += 1
+        share = BodyShare(self.budget)
+        try:
+            try:
+                answer = await self._answer_body(route, scope, receive, share, size)
+            except _Disconnected:
+                return
+            await _send(send, answer)
+        finally:
+            share.give_back()
+        log_access(scope["method"], scope["path"], answer.status, started, len(answer.body))
+
+    async def _answer_body(
+        self, route: BodyRoute, scope: Scope, receive: Receive, share: BodyShare, size: int | None
+    ) -> Answer:
+        # An announced body is taken from the budget whole or not at all before it is read
+        # (queen.http.body_budget); a refused one is read and dropped, then answered 503.
+        refused = bool(size) and not share.take(size or 0)
+        raw = b""
+        with trio.move_on_after(BODY_TIMEOUT_S) as reading:
+            try:
+                raw, refused = await self._read_body(receive, share, refused, size is None)
+            except _BodyTooLarge:
+                return TOO_LARGE
+        if reading.cancelled_caught:
+            return error_answer("Request Timeout", 408)
+        try:
+            if refused:
+                raise BodyRefused()
+            return await route(self.services, raw)
+        except Exception as error:
+            return failure_answer(error, scope["path"])
+
+    async def _read_body(
+        self, receive: Receive, share: BodyShare, refused: bool, counted: bool
+    ) -> tuple[bytes, bool]:
+        """The whole body, and whether the budget refused it (then nothing of it is kept). A
+        body of unknown length is counted against the budget as it arrives."""
+        chunks: list[bytes] = []
+        held = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected()
+            data: bytes = message.get("body", b"")
+            if data and not refused:
+                if counted and not share.take(len(data)):
+                    refused, chunks = True, []
+                else:
+                    chunks.append(data)
+                    held += len(data)
+                    if held > self.max_body_bytes:
+                        raise _BodyTooLarge()
+            if not message.get("more_body", False):
+                break
+        if len(chunks) == 1:
+            return chunks[0], refused
+        return b"".join(chunks), refused
+
+    async def _pop_route(self, pop: _Pop, scope: Scope, receive: Receive, send: Send) -> None:
+        """A pop, cancelled as soon as its client leaves: a parked long-poll must not hold its
+        place, nor a lease be taken for nobody (the lane then gives undelivered messages back)."""
+        started = time.perf_counter() if access_logged() else None
+        self.services.counters.requests += 1
+        args = dict(
+            reversed(
+                parse_qsl(
+                    scope["query_string"].decode(),
+                    keep_blank_values=True,
+                    errors="werkzeug.url_quote",  # how quart reads the query (request.args)
+                )
+            )
+        )
+        answer: Answer | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            try:
+                answer = await pop.answer(self.services, args)
+            except Exception as error:
+                answer = failure_answer(error, scope["path"])
+            nursery.cancel_scope.cancel()
+        if answer is None:
+            return
+        await _send(send, answer)
+        log_access(scope["method"], scope["path"], answer.status, started, len(answer.body))
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+async def _send(send: Send, answer: Answer) -> None:
+    headers = [
+        (b"content-type", answer.content_type.encode()),
+        (b"content-length", str(len(answer.body)).encode()),
+    ]
+    headers.extend((name.lower().encode(), value.encode()) for name, value in answer.headers)
+    headers.extend(_CORS)
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
