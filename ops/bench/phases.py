@@ -93,6 +93,23 @@ class Tally:
 
 
 @dataclass
+class Answered:
+    """HTTP requests of any kind this process had answered inside the window: the server's CPU
+    seconds over the window divided by these (summed over the generator processes) is what one
+    request costs it, whatever the phase mixes (pushes, pops, empty pops, acks)."""
+
+    window: Window | None = None
+    count: int = 0
+
+    def record(self, done: float) -> None:
+        if self.window is not None and self.window.start_at <= done < self.window.end_at:
+            self.count += 1
+
+
+_ANSWERED = Answered()
+
+
+@dataclass
 class Timings:
     """Request round trips inside the window, by kind: when a phase is latency-bound rather than
     CPU-bound, these say which request the consumers spend their time waiting on."""
@@ -137,6 +154,7 @@ async def _timed(spec: PhaseSpec, window: Window) -> dict[str, Any]:
     """Runs the phase and measures this process's CPU over the window, so the report can say
     whether the generator itself was saturated."""
     marks: dict[str, float] = {}
+    _ANSWERED.window = window
 
     async def sample() -> None:
         await _sleep_until(window.start_at)
@@ -156,6 +174,7 @@ async def _timed(spec: PhaseSpec, window: Window) -> dict[str, Any]:
     if "start" in marks:
         result["cpu_s"] = marks["end"] - marks["start"]
         result["cpu_wall_s"] = marks["end_wall"] - marks["start_wall"]
+    result["http_requests_in_window"] = _ANSWERED.count
     return result
 
 
@@ -204,7 +223,9 @@ async def _request(
     headers = JSON_HEADERS if body is not None else None
     try:
         async with session.request(method, url, data=body, headers=headers) as response:
-            return response.status, await response.read()
+            raw = await response.read()
+            _ANSWERED.record(time.monotonic())
+            return response.status, raw
     except (aiohttp.ClientError, TimeoutError) as error:
         raise RequestFailed(
             f"{method} {_path(url)}: no HTTP answer ({type(error).__name__}: {error})"

@@ -50,6 +50,17 @@ def memory_mb(pid: int) -> dict[str, float]:
     return result
 
 
+def pss_mb(pid: int) -> float | None:
+    """Proportional set size: RSS with each shared page split among the processes mapping it, so
+    the PSS of `queen serve` and its workers adds up to what they cost the machine together."""
+    with contextlib.suppress(OSError):
+        for line in (_PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "Pss":
+                return round(int(value.split()[0]) / 1024, 1)
+    return None
+
+
 @dataclass
 class CpuSnapshot:
     """Per-process CPU seconds of a process family; processes that start or exit between two

@@ -66,7 +66,11 @@ TARGETS = {
     "pop_ack_msg_per_s": 10_000,
     "latency_p99_ms": 25.0,
     "rss_mb_per_worker": 100.0,
+    "push1_vs_baseline": 0.021,
+    "idle_rss_mb_serve_and_workers": 100.0,
+    "worker_cpu_us_per_small_request": 350.0,
 }
+IDLE_SETTLE_S = 3.0
 ORIGINAL = (
     "C++ original for scale: push ≈1.1k msg/s at 1/request, ≈9k msg/s at 1000/request "
     "(0.15x raw), pop+ack ≈4k msg/s, push→pop p99 ≈55 ms"
@@ -393,6 +397,11 @@ class Bench:
                 key: round(cpu_after[key].since(cpu_before[key]) / wall, 2) for key in cpu_after
             }
             cores["server_per_worker"] = self._per_worker(cpu_before, cpu_after, wall)
+            answered = sum(r.get("http_requests_in_window", 0) for r in results.values())
+            cores["http_requests"] = answered
+            cores["worker_cpu_us_per_request"] = (
+                round(sum(cores["server_per_worker"]) * wall / answered * 1e6) if answered else None
+            )
             for key in ("busy", "steal"):
                 spent = machine_after[key] - machine_before[key]
                 cores[f"machine_{key}"] = round(spent / wall, 2)
@@ -528,7 +537,14 @@ class Bench:
         }
         for result in outcome.results:
             for key, value in result.items():
-                if key not in ("count", "requests", "last_done", "cpu_s", "cpu_wall_s"):
+                if key not in (
+                    "count",
+                    "requests",
+                    "last_done",
+                    "cpu_s",
+                    "cpu_wall_s",
+                    "http_requests_in_window",
+                ):
                     figures[key] = _add(figures.get(key), value)
         self._sample_rss(name)
         return figures
@@ -652,7 +668,8 @@ class Bench:
         outcome = self.run_phase(
             "latency", [spec], 1.0, self.latency_duration, COLLECT_GRACE_S + 20.0
         )
-        figures = {k: v for k, v in outcome.results[0].items() if k not in ("cpu_s", "cpu_wall_s")}
+        skip = ("cpu_s", "cpu_wall_s", "http_requests_in_window")
+        figures = {k: v for k, v in outcome.results[0].items() if k not in skip}
         figures["rate"] = self.args.latency_rate
         figures["seconds"] = self.latency_duration
         figures["cpu_cores"] = outcome.cpu_cores
@@ -666,6 +683,29 @@ class Bench:
         )
         if figures["first_push_failure"]:
             _say(f"first failed push: {figures['first_push_failure']}")
+
+    def idle_memory(self) -> None:
+        """RSS of `queen serve` and its workers before any load, once start-up work (slots
+        connecting, warm-up calls) is over: what an idle server costs."""
+        assert self.server is not None and self.server.process is not None
+        time.sleep(IDLE_SETTLE_S)
+        serve = self.server.process.pid
+        rows = [
+            {"pid": pid, "VmRSS": procs.memory_mb(pid).get("VmRSS"), "Pss": procs.pss_mb(pid)}
+            for pid in procs.family(serve)
+        ]
+        total = sum(row["VmRSS"] or 0.0 for row in rows)
+        pss = sum(row["Pss"] or 0.0 for row in rows)
+        self.out["idle_rss_mb"] = {
+            "serve": rows[0]["VmRSS"],
+            "workers": [row["VmRSS"] for row in rows[1:]],
+            "total": round(total, 1),
+            "pss_total": round(pss, 1),
+        }
+        _say(
+            f"idle RSS (MB): serve {rows[0]['VmRSS']}, workers "
+            f"{[row['VmRSS'] for row in rows[1:]]}, total {total:.1f} (PSS {pss:.1f})"
+        )
 
     def rss(self) -> None:
         self._sample_rss("end")
@@ -701,6 +741,8 @@ class Bench:
         self.out["ratios"] = ratios
         latency = self.out.get("latency") or {}
         rss = (self.out.get("rss_mb") or {}).get("max_hwm")
+        idle = (self.out.get("idle_rss_mb") or {}).get("total")
+        push1_cpu = ((push.get("1") or {}).get("cpu_cores") or {}).get("worker_cpu_us_per_request")
         p99 = latency.get("p99_ms")
         push_ratio = ratios["push1000_vs_baseline"]
         self.out["targets"] = {
@@ -714,6 +756,15 @@ class Bench:
             and latency.get("lost") == 0
             and latency.get("duplicates") == 0,
             "rss<=100MB_per_worker": None if rss is None else rss <= TARGETS["rss_mb_per_worker"],
+            "push1_vs_baseline>=0.021": None
+            if ratios["push1_vs_baseline"] is None
+            else ratios["push1_vs_baseline"] >= TARGETS["push1_vs_baseline"],
+            "idle_rss<=100MB_serve_and_workers": None
+            if idle is None
+            else idle <= TARGETS["idle_rss_mb_serve_and_workers"],
+            "push1_worker_cpu<=350us_per_request": None
+            if push1_cpu is None
+            else push1_cpu <= TARGETS["worker_cpu_us_per_small_request"],
         }
         named = {
             "baseline": self.out.get("baseline"),
@@ -739,6 +790,7 @@ class Bench:
 
     def run(self) -> None:
         self.setup()
+        self.idle_memory()
         steps = {
             "baseline": self.baseline,
             "push1": lambda: self.push(1, self.args.push1_connections),
@@ -776,7 +828,7 @@ def _cpu_text(cores: dict[str, Any]) -> str:
         f"[cores busy: generator {cores.get('generator')}, server {cores.get('server')} "
         f"(workers {cores.get('server_per_worker')}), postgres {cores.get('postgres')}, "
         f"machine {cores.get('machine_busy')} of {os.cpu_count()}, of which not ours "
-        f"{cores.get('other')}]"
+        f"{cores.get('other')}; worker CPU {cores.get('worker_cpu_us_per_request')} us/request]"
     )
 
 
@@ -882,7 +934,7 @@ def _rows(out: dict[str, Any]) -> Iterator[str]:
     for size in ("1", "100", "1000"):
         figures = push.get(size) or {}
         ratio = ratios.get(f"push{size}_vs_baseline")
-        target = "≥ 0.30x baseline" if size == "1000" else "—"
+        target = {"1": "≥ 0.021x baseline", "1000": "≥ 0.30x baseline"}.get(size, "—")
         yield (
             f"| push, {size} msg/request ({figures.get('connections', '?')} conns) "
             f"| {_fmt(figures.get('msg_per_s'))} msg/s ({_ratio(ratio)} baseline) "
@@ -899,6 +951,12 @@ def _rows(out: dict[str, Any]) -> Iterator[str]:
         f"| p99 ≤ 25 ms, 0 lost | p99 ≈55 ms |"
     )
     yield (f"| RSS per worker (peak, end of load) | {_fmt(rss.get('max_hwm'))} MB | ≤ 100 MB | — |")
+    idle = out.get("idle_rss_mb") or {}
+    yield (
+        f"| RSS idle, `queen serve` + workers | {_fmt(idle.get('total'))} MB (serve "
+        f"{_fmt(idle.get('serve'))}, workers {idle.get('workers')}; PSS "
+        f"{_fmt(idle.get('pss_total'))} MB) | ≤ 100 MB | 19 MB |"
+    )
 
 
 def _cpu_rows(out: dict[str, Any]) -> Iterator[str]:
@@ -907,9 +965,9 @@ def _cpu_rows(out: dict[str, Any]) -> Iterator[str]:
     named += [("pop+ack", out.get("pop_ack")), ("latency", out.get("latency"))]
     yield (
         "| phase | generator (busiest process) | server (per worker) | PostgreSQL "
-        "| whole machine (steal) | not ours | checkpoints |"
+        "| whole machine (steal) | not ours | checkpoints | worker CPU per HTTP request |"
     )
-    yield "|---|---|---|---|---|---|---|"
+    yield "|---|---|---|---|---|---|---|---|"
     for name, figures in named:
         if figures:
             c = figures["cpu_cores"]
@@ -918,7 +976,7 @@ def _cpu_rows(out: dict[str, Any]) -> Iterator[str]:
                 f"| {name} | {c.get('generator')} ({c.get('generator_max_per_process')}) "
                 f"| {c.get('server')} ({workers}) | {c.get('postgres')} "
                 f"| {c.get('machine_busy')} ({c.get('machine_steal')}) | {c.get('other')} "
-                f"| {c.get('checkpoints', '—')} |"
+                f"| {c.get('checkpoints', '—')} | {_fmt(c.get('worker_cpu_us_per_request'))} us |"
             )
 
 
