@@ -141,7 +141,7 @@ def child_main(spec: PhaseSpec, conn: Connection) -> None:
         if not conn.poll(HANDSHAKE_TIMEOUT_S):
             return
         window: Window = conn.recv()
-        result = asyncio.run(_timed(spec, window))
+        result = asyncio.run(timed_phase(spec, window))
     except RequestFailed as failure:
         result = {"error": str(failure)}
     except Exception as error:
@@ -150,11 +150,11 @@ def child_main(spec: PhaseSpec, conn: Connection) -> None:
     conn.send(result)
 
 
-async def _timed(spec: PhaseSpec, window: Window) -> dict[str, Any]:
+async def timed_phase(spec: PhaseSpec, window: Window) -> dict[str, Any]:
     """Runs the phase and measures this process's CPU over the window, so the report can say
     whether the generator itself was saturated."""
     marks: dict[str, float] = {}
-    _ANSWERED.window = window
+    _ANSWERED.window, _ANSWERED.count = window, 0
 
     async def sample() -> None:
         await _sleep_until(window.start_at)

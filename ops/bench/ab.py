@@ -1,0 +1,178 @@
+"""Side-by-side CPU cost of small requests for several commits, in one run
+(`python -m ops.bench.ab --ref 2bcc0f8 --ref tree`).
+
+On a machine shared with other work, two benchmark runs minutes apart measure two different
+machines. Here every commit gets a server of its own on one PostgreSQL, all running at once, and
+the load visits them in short alternating bursts, so whatever else the machine does falls on all
+of them alike. Each burst measures the workers' CPU seconds (from /proc) per HTTP request
+answered; the medians over the rounds, and their ratio to the first commit, are the result.
+
+Bursts: `push1` (single-message pushes, 32 connections) and `pop1` (pop one message, ack it with
+a one-item ack batch, 8 consumers, from a queue pre-filled for the whole run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ops.bench import procs
+from ops.bench.phases import PhaseSpec, Window, timed_phase
+from ops.bench.run import _export, _working_directory
+from queen.storage.pgcluster import PgCluster, find_bindir
+from tests.support import ServerProcess, create_database, server_env
+
+WARMUP_S = 0.5
+PREFILL_PER_BURST = 4000  # single pops per burst stay well below this on two cores
+
+
+@dataclass
+class Contender:
+    ref: str
+    server: ServerProcess
+    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    def worker_cpu(self) -> procs.CpuSnapshot:
+        assert self.server.process is not None
+        return procs.CpuSnapshot.of(procs.children(self.server.process.pid))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ops.bench.ab", description=__doc__)
+    parser.add_argument("--ref", action="append", required=True, help="commit, or `tree`")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--burst", type=float, default=3.0, help="seconds per burst")
+    parser.add_argument("--bursts", default="push1,pop1", help="push1,pop1 or a subset")
+    parser.add_argument("--workers", type=int, default=2)
+    return parser
+
+
+def _burst(contender: Contender, kind: str, seconds: float) -> tuple[float, float]:
+    """(worker CPU us per HTTP request, requests per second) of one burst."""
+    url = contender.server.url
+    if kind == "push1":
+        spec = PhaseSpec(
+            kind="push", url=url, queue="ab-push", partitions=16, batch=1, connections=32
+        )
+    else:
+        spec = PhaseSpec(
+            kind="pop_ack", url=url, queue="ab-pop", partitions=16, batch=1, connections=8
+        )
+    start = time.monotonic() + WARMUP_S
+    window = Window(start, start + seconds)
+
+    async def measured() -> tuple[dict[str, Any], float]:
+        async def sample() -> float:
+            await asyncio.sleep(max(0.0, window.start_at - time.monotonic()))
+            before = contender.worker_cpu()
+            await asyncio.sleep(max(0.0, window.end_at - time.monotonic()))
+            return contender.worker_cpu().since(before)
+
+        sampler = asyncio.create_task(sample())
+        result = await timed_phase(spec, window)
+        return result, await sampler
+
+    result, cpu_s = asyncio.run(measured())
+    answered = result["http_requests_in_window"]
+    return (cpu_s / answered * 1e6 if answered else float("nan"), answered / seconds)
+
+
+def _prefill(contender: Contender, messages: int) -> None:
+    spec = PhaseSpec(
+        kind="push",
+        url=contender.server.url,
+        queue="ab-pop",
+        partitions=16,
+        batch=1000,
+        connections=4,
+        total_requests=messages // 1000,
+    )
+    now = time.monotonic()
+    asyncio.run(timed_phase(spec, Window(now, now + 600)))
+
+
+@contextlib.contextmanager
+def _servers(refs: list[str], workers: int) -> Iterator[list[Contender]]:
+    root = Path(tempfile.mkdtemp(prefix="queen-ab-"))
+    os.chmod(root, 0o711)
+    cluster = PgCluster(
+        data_dir=root / "pg",
+        bindir=find_bindir(os.environ.get("QUEEN_PG_BINDIR")),
+        settings={"max_connections": "400"},
+    )
+    contenders: list[Contender] = []
+    try:
+        cluster.start()
+        for index, ref in enumerate(refs):
+            tree = None if ref == "tree" else _export(ref, root / f"src{index}")
+            database = create_database(cluster, "queen_ab")
+            env = server_env(cluster, database, NUM_WORKERS=str(workers))
+            server = ServerProcess(env={**env, "LOG_LEVEL": "warn"})
+            with _working_directory(tree):
+                server.start(timeout_s=90.0)
+            contenders.append(Contender(ref, server))
+        yield contenders
+    finally:
+        for contender in contenders:
+            with contextlib.suppress(Exception):
+                contender.server.stop()
+        with contextlib.suppress(Exception):
+            cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    kinds = [k for k in args.bursts.split(",") if k]
+    with _servers(args.ref, args.workers) as contenders:
+        if "pop1" in kinds:
+            for contender in contenders:
+                _prefill(contender, PREFILL_PER_BURST * args.rounds)
+        for round_index in range(args.rounds):
+            # Rotated each round, so no commit always follows the same one.
+            shift = round_index % len(contenders)
+            for contender in contenders[shift:] + contenders[:shift]:
+                for kind in kinds:
+                    cpu_us, per_s = _burst(contender, kind, args.burst)
+                    contender.samples.setdefault(kind, []).append((cpu_us, per_s))
+                    print(
+                        f"[ab] round {round_index + 1} {contender.ref} {kind}: "
+                        f"{cpu_us:.0f} us/request, {per_s:.0f} requests/s",
+                        file=sys.stderr,
+                    )
+        first = contenders[0]
+        report: dict[str, Any] = {"rounds": args.rounds, "burst_s": args.burst, "results": {}}
+        for contender in contenders:
+            for kind, samples in contender.samples.items():
+                cpu = statistics.median(s[0] for s in samples)
+                base = statistics.median(s[0] for s in first.samples[kind])
+                report["results"].setdefault(kind, {})[contender.ref] = {
+                    "worker_cpu_us_per_request": round(cpu),
+                    "requests_per_s": round(statistics.median(s[1] for s in samples)),
+                    "cpu_vs_first": round(cpu / base, 3),
+                }
+        for kind, rows in report["results"].items():
+            for ref, row in rows.items():
+                print(
+                    f"[ab] {kind} {ref}: {row['worker_cpu_us_per_request']} us/request "
+                    f"({row['cpu_vs_first']}x {first.ref}), {row['requests_per_s']} requests/s",
+                    file=sys.stderr,
+                )
+        print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
