@@ -23,7 +23,6 @@ from hypercorn.trio import serve
 from queen import __version__
 from queen.actors.root import Services
 from queen.config import Config
-from queen.http import one_write
 from queen.http.asgi import build_asgi
 
 log = logging.getLogger("queen.worker")
@@ -106,7 +105,6 @@ async def run_worker(
             await stop.wait()
             services.begin_shutdown()
 
-        one_write.install()
         _tune_garbage_collection()
         log.info(
             "worker serving",
