@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 COMPAT := .venv-compat
 
-.PHONY: install run test lint fmt bench compat-clients clean
+.PHONY: install run test lint fmt bench bench-three compat-clients clean
 
 install: $(BIN)/queen
 
@@ -42,6 +42,11 @@ test: install compat-clients lint
 
 bench: install
 	$(BIN)/python -m ops.bench.run
+
+# The release figures: three full runs, each after waiting for a quiet machine, appended to
+# ops/bench/RESULTS.md.
+bench-three: install
+	for run in 1 2 3; do $(BIN)/python -m ops.bench.run --wait-quiet 120 --write-results || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(COMPAT) .queen .mypy_cache .ruff_cache
