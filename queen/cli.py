@@ -170,7 +170,11 @@ async def _migrate_until_done(
     started = False
     argv = [sys.executable, "-m", "queen", "migrate"]
     while True:
-        code = (await trio.run_process(argv, env=_worker_env(config), check=False)).returncode
+        # A session of its own, as workers have: a Ctrl-C is for the parent, which cancels this.
+        ran = await trio.run_process(
+            argv, env=_worker_env(config), check=False, start_new_session=True
+        )
+        code = ran.returncode
         if code == EXIT_UNREACHABLE:
             if not started:
                 started = True
