@@ -4,6 +4,7 @@ names the variable, before anything is started."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -61,3 +62,29 @@ def test_unknown_or_malformed_flag_exits_2(args: tuple[str, ...]) -> None:
 
 def test_missing_command_exits_2() -> None:
     assert run_queen().returncode == 2
+
+
+def test_the_serve_parent_loads_neither_the_web_stack_nor_the_driver() -> None:
+    """The parent lives as long as the server; what only workers and migrations use would cost
+    its memory for nothing (some 25 MB)."""
+    probe = "import sys, queen.cli; print(sorted(m for m in sys.modules if '.' not in m))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    loaded = set(result.stdout.strip().strip("[]").replace("'", "").split(", "))
+    for heavy in ("asyncpg", "hypercorn", "quart", "quart_trio", "trio_asyncio", "werkzeug"):
+        assert heavy not in loaded
+
+
+def test_migrate_without_a_database_exits_3_with_one_line() -> None:
+    """`serve` runs `queen migrate` as a child and tries again on 3; an operator sees one line."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    result = run_queen(
+        "migrate", PG_HOST="127.0.0.1", PG_PORT=str(port), DB_CONNECTION_TIMEOUT="1000"
+    )
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "[error]" in line]
+    assert len(errors) == 1 and "database unreachable" in errors[0], result.stderr
