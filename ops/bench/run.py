@@ -976,7 +976,8 @@ def _cpu_rows(out: dict[str, Any]) -> Iterator[str]:
                 f"| {name} | {c.get('generator')} ({c.get('generator_max_per_process')}) "
                 f"| {c.get('server')} ({workers}) | {c.get('postgres')} "
                 f"| {c.get('machine_busy')} ({c.get('machine_steal')}) | {c.get('other')} "
-                f"| {c.get('checkpoints', '—')} | {_fmt(c.get('worker_cpu_us_per_request'))} us |"
+                f"| {c.get('checkpoints', '—')} "
+                f"| {_fmt(c.get('worker_cpu_us_per_request'), ' us')} |"
             )
 
 
