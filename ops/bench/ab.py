@@ -7,8 +7,9 @@ the load visits them in short alternating bursts, so whatever else the machine d
 of them alike. Each burst measures the workers' CPU seconds (from /proc) per HTTP request
 answered; the medians over the rounds, and their ratio to the first commit, are the result.
 
-Bursts: `push1` (single-message pushes, 32 connections) and `pop1` (pop one message, ack it with
-a one-item ack batch, 8 consumers, from a queue pre-filled for the whole run).
+Bursts: `push1` (single-message pushes, 32 connections) and `pop1` (pop `--pop-batch` messages,
+one by default, and ack them with one ack batch, 8 consumers, from a queue pre-filled for the
+whole run).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from queen.storage.pgcluster import PgCluster, find_bindir
 from tests.support import ServerProcess, create_database, server_env
 
 WARMUP_S = 0.5
-PREFILL_PER_BURST = 4000  # single pops per burst stay well below this on two cores
+PREFILL_PER_BURST = 4000  # pops per burst stay well below this on two cores
 
 
 @dataclass
@@ -56,10 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--burst", type=float, default=3.0, help="seconds per burst")
     parser.add_argument("--bursts", default="push1,pop1", help="push1,pop1 or a subset")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pop-batch", type=int, default=1, help="messages per pop in pop1")
     return parser
 
 
-def _burst(contender: Contender, kind: str, seconds: float) -> tuple[float, float]:
+def _burst(contender: Contender, kind: str, seconds: float, pop_batch: int) -> tuple[float, float]:
     """(worker CPU us per HTTP request, requests per second) of one burst."""
     url = contender.server.url
     if kind == "push1":
@@ -68,7 +70,7 @@ def _burst(contender: Contender, kind: str, seconds: float) -> tuple[float, floa
         )
     else:
         spec = PhaseSpec(
-            kind="pop_ack", url=url, queue="ab-pop", partitions=16, batch=1, connections=8
+            kind="pop_ack", url=url, queue="ab-pop", partitions=16, batch=pop_batch, connections=8
         )
     start = time.monotonic() + WARMUP_S
     window = Window(start, start + seconds)
@@ -139,13 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     with _servers(args.ref, args.workers) as contenders:
         if "pop1" in kinds:
             for contender in contenders:
-                _prefill(contender, PREFILL_PER_BURST * args.rounds)
+                _prefill(contender, PREFILL_PER_BURST * args.pop_batch * args.rounds)
         for round_index in range(args.rounds):
             # Rotated each round, so no commit always follows the same one.
             shift = round_index % len(contenders)
             for contender in contenders[shift:] + contenders[:shift]:
                 for kind in kinds:
-                    cpu_us, per_s = _burst(contender, kind, args.burst)
+                    cpu_us, per_s = _burst(contender, kind, args.burst, args.pop_batch)
                     contender.samples.setdefault(kind, []).append((cpu_us, per_s))
                     print(
                         f"[ab] round {round_index + 1} {contender.ref} {kind}: "
