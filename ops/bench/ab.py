@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from typing import Any
 
 from ops.bench import procs
 from ops.bench.phases import PhaseSpec, Window, timed_phase
-from ops.bench.run import _export, _working_directory
+from ops.bench.run import _export, _interrupt, _working_directory
 from queen.storage.pgcluster import PgCluster, find_bindir
 from tests.support import ServerProcess, create_database, server_env
 
@@ -139,6 +140,8 @@ def _servers(refs: list[str], workers: int) -> Iterator[list[Contender]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # A plain `kill` tears down like Ctrl-C: the servers and PostgreSQL would outlive us.
+    signal.signal(signal.SIGTERM, _interrupt)
     kinds = [k for k in args.bursts.split(",") if k]
     with _servers(args.ref, args.workers) as contenders:
         if "pop1" in kinds:
