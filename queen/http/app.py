@@ -25,7 +25,13 @@ from queen.http import (
     system,
     traces,
 )
-from queen.http.body_budget import BodyBudget, BodyRefused, BudgetedBody, budgeted_request_class
+from queen.http.body_budget import (
+    BODY_TIMEOUT_S,
+    BodyBudget,
+    BodyRefused,
+    BudgetedBody,
+    budgeted_request_class,
+)
 from queen.http.context import BODY_BUDGET_KEY, EXTENSION_KEY
 from queen.http.failures import TOO_LARGE, access_logged, failure_answer, log_access
 from queen.http.responses import CORS_HEADERS, as_response, error_response
@@ -34,7 +40,7 @@ from queen.http.responses import CORS_HEADERS, as_response, error_response
 def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("queen", static_folder=None)  # no static files: no /static route
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
-    app.config["BODY_TIMEOUT"] = 120
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT_S
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.extensions[EXTENSION_KEY] = services
     budget = BodyBudget(services.config.body_budget_bytes)

@@ -23,6 +23,9 @@ from quart_trio.wrappers.request import TrioBody, TrioRequest
 from queen import memory
 from queen.errors import TryAgainLater
 
+# A body still arriving after this long is answered 408, by quart and the lean path alike.
+BODY_TIMEOUT_S = 120.0
+
 
 class BodyBudget:
     """The bytes of request bodies this worker holds; only the bodies below change it."""

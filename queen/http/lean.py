@@ -26,7 +26,7 @@ import trio
 
 from queen.actors.root import Services
 from queen.http import messaging
-from queen.http.body_budget import BodyBudget, BodyRefused, BodyShare
+from queen.http.body_budget import BODY_TIMEOUT_S, BodyBudget, BodyRefused, BodyShare
 from queen.http.failures import TOO_LARGE, access_logged, failure_answer, log_access
 from queen.http.responses import CORS_HEADERS, Answer, error_answer
 
@@ -36,7 +36,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-BODY_TIMEOUT_S = 120.0  # quart's BODY_TIMEOUT in create_app: a body slower than this is a 408
 _CORS = tuple((name.lower().encode(), value.encode()) for name, value in CORS_HEADERS.items())
 _POP_QUEUE = "/api/v1/pop/queue/"
 
