@@ -1,4 +1,4 @@
--- The streaming SDK's server side (issue 15): schema queen_streams, as in ../schema/04_streams.sql.
+-- The streaming SDK's server side (issue 15): schema queen_streams, as in ../schema/05_streams.sql.
 
 CREATE SCHEMA queen_streams;
 

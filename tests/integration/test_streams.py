@@ -72,12 +72,29 @@ def cursor(cluster: PgCluster, database: str, partition_id: str, group: str) -> 
 def messages_in(cluster: PgCluster, database: str, queue: str) -> int:
     rows = run_sql(
         cluster,
-        "SELECT count(*) AS n FROM queen.messages m JOIN queen.partitions p ON p.id = m.partition_id"
+        "SELECT count(*) AS n FROM queen.messages m"
+        " JOIN queen.partitions p ON p.id = m.partition_id"
         " JOIN queen.queues q ON q.id = p.queue_id WHERE q.name = $1",
         queue,
         database=database,
     )
     return int(rows[0]["n"])
+
+
+async def wait_for_lease_expiry(
+    cluster: PgCluster, database: str, partition_id: str, group: str
+) -> None:
+    expired = (
+        "SELECT lease_expires_at < now() AS gone FROM queen.partition_consumers"
+        " WHERE partition_id = $1 AND consumer_group = $2"
+    )
+    with trio.fail_after(10):
+        while True:
+            if run_sql(cluster, expired, uuid.UUID(partition_id), group, database=database)[0][
+                "gone"
+            ]:
+                return
+            await trio.sleep(0.05)
 
 
 async def test_registration_is_idempotent_refuses_a_new_shape_and_resets_on_request(
@@ -263,18 +280,7 @@ async def test_an_expired_lease_is_refused_and_nothing_of_the_cycle_is_kept(
         qid = await query_id(api)
         messages = await popped_batch(api, source, group, 2)
         partition_id = messages[0]["partitionId"]
-        with trio.fail_after(10):
-            while cursor(pg_cluster, database, partition_id, group).get("worker_id") and not (
-                run_sql(
-                    pg_cluster,
-                    "SELECT lease_expires_at < now() AS gone FROM queen.partition_consumers"
-                    " WHERE partition_id = $1 AND consumer_group = $2",
-                    uuid.UUID(partition_id),
-                    group,
-                    database=database,
-                )[0]["gone"]
-            ):
-                await trio.sleep(0.05)
+        await wait_for_lease_expiry(pg_cluster, database, partition_id, group)
         status, answer = await cycle(
             api,
             query_id=qid,
