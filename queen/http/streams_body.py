@@ -91,13 +91,15 @@ def cycle(body: dict[str, Any], max_items: int, producer_sub: str | None) -> Cyc
     group = body.get("consumer_group")
     if group is not None and not isinstance(group, str):
         raise BadRequest("consumer_group must be a string")
+    if group and len(group) > validate.MAX_NAME:
+        raise BadRequest(f"consumer_group must be at most {validate.MAX_NAME} characters")
     raw_ops = _array(body, "state_ops")
     raw_items = _array(body, "push_items")
     validate.within_limit(len(raw_ops) + len(raw_items), max_items, "state_ops and push_items")
     return Cycle(
         query_id=query_id,
         partition_id=partition_id,
-        consumer_group=validate.group_name(group) if group else QUEUE_MODE,
+        consumer_group=validate.text(group, "consumer_group") if group else QUEUE_MODE,
         state_ops=[_state_op(index, op) for index, op in enumerate(raw_ops)],
         ack=_ack(body.get("ack")),
         release_lease=_boolean(body, "release_lease", default=True),
