@@ -179,7 +179,9 @@ async def test_state_reads_filter_by_keys_literal_prefix_and_numeric_ripeness(
         )
         assert status == 200 and answer["success"] and answer["state_ops_applied"] == 6, answer
 
-        assert await state(api, qid, partition_id) == values
+        whole = await state(api, qid, partition_id)
+        assert whole == values
+        assert list(whole) == sorted(values, key=str.encode), "rows in byte order of their keys"
         assert await state(api, qid, partition_id, keys=["plain", "nope"]) == {"plain": None}
         prefixed = await state(api, qid, partition_id, key_prefix=f"tumb:60{SEP}")
         assert sorted(prefixed) == [f"tumb:60{SEP}a", f"tumb:60{SEP}b"]
