@@ -322,3 +322,71 @@ async def test_a_cycle_of_an_unknown_or_deleted_query_is_refused(
             )
             assert status == 404 and answer["error"] == "query not found", answer
     assert messages_in(pg_cluster, database, sink) == 0
+
+
+async def test_a_failed_ack_dead_letters_the_message_and_frees_the_partition(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    source, group = unique("src"), unique("streams.g")
+    async with Api(server.url) as api:
+        qid = await query_id(api)
+        messages = await popped_batch(api, source, group, 2)
+        partition_id = messages[0]["partitionId"]
+        ack = {**ack_of(messages[-1], 2), "status": "failed", "error": "poison"}
+        status, answer = await cycle(
+            api,
+            query_id=qid,
+            partition_id=partition_id,
+            consumer_group=group,
+            ack=ack,
+            release_lease=False,  # a dead-letter cycle releases the lease whatever this says
+        )
+        assert status == 200 and answer["success"], answer
+        assert answer["ack_result"] == {
+            "success": True,
+            "count": 0,
+            "lease_released": True,
+            "dlq": True,
+        }
+    dead = run_sql(
+        pg_cluster,
+        "SELECT error_message FROM queen.dead_letter_queue d JOIN queen.messages m"
+        " ON m.id = d.message_id WHERE m.transaction_id = $1 AND d.consumer_group = $2",
+        messages[-1]["transactionId"],
+        group,
+        database=database,
+    )
+    assert [row["error_message"] for row in dead] == ["poison"]
+    consumed = cursor(pg_cluster, database, partition_id, group)
+    assert consumed["last_consumed_seq"] == 2 and consumed["worker_id"] is None
+
+
+async def test_state_goes_with_its_partition(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    source = unique("src")
+    async with Api(server.url) as api:
+        qid = await query_id(api)
+        await api.push(source, [{"n": 1}], partition="p0")
+        popped = await api.pop(source, batch=1)
+        assert popped is not None
+        partition_id = popped["messages"][0]["partitionId"]
+        ops = [{"type": "upsert", "key": "k", "value": 1}]
+        status, answer = await cycle(api, query_id=qid, partition_id=partition_id, state_ops=ops)
+        assert status == 200 and answer["success"], answer
+        status, _ = await api.request("DELETE", f"/api/v1/resources/queues/{source}")
+        assert status == 200
+        assert await state(api, qid, partition_id) == {}
+        status, answer = await cycle(api, query_id=qid, partition_id=partition_id, state_ops=ops)
+        assert status == 200 and answer == {
+            **answer,
+            "success": False,
+            "error": "partition not found",
+        }
+    left = run_sql(
+        pg_cluster,
+        "SELECT count(*) AS n FROM queen_streams.state WHERE partition_id = $1",
+        uuid.UUID(partition_id),
+        database=database,
+    )
+    assert left[0]["n"] == 0
