@@ -111,7 +111,10 @@ def _state_op(index: int, op: Any) -> StateOp:
     if not isinstance(op, dict):
         raise BadRequest(f"state_ops[{index}] must be an object")
     kind = op.get("type")
+    if not isinstance(kind, str):
+        raise BadRequest(f"state_ops[{index}].type must be a string")
     if kind not in STATE_OP_TYPES:
+        validate.text(kind, f"state_ops[{index}].type")
         raise BadRequest(f"Unknown state_op type: {kind}")
     key = op.get("key")
     if not isinstance(key, str):
@@ -148,7 +151,10 @@ def _ack(ack: Any) -> CycleAck | None:
     status = ack.get("status")
     if status is None:
         status = "completed"
-    if not isinstance(status, str) or status.lower() not in ACK_STATUSES:
+    if not isinstance(status, str):
+        raise BadRequest("ack.status must be a string")
+    if status.lower() not in ACK_STATUSES:
+        validate.text(status, "ack.status")
         raise BadRequest(f"Unknown ack.status: {status}")
     count = ack.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_ACK_COUNT:
