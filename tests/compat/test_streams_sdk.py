@@ -75,6 +75,7 @@ def test_a_restarted_runner_resumes_where_the_stopped_one_committed(
         },
         timeout_s=100,
     )
+    assert result["first_runner"] < count, "the first runner stopped mid-stream"
     seen = Counter(result["indexes"])
     assert sorted(seen) == list(range(count)), "every source message reached the sink"
     assert [i for i, n in seen.items() if n > 1] == [], "none was processed twice"
