@@ -8,6 +8,7 @@ session holds its source partition row FOR UPDATE, so the cycle sits inside Post
 key deleted, the message inserted and the cursor moved, waiting to log the completion (the
 foreign key of messages_consumed), when its backend is terminated. Then at random: backends are
 terminated every 150 ms while cycles that upsert, push and ack run. Effects are read with SQL.
+Last, a cycle stuck on a lock ends in a failure within its bound, having written nothing.
 """
 
 from __future__ import annotations
@@ -215,3 +216,41 @@ async def test_connection_drop_mid_cycle_is_all_or_nothing(pg_cluster: PgCluster
     assert torn == {}, "a cycle was applied in part"
     assert {n: final[n] for n in blocked} == dict.fromkeys(blocked, (0, 1, 1))
     assert {n: final[n] for n in rest} == dict.fromkeys(rest, (1, 1, 1))
+
+
+@pytest.mark.timeout(60)
+async def test_a_cycle_stuck_on_a_lock_fails_within_its_bound_and_writes_nothing(
+    pg_cluster: PgCluster,
+) -> None:
+    """A cycle never outlives the clients' 30 s timeout (S18); here PostgreSQL's lock timeout,
+    set short, ends one waiting on its query row, and the answer is a 200 failure."""
+    database = await new_database(pg_cluster)
+    server = ServerProcess(server_env(pg_cluster, database, DB_LOCK_TIMEOUT="1000")).start()
+    source, sink, name = unique("bsrc"), unique("bsink"), unique("bound")
+    try:
+        async with Api(server.url) as api:
+            status, registered = await api.request(
+                "POST",
+                "/streams/v1/queries",
+                json={"name": name, "source_queue": source, "config_hash": "h"},
+            )
+            assert status == 200, registered
+            await api.push(source, [{"n": 1}], partition="p0")
+            popped = await api.pop(source)
+            assert popped is not None
+            message = popped["messages"][0]
+            body = cycle_body(registered["query_id"], message, sink, "upsert")
+            with HeldRowLock(
+                pg_cluster,
+                database,
+                "SELECT 1 FROM queen_streams.queries WHERE name = $1 FOR UPDATE",
+                name,
+            ):
+                with trio.fail_after(20):
+                    outcome = await send(api.client, body)
+            assert "lock timeout" in outcome, outcome
+            after = await effects(pg_cluster, database, registered["query_id"], source, sink)
+            assert after == {"p0": (0, 0, 0)}
+            assert await send(api.client, body) == "ok", "the same cycle commits once it can"
+    finally:
+        server.stop()
