@@ -20,6 +20,9 @@ from queen.ids import uuid7_strs
 STATE_OP_TYPES = ("upsert", "delete")
 ACK_STATUSES = ("completed", "success", "failed", "dlq")
 MAX_ACK_COUNT = 2**31 - 1  # the consumption log counts in integer columns
+# A query name and hash are unique-index keys: far beyond any real name or SHA-256 hex, and far
+# below what a btree entry can hold (a longer one would fail in the database, not here).
+MAX_QUERY_TEXT = 1024
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,14 @@ def body_object(body: Any) -> dict[str, Any]:
 
 
 def registration(body: dict[str, Any]) -> Registration:
-    name = _required_text(body, "name")
-    source_queue = _required_text(body, "source_queue")
-    config_hash = _required_text(body, "config_hash")
+    name = _required_text(body, "name", MAX_QUERY_TEXT)
+    source_queue = _required_text(body, "source_queue", validate.MAX_NAME)
+    config_hash = _required_text(body, "config_hash", MAX_QUERY_TEXT)
     sink_queue = body.get("sink_queue")
     if sink_queue is not None and not isinstance(sink_queue, str):
         raise BadRequest("sink_queue must be a string")
+    if sink_queue and len(sink_queue) > validate.MAX_NAME:
+        raise BadRequest(f"sink_queue must be at most {validate.MAX_NAME} characters")
     return Registration(
         name=name,
         source_queue=source_queue,
@@ -171,10 +176,12 @@ def _ack(ack: Any) -> CycleAck | None:
     )
 
 
-def _required_text(body: dict[str, Any], field: str) -> str:
+def _required_text(body: dict[str, Any], field: str, max_chars: int) -> str:
     value = body.get(field)
     if not isinstance(value, str) or not value:
         raise BadRequest(f"{field} is required")
+    if len(value) > max_chars:
+        raise BadRequest(f"{field} must be at most {max_chars} characters")
     return validate.text(value, field)
 
 
