@@ -285,6 +285,13 @@ class Config:
     eviction_batch_size: int = _env(
         "EVICTION_BATCH_SIZE", 1000, "messages one eviction batch deletes at most", min=1
     )
+    # Streams (/streams/v1/*)
+    streams_cycle_max_concurrent: int = _env(
+        "QUEEN_STREAMS_CYCLE_MAX_CONCURRENT",
+        16,
+        "streaming cycles in flight per worker (each its own transaction)",
+        min=1,
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:

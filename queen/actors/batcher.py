@@ -1,8 +1,8 @@
 """The batcher: many HTTP requests become one stored-procedure call.
 
-One lane per operation type (push, pop, ack, renew, transaction), listed with its limits in
-`lane_table`. A lane takes the first waiting request, adds whatever else is already queued, and,
-while earlier calls of its type are still in flight, waits up to its hold (by default
+One lane per operation type (push, pop, ack, renew, transaction, stream cycle), listed with its
+limits in `lane_table`. A lane takes the first waiting request, adds whatever else is already
+queued, and, while earlier calls of its type are still in flight, waits up to its hold (by default
 SIDECAR_MICRO_BATCH_WAIT_MS) for more, or until those calls have all returned. An idle lane fires
 at once, so a lone request pays no batching delay, and a light load rarely waits the whole hold (at
 200 single-message pushes/s, ending the hold when the lane went idle took the push round trip's p99
@@ -39,6 +39,7 @@ from queen.config import Config
 from queen.db.batches import ACK, PUSH, RENEW, TRANSACTION, Procedure, Results, pop_owned_by
 from queen.db.errors import DatabaseError, TransientDatabaseError
 from queen.db.runner import Runner
+from queen.db.streams import STREAM_CYCLE
 
 log = logging.getLogger("queen.batcher")
 
@@ -113,6 +114,8 @@ def lane_table(config: Config, lease_owner: str) -> tuple[LaneSpec, ...]:
         # It shares push's concurrency: the original's own default for transactions (one in
         # flight per worker) queues every transaction behind one waiting on a row lock.
         LaneSpec("transaction", TRANSACTION, 0.0, 1, 1, config.push_max_concurrent),
+        # A streaming cycle is all or nothing too, and its own call bounds its duration.
+        LaneSpec("stream_cycle", STREAM_CYCLE, 0.0, 1, 1, config.streams_cycle_max_concurrent),
     )
 
 
@@ -248,6 +251,7 @@ class Batcher:
         on_pushed: Delivered,
         on_acked: Delivered,
         on_transaction: Delivered,
+        on_cycle: Delivered,
         on_pop_undelivered: Callable[[Any], None],
         lease_owner: str,
     ) -> None:
@@ -257,4 +261,12 @@ class Batcher:
         self.ack = Lane(specs["ack"], pool, on_results=on_acked)
         self.renew = Lane(specs["renew"], pool)
         self.transaction = Lane(specs["transaction"], pool, on_results=on_transaction)
-        self.lanes = (self.push, self.pop, self.ack, self.renew, self.transaction)
+        self.stream_cycle = Lane(specs["stream_cycle"], pool, on_results=on_cycle)
+        self.lanes = (
+            self.push,
+            self.pop,
+            self.ack,
+            self.renew,
+            self.transaction,
+            self.stream_cycle,
+        )

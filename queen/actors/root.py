@@ -82,6 +82,7 @@ class Services:
             on_pushed=self._pushed,
             on_acked=self._acked,
             on_transaction=self._transacted,
+            on_cycle=self._cycled,
             on_pop_undelivered=self._pop_undelivered,
             lease_owner=self.lease_reclaim.owner,
         )
@@ -170,6 +171,20 @@ class Services:
                 targets.append((entry["queueName"], None))
             elif entry.get("leaseReleased"):
                 targets.append((entry["queueName"], entry["consumerGroup"]))
+        self.notify_many(targets)
+
+    def _cycled(self, items: Sequence[Any], results: list[Any]) -> None:
+        """A committed streaming cycle: its sink messages are poppable, and the source partition
+        is free again for the query's group once the cycle released its lease."""
+        outcome = results[0]
+        if not outcome.get("success"):
+            return
+        queued = [r["queueName"] for r in outcome["push_results"] if r["status"] == "queued"]
+        self.counters.messages_pushed += len(queued)
+        targets: list[WakeTarget] = [(queue, None) for queue in queued]
+        released = (outcome.get("ack_result") or {}).get("lease_released")
+        if released and outcome.get("queueName"):
+            targets.append((outcome["queueName"], items[0].consumer_group))
         self.notify_many(targets)
 
     def _pop_undelivered(self, result: Any) -> None:

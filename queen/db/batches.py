@@ -32,16 +32,18 @@ def _json_results(raw: Any, _items: Sequence[Any], _state: None) -> Results:
 @dataclass(frozen=True)
 class Procedure:
     """One batch procedure: `encode` answers the call's arguments and whatever `decode` will need
-    besides the items to read the answer."""
+    besides the items to read the answer. `timeout_s` bounds a call that must answer sooner than
+    the in-flight deadline (None: that deadline)."""
 
     sql: str
     encode: Callable[[Sequence[Any]], tuple[tuple[Any, ...], Any]] = _json_array
     decode: Callable[[Any, Sequence[Any], Any], Results] = _json_results
     kind: CallKind = "fetchval"
+    timeout_s: float | None = None
 
     async def call(self, db: Runner, items: Sequence[Any]) -> Results:
         args, state = self.encode(items)
-        raw = await db.call(self.sql, *args, kind=self.kind)
+        raw = await db.call(self.sql, *args, kind=self.kind, timeout_s=self.timeout_s)
         return self.decode(raw, items, state)
 
 

@@ -22,6 +22,7 @@ from queen.http import (
     messaging,
     overview,
     resources,
+    streams,
     system,
     traces,
 )
@@ -57,6 +58,7 @@ def create_app(services: Services) -> QuartTrio:
         messages,
         traces,
         overview,
+        streams,
     ):
         app.register_blueprint(module.blueprint)
     _install_error_table(app)

@@ -95,6 +95,16 @@ ACK = {
     "consumerGroup": "g",
     "error": "e",
 }
+STREAM_REGISTRATION = {
+    "name": "sweep",
+    "source_queue": "sweep",
+    "sink_queue": "out",
+    "config_hash": "h",
+    "reset": False,
+}
+STREAM_SHARD = {"query_id": VALID_UUID, "partition_id": VALID_UUID}
+STATE_OP = {"type": "upsert", "key": "k", "value": {"n": 1}}
+STREAM_ACK = {"transactionId": "t-1", "leaseId": VALID_UUID, "status": "completed", "count": 1}
 OPTIONS = ("leaseTime", "retryLimit", "priority", "delayedProcessing", "deadLetterQueue")
 READS: dict[str, Reads] = {
     "static": Reads(),
@@ -207,6 +217,34 @@ READS: dict[str, Reads] = {
     "overview.list_partitions": Reads(query={**PAGE, "queue": "q", "ns": "n", "task": "t"}),
     "overview.namespaces": Reads(),
     "overview.tasks": Reads(),
+    "streams.register_query": Reads(
+        body=STREAM_REGISTRATION, fields=tuple((key,) for key in STREAM_REGISTRATION)
+    ),
+    "streams.state_get": Reads(
+        body={**STREAM_SHARD, "keys": ["k"], "key_prefix": "k", "ripe_at_or_before": 1},
+        fields=(*((key,) for key in STREAM_SHARD), ("keys",), ("keys", 0), ("key_prefix",)),
+    ),
+    "streams.cycle": Reads(
+        body={
+            **STREAM_SHARD,
+            "consumer_group": "g",
+            "state_ops": [STATE_OP],
+            "push_items": [ITEM],
+            "ack": {**STREAM_ACK},
+            "release_lease": True,
+        },
+        fields=(
+            *((key,) for key in STREAM_SHARD),
+            ("consumer_group",),
+            ("state_ops",),
+            *(("state_ops", 0, key) for key in STATE_OP),
+            ("push_items",),
+            *(("push_items", 0, key) for key in ITEM),
+            ("ack",),
+            *(("ack", key) for key in STREAM_ACK),
+            ("release_lease",),
+        ),
+    ),
 }
 
 

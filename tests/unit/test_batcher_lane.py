@@ -28,7 +28,9 @@ class ScriptedPool:
         self.gated = gated
         self.release = trio.Event()
 
-    async def call(self, sql: str, *args: Any, kind: str = "fetch") -> Any:
+    async def call(
+        self, sql: str, *args: Any, kind: str = "fetch", timeout_s: float | None = None
+    ) -> Any:
         items = orjson.loads(args[0])
         self.calls.append((trio.current_time(), items))
         if self.gated:
