@@ -28,6 +28,7 @@ from queen.http import (
     messaging,
     overview,
     resources,
+    status,
     system,
     traces,
 )
@@ -59,6 +60,7 @@ def create_app(services: Services) -> QuartTrio:
         messages,
         traces,
         overview,
+        status,
     ):
         app.register_blueprint(module.blueprint)
     _install_error_table(app)
