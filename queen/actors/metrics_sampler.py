@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ class Watched:
     admin: SlotPool
     lanes: Sequence[Lane]
     parked: Callable[[], int]
+    parked_by_queue: Callable[[], Mapping[str, int]]
     buffer_state: Callable[[], tuple[int, int, bool]]  # pending, failed, replay reaches the db
     maintenance: Callable[[], bool]
     in_flight: Callable[[], int]
@@ -100,6 +101,8 @@ class MetricsSampler:
         families.event_loop_lag_seconds.set(lag_s)
         families.uptime_seconds.set(time.monotonic() - self.started)
         families.parked_pops.set(parked)
+        for queue, waiting in watched.parked_by_queue().items():
+            minute.queue(queue).parked_sum += waiting
         for pool in (hot, admin):
             families.slots_size.labels(pool.name).set(pool.size)
             families.slots_connected.labels(pool.name).set(pool.health.connected)
@@ -181,7 +184,8 @@ class MetricsSampler:
         return {
             "worker": {**worker, **key},
             "queues": [
-                {**asdict(per_queue), "queue_name": name, **key}
+                # parked_sum / samples: the queue's average of parked pops over the minute
+                {**asdict(per_queue), "samples": minute.samples, "queue_name": name, **key}
                 for name, per_queue in minute.queues.items()
             ],
             "system": system,

@@ -132,6 +132,7 @@ class Services:
                 admin=self.admin,
                 lanes=self.batcher.lanes,
                 parked=lambda: self.consumer_groups.parked,
+                parked_by_queue=lambda: self.consumer_groups.parked_by_queue,
                 buffer_state=lambda: (
                     self.file_buffer.pending,
                     self.file_buffer.directory.failed,

@@ -57,8 +57,7 @@ class Traffic:
 
 @dataclass
 class QueueMinute(Traffic):
-    parked_sum: float = 0.0
-    samples: int = 0
+    parked_sum: float = 0.0  # parked pops on the queue, summed over the worker's samples
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -251,6 +252,52 @@ def test_analytics_routes_report_the_workload(server: ServerProcess, workload: W
     assert postgres["bufferUsage"] == []
 
 
+def test_per_queue_analytics_report_the_workload(server: ServerProcess, workload: Workload) -> None:
+    def ops() -> list[dict[str, Any]]:
+        body = _get(server, "/api/v1/analytics/queue-ops", queue=workload.queue)
+        assert body["queues"] in ([], [workload.queue])
+        return list(body["series"])
+
+    def counted() -> bool:
+        series = ops()
+        return sum(point["pushMessages"] for point in series) == workload.pushed and sum(
+            point["ackSuccess"] + point["ackFailed"] for point in series
+        ) == (workload.acked + workload.failed)
+
+    wait_until(counted, 20, "queue-ops to hold the workload", every_s=0.3)
+    series = ops()
+    assert sum(point["popMessages"] for point in series) == workload.popped
+    assert sum(point["ackFailed"] for point in series) == workload.failed
+    assert sum(point["partitionsCreated"] for point in series) == 1
+    assert all(point["partitionCount"] == 1 for point in series)
+
+    lag = _get(server, "/api/v1/analytics/queue-lag", queue=workload.queue)
+    assert sum(row["popCount"] for row in lag) == workload.popped
+    assert [row["bucketTime"] for row in lag] == sorted(
+        (r["bucketTime"] for r in lag), reverse=True
+    )
+
+    retention = _get(server, "/api/v1/analytics/retention", queue=workload.queue)
+    assert retention["series"] == [] and retention["totals"]["totalMsgs"] == 0
+
+
+def test_parked_long_polls_are_reported_per_worker(server: ServerProcess) -> None:
+    queue = unique("parked")
+    assert _call(server, "POST", "/api/v1/configure", json={"queue": queue}).status_code == 200
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(
+            _call, server, "GET", f"/api/v1/pop/queue/{queue}", params={"wait": "true", "timeout": "5000"}
+        )
+
+        def reported() -> bool:
+            body = _get(server, "/api/v1/analytics/queue-parked-replicas", queue=queue)
+            return any(point["parkedCount"] > 0 for point in body["series"])
+
+        wait_until(reported, 15, "the parked pop in queue-parked-replicas", every_s=0.3)
+        assert len(_get(server, "/api/v1/analytics/queue-parked-replicas")["replicas"]) >= 1
+        assert waiting.result(timeout=15).status_code == 204
+
+
 @pytest.mark.parametrize(
     ("path", "params", "status"),
     [
@@ -265,6 +312,8 @@ def test_analytics_routes_report_the_workload(server: ServerProcess, workload: W
         ("/api/v1/status/analytics", {"interval": "minute", "from": "2026-01-01T00:00:00Z"}, 400),
         ("/api/v1/analytics/worker-metrics", {"workerId": "two"}, 400),
         ("/api/v1/analytics/system-metrics", {"to": "not a time"}, 400),
+        ("/api/v1/analytics/queue-ops", {"from": "2026-13-01"}, 400),
+        ("/api/v1/analytics/retention", {"from": "2030-01-01T00:00:00Z"}, 400),
     ],
 )
 def test_bad_input_is_refused(
