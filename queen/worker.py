@@ -118,7 +118,11 @@ async def run_worker(
             extra={"worker_id": worker_id, "port": config.port, "version": __version__},
         )
         app = Observed(
-            create_app(services), services.metrics, config.access_log, services.count_in_flight
+            create_app(services),
+            services.metrics,
+            services.recorder.pending,
+            config.access_log,
+            services.count_in_flight,
         )
         await serve(app, _hypercorn_config(sock), shutdown_trigger=shutdown_trigger)
         log.info("worker stopped", extra={"worker_id": worker_id})

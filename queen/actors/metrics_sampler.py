@@ -71,6 +71,12 @@ class MetricsSampler:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        try:
+            await self._sample_and_write()
+        finally:  # stopping: what the last interval counted still reaches the shared files
+            self.recorder.pending.flush()
+
+    async def _sample_and_write(self) -> None:
         due = trio.current_time() + self.interval_s
         last_write = trio.current_time()
         while True:
@@ -118,6 +124,7 @@ class MetricsSampler:
         families.buffer_db_healthy.set(1 if replay_ok else 0)
         families.maintenance_mode.set(1 if watched.maintenance() else 0)
         self._sample_process(minute)
+        self.recorder.pending.flush()
 
     def _sample_process(self, minute: WorkerMinute) -> None:
         now, current = time.monotonic(), sample_process()

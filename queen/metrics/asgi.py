@@ -10,14 +10,16 @@ The request id is the client's own `X-Request-Id` when it is a plausible id (at 
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from queen.metrics.families import Families
+from queen.metrics.pending import Pending, PendingObservations
 
 # ASGI's own names; Any, since each server and framework types these its own way.
 Scope = Any
@@ -69,20 +71,30 @@ class RequestIdFilter(logging.Filter):
 
 class Observed:
     def __init__(
-        self, app: App, families: Families, access_level: str, in_flight: Callable[[int], None]
+        self,
+        app: App,
+        families: Families,
+        pending: Pending,
+        access_level: str,
+        in_flight: Callable[[int], None],
     ) -> None:
         """`access_level`: debug, info or off. `in_flight(+1/-1)` counts requests being served."""
         self.app = app
         self.families = families
+        self.pending = pending
         self.access_level = {"debug": logging.DEBUG, "info": logging.INFO}.get(access_level)
         self.in_flight = in_flight
-        self._latency: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[tuple[str, str, int], PendingObservations] = {}
+        # Ids unique per process without a random draw per request: a random prefix drawn at
+        # start and a counter (32 hex digits, like a uuid4's).
+        self._id_prefix = secrets.token_hex(8)
+        self._id_counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        request_id = _client_request_id(scope) or f"{self._id_prefix}{next(self._id_counter):016x}"
         scope[SCOPE_KEY] = request_id
         encoded_id = request_id.encode()
         started = time.perf_counter()
@@ -115,9 +127,9 @@ class Observed:
         method = scope["method"] if scope["method"] in _METHODS else "OTHER"
         key = (route_of(path), method, status)
         child = self._latency.get(key)
-        if child is None:  # labels() takes a lock and builds a tuple: once per combination
-            child = self._latency[key] = self.families.request_seconds.labels(
-                key[0], method, str(status)
+        if child is None:
+            child = self._latency[key] = self.pending.observations(
+                self.families.request_seconds, key[0], method, str(status)
             )
         child.observe(seconds)
         if self.access_level is not None and access_log.isEnabledFor(self.access_level):
@@ -135,8 +147,8 @@ class Observed:
             )
 
 
-def _request_id(scope: Scope) -> str:
+def _client_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER and _PLAUSIBLE_ID.match(value):
             return str(value.decode())
-    return uuid.uuid4().hex
+    return None

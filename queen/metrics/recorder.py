@@ -3,8 +3,9 @@ procedure call here (queen/actors/root.py, queen/actors/batcher.py), below both 
 push counts once whichever route or replay made it. Each report goes to the Prometheus families
 (shared by the workers) and to the current minute's tally (written to PostgreSQL by the sampler).
 
-Kept cheap on purpose: a report touches a few counters per request, never one per message, except
-pop lag, which needs each delivered message's age.
+Kept cheap on purpose: a report adds to a few numbers per request, never per message except for
+pop lag, which needs each delivered message's age; the numbers reach the shared Prometheus files
+once per sample interval (queen/metrics/pending.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from queen.metrics.families import Families
+from queen.metrics.pending import Pending
 from queen.metrics.tally import WorkerMinute
 
 _FAILED_ACKS = frozenset(("failed", "dlq", "retry"))
@@ -28,7 +30,18 @@ def minute_of(now: float) -> datetime:
 class Recorder:
     def __init__(self, families: Families) -> None:
         self.families = families
+        self.pending = Pending()
         self.minute = WorkerMinute(bucket=minute_of(time.time()))
+        count = self.pending.count
+        self._push_requests = count(families.push_requests)
+        self._push_messages = count(families.push_messages)
+        self._pop_requests = count(families.pop_requests)
+        self._pop_empty = count(families.pop_empty)
+        self._pop_messages = count(families.pop_messages)
+        self._ack_requests = count(families.ack_requests)
+        self._dlq_moves = count(families.dlq_moves)
+        self._acks = {r: count(families.ack_messages, r) for r in ("success", "failed", "rejected")}
+        self._transactions = {r: count(families.transactions, r) for r in ("committed", "failed")}
 
     def roll(self, now: float) -> WorkerMinute | None:
         """Start the minute `now` falls in; the finished one, if the minute changed."""
@@ -45,9 +58,8 @@ class Recorder:
         minute = self.minute
         minute.push_requests += 1
         minute.push_messages += count
-        self.families.push_requests.inc()
-        if count:
-            self.families.push_messages.inc(count)
+        self._push_requests.inc()
+        self._push_messages.inc(count)
         for queue, messages in stored.items():
             per_queue = minute.queue(queue)
             per_queue.push_requests += 1
@@ -79,12 +91,11 @@ class Recorder:
                 per_queue.add_lag(lags)
             if request.auto_ack:
                 self._acks_counted(queue, count, 0, requests=0)
-        self.families.pop_requests.inc(len(requests))
-        empty = len(requests) - sum(1 for r in results if isinstance(r, dict) and r.get("messages"))
-        if empty:
-            self.families.pop_empty.inc(empty)
-        if delivered:
-            self.families.pop_messages.inc(delivered)
+        self._pop_requests.inc(len(requests))
+        self._pop_empty.inc(
+            len(requests) - sum(1 for r in results if isinstance(r, dict) and r.get("messages"))
+        )
+        self._pop_messages.inc(delivered)
 
     def acked(self, items: Sequence[Any], results: Sequence[Any]) -> None:
         """One ack request (single or batch) answered."""
@@ -105,13 +116,11 @@ class Recorder:
                 counts[0] += 1
         self.minute.ack_requests += 1
         self.minute.dlq_count += moved
-        self.families.ack_requests.inc()
+        self._ack_requests.inc()
         for queue, (ok, nok) in per_queue.items():
             self._acks_counted(queue or None, ok, nok, requests=1)
-        if rejected:
-            self.families.ack_messages.labels("rejected").inc(rejected)
-        if moved:
-            self.families.dlq_moves.inc(moved)
+        self._acks["rejected"].inc(rejected)
+        self._dlq_moves.inc(moved)
 
     def _acks_counted(self, queue: str | None, success: int, failed: int, *, requests: int) -> None:
         minute = self.minute
@@ -122,16 +131,14 @@ class Recorder:
             per_queue.ack_requests += requests
             per_queue.ack_success += success
             per_queue.ack_failed += failed
-        if success:
-            self.families.ack_messages.labels("success").inc(success)
-        if failed:
-            self.families.ack_messages.labels("failed").inc(failed)
+        self._acks["success"].inc(success)
+        self._acks["failed"].inc(failed)
 
     def transacted(self, results: Sequence[Any]) -> None:
         outcome = results[0] if results else {}
         committed = bool(outcome.get("success"))
         self.minute.transactions += 1
-        self.families.transactions.labels("committed" if committed else "failed").inc()
+        self._transactions["committed" if committed else "failed"].inc()
         if committed:
             queues = {entry.get("queueName") for entry in outcome.get("results", [])}
             for queue in queues - {None}:
@@ -142,14 +149,14 @@ class Recorder:
     ) -> None:
         """One batch procedure call returned (or failed) after `seconds`, carrying `items` items
         for requests that had waited `waits` seconds in their lane before it started."""
-        families = self.families
-        families.db_call_seconds.labels(op).observe(seconds)
-        families.batch_items.labels(op).observe(items)
-        wait_histogram = families.lane_wait_seconds.labels(op)
+        families, pending = self.families, self.pending
+        pending.observations(families.db_call_seconds, op).observe(seconds)
+        pending.observations(families.batch_items, op).observe(items)
+        wait_histogram = pending.observations(families.lane_wait_seconds, op)
         for wait in waits:
             wait_histogram.observe(wait)
         if failed:
-            families.db_errors.labels(op).inc()
+            pending.count(families.db_errors, op).inc()
             self.minute.db_errors += 1
 
 

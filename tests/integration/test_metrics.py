@@ -132,6 +132,17 @@ def _pending_in_sql(cluster: PgCluster, database: str, queue: str) -> int:
 def test_prometheus_counts_the_workload_of_both_workers(
     server: ServerProcess, workload: Workload, pg_cluster: PgCluster, database: str
 ) -> None:
+    def flushed() -> bool:  # workers move their counts to the shared files every 200 ms
+        samples = _scrape(server)
+        return (
+            samples.get(("queen_push_messages_total", ())) == workload.pushed
+            and samples.get(("queen_pop_messages_total", ())) == workload.popped
+            and samples.get(("queen_ack_messages_total", (("result", "success"),)))
+            == workload.acked
+            and samples.get(("queen_ack_messages_total", (("result", "failed"),))) == FAILED_ACKS
+        )
+
+    wait_until(flushed, 10, "both workers' counts in the scrape", every_s=0.2)
     samples = _scrape(server)
     assert samples["queen_push_messages_total", ()] == workload.pushed
     assert samples["queen_push_requests_total", ()] == PUSH_REQUESTS
@@ -286,7 +297,11 @@ def test_parked_long_polls_are_reported_per_worker(server: ServerProcess) -> Non
     assert _call(server, "POST", "/api/v1/configure", json={"queue": queue}).status_code == 200
     with ThreadPoolExecutor(max_workers=1) as pool:
         waiting = pool.submit(
-            _call, server, "GET", f"/api/v1/pop/queue/{queue}", params={"wait": "true", "timeout": "5000"}
+            _call,
+            server,
+            "GET",
+            f"/api/v1/pop/queue/{queue}",
+            params={"wait": "true", "timeout": "5000"},
         )
 
         def reported() -> bool:

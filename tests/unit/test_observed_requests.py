@@ -15,6 +15,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from queen.metrics.asgi import Observed, RequestIdFilter, route_of
 from queen.metrics.families import Families, open_families
+from queen.metrics.pending import Pending
 
 app_log = logging.getLogger("queen.test-app")
 
@@ -65,7 +66,8 @@ async def test_a_plausible_client_id_is_kept_and_put_on_log_lines(
     families: Families, captured: pytest.LogCaptureFixture
 ) -> None:
     in_flight: list[int] = []
-    observed = Observed(_app, families, "info", in_flight.append)
+    pending = Pending()
+    observed = Observed(_app, families, pending, "info", in_flight.append)
     sent = await _serve(observed, _scope(headers=[(b"x-request-id", b"trace-42")]))
     assert (b"x-request-id", b"trace-42") in sent[0]["headers"]
     assert (b"a", b"b") in sent[0]["headers"]
@@ -75,17 +77,18 @@ async def test_a_plausible_client_id_is_kept_and_put_on_log_lines(
     assert access.levelno == logging.INFO
     assert (access.path, access.status, access.bytes) == ("/api/v1/push", 201, 5)  # type: ignore[attr-defined]
     assert in_flight == [1, -1]
-    text = _counted(families)
-    assert (
+    counted = (
         'queen_http_request_duration_seconds_count{method="POST",route="push",status="201"} 1.0'
-        in text
     )
+    assert counted not in _counted(families)  # buffered until the sampler flushes
+    pending.flush()
+    assert counted in _counted(families)
 
 
 @pytest.mark.parametrize("header", [b"has spaces", b"x" * 65, "é".encode()])
 async def test_an_implausible_client_id_is_replaced(families: Families, header: bytes) -> None:
     sent = await _serve(
-        Observed(_app, families, "debug", lambda _: None),
+        Observed(_app, families, Pending(), "debug", lambda _: None),
         _scope(headers=[(b"x-request-id", header)]),
     )
     ids = [value for name, value in sent[0]["headers"] if name == b"x-request-id"]
@@ -95,7 +98,7 @@ async def test_an_implausible_client_id_is_replaced(families: Families, header: 
 async def test_access_log_off_writes_no_line(
     families: Families, captured: pytest.LogCaptureFixture
 ) -> None:
-    await _serve(Observed(_app, families, "off", lambda _: None), _scope())
+    await _serve(Observed(_app, families, Pending(), "off", lambda _: None), _scope())
     assert not [r for r in captured.records if r.name == "queen.access"]
 
 
