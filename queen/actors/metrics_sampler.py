@@ -114,6 +114,11 @@ class MetricsSampler:
             families.slots_connected.labels(pool.name).set(pool.health.connected)
             families.slots_busy.labels(pool.name).set(pool.health.connected - pool.free)
             families.slots_waiting.labels(pool.name).set(pool.waiting)
+        families.db_pool_size.set(admin.size)
+        families.db_pool_idle.set(admin.free)
+        families.db_pool_active.set(admin.health.connected - admin.free)
+        families.in_flight_requests.labels(str(self.worker_id)).set(watched.in_flight())
+        families.shared_state_enabled.set(0)
         for lane in watched.lanes:
             families.lane_queued.labels(lane.name).set(lane.waiting)
             families.lane_in_flight.labels(lane.name).set(lane.limit.limiter.borrowed_tokens)

@@ -53,14 +53,12 @@ class DatabaseFigures:
         self.seconds = seconds
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "queen_database_up", "1 when the scrape's database query answered", value=1
+        answered = self.snapshot is not None
+        yield GaugeMetricFamily(
+            "queen_database_up", "1 when the scrape's database query answered", value=answered
         )
         if self.snapshot is None:
-            up = GaugeMetricFamily("queen_database_up", up.documentation, value=0)
-            yield up
             return
-        yield up
         yield GaugeMetricFamily(
             "queen_database_scrape_seconds", "Time the scrape's database query took", self.seconds
         )

@@ -58,6 +58,11 @@ class Families:
     slots_connected: Gauge
     slots_busy: Gauge
     slots_waiting: Gauge
+    db_pool_size: Gauge
+    db_pool_idle: Gauge
+    db_pool_active: Gauge
+    in_flight_requests: Gauge
+    shared_state_enabled: Gauge
     parked_pops: Gauge
     buffer_pending: Gauge
     buffer_failed: Gauge
@@ -162,6 +167,15 @@ def open_families(directory: Path) -> Families:
         slots_busy=live("queen_connection_slots_busy", "Slots running a call", ("pool",)),
         slots_waiting=live(
             "queen_connection_slots_waiting", "Calls queued for a free slot", ("pool",)
+        ),
+        db_pool_size=live("queen_db_pool_size", "Admin pool: connection slots"),
+        db_pool_idle=live("queen_db_pool_idle", "Admin pool: connected slots without a call"),
+        db_pool_active=live("queen_db_pool_active", "Admin pool: slots running a call"),
+        in_flight_requests=live(
+            "queen_response_registry_size", "HTTP requests being answered", ("worker_id",)
+        ),
+        shared_state_enabled=live(
+            "queen_shared_state_enabled", "1 when cluster sync is active", mode="livemax"
         ),
         parked_pops=live("queen_queue_backoff_groups", "Long-polls parked waiting for messages"),
         buffer_pending=live("queen_file_buffer_pending", "Pushes held in the disk buffer"),

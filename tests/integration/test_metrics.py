@@ -361,6 +361,39 @@ def test_request_ids_are_echoed_and_logged(server: ServerProcess) -> None:
     assert entry["path"] == "/api/v1/status/queues" and entry["status"] == 200
 
 
+def test_disk_buffer_depth_is_reported(server: ServerProcess) -> None:
+    queue = unique("buffered")
+    switch = "/api/v1/system/maintenance"
+    assert _call(server, "POST", switch, json={"enabled": True}).status_code == 200
+    try:
+        answers = [
+            _call(server, "POST", "/api/v1/push", json={"items": [{"queue": queue, "payload": n}]})
+            for n in range(4)
+        ]
+        buffered = sum(answer.json()[0]["status"] == "buffered" for answer in answers)
+        assert (
+            buffered >= 1
+        )  # the worker that took the switch buffers at once, the other within 1 s
+        wait_until(
+            lambda: _scrape(server).get(("queen_file_buffer_pending", ())) == buffered,
+            10,
+            "the buffered pushes in queen_file_buffer_pending",
+            every_s=0.2,
+        )
+        assert _scrape(server)["queen_maintenance_mode_enabled", ()] == 1
+    finally:
+        assert _call(server, "POST", switch, json={"enabled": False}).status_code == 200
+
+    def replayed() -> bool:
+        samples = _scrape(server)
+        return (
+            samples.get(("queen_file_buffer_pending", ())) == 0
+            and samples.get(("queen_queue_depth", (("queue", queue),))) == 4
+        )
+
+    wait_until(replayed, 20, "the buffer to drain into the queue", every_s=0.2)
+
+
 def test_metric_rows_past_retention_are_pruned(
     server: ServerProcess, pg_cluster: PgCluster, database: str
 ) -> None:
