@@ -36,6 +36,50 @@ RECORDED_TOTALS = (
     ("queen_cluster_db_errors", "db_errors", "Failed batch calls, every instance"),
     ("queen_cluster_dlq", "dlq", "Messages moved to the dead-letter queue, every instance"),
 )
+# The latest completed minute per queue (label `queue`) and per worker process (labels hostname,
+# worker_id, pid), spec §2.3: (family, help, [(extra label values, snapshot key)]).
+QUEUE_MINUTE = (
+    ("queen_queue_pop_messages_per_minute", "Messages popped", [((), "pop_messages")]),
+    ("queen_queue_push_requests_per_minute", "Push requests", [((), "push_requests")]),
+    ("queen_queue_push_messages_per_minute", "Messages pushed", [((), "push_messages")]),
+    ("queen_queue_pop_empty_per_minute", "Pops that found nothing", [((), "pop_empty")]),
+    ("queen_queue_transactions_per_minute", "Transactions", [((), "transactions")]),
+    ("queen_queue_parked_consumers", "Average parked long-polls", [((), "parked")]),
+    ("queen_queue_metrics_age_seconds", "Seconds since that minute ended", [((), "age")]),
+    ("queen_queue_pop_lag_milliseconds", "Pop lag", [(("avg",), "lag_avg"), (("max",), "lag_max")]),
+    (
+        "queen_queue_ack_per_minute",
+        "Acks",
+        [(("success",), "ack_success"), (("failed",), "ack_failed")],
+    ),
+)
+QUEUE_MINUTE_LABELS = {
+    "queen_queue_pop_lag_milliseconds": ("stat",),
+    "queen_queue_ack_per_minute": ("result",),
+}
+WORKER_MINUTE = (
+    ("queen_worker_event_loop_lag_milliseconds", "Event-loop lag", ("stat",),
+     [(("avg",), "loop_avg"), (("max",), "loop_max")]),
+    ("queen_worker_job_queue_size", "Requests waiting in the batcher", ("stat",),
+     [(("avg",), "job_queue_avg"), (("max",), "job_queue_max")]),
+    ("queen_worker_lag_milliseconds", "Pop lag", ("stat",),
+     [(("avg",), "lag_avg"), (("max",), "lag_max")]),
+    ("queen_worker_free_slots", "Free hot connection slots", ("stat",),
+     [(("avg",), "free_avg"), (("min",), "free_min")]),
+    ("queen_worker_db_connections", "Connections held", (), [((), "db_connections")]),
+    ("queen_worker_backoff_size", "Most parked long-polls", (), [((), "backoff_size")]),
+    ("queen_worker_jobs_done_per_minute", "Requests answered", (), [((), "jobs_done")]),
+    ("queen_worker_db_errors_per_minute", "Failed batch calls", (), [((), "db_errors")]),
+    ("queen_worker_dlq_per_minute", "Dead-letter moves", (), [((), "dlq")]),
+    ("queen_worker_metrics_age_seconds", "Seconds since that minute ended", (), [((), "age")]),
+    ("queen_worker_requests_per_minute", "Requests by operation", ("op",),
+     [(("push",), "push_requests"), (("pop",), "pop_requests"), (("ack",), "ack_requests"),
+      (("transaction",), "transactions")]),
+    ("queen_worker_messages_per_minute", "Messages by operation", ("op",),
+     [(("push",), "push_messages"), (("pop",), "pop_messages"), (("ack",), "ack_messages")]),
+    ("queen_worker_ack_per_minute", "Acks by result", ("result",),
+     [(("success",), "ack_success"), (("failed",), "ack_failed")]),
+)  # fmt: skip
 
 
 def forget_dead_workers(directory: Path) -> None:
@@ -78,6 +122,7 @@ class DatabaseFigures:
         acks.add_metric(["cluster", "success"], recorded["ack_success"])
         acks.add_metric(["cluster", "failed"], recorded["ack_failed"])
         yield acks
+        yield from _latest_minutes(self.snapshot["queueMinutes"], self.snapshot["workerMinutes"])
 
     @staticmethod
     def _per_queue(queues: Iterable[dict[str, Any]]) -> Iterator[Metric]:
@@ -106,6 +151,33 @@ class DatabaseFigures:
             for key, family in families.items():
                 family.add_metric([queue["queue"]], queue[key])
         yield from families.values()
+
+
+def _latest_minutes(
+    queues: list[dict[str, Any]], workers: list[dict[str, Any]]
+) -> Iterator[Metric]:
+    """Minute figures as gauges, each family written whole (quirk O38), only when rows exist."""
+    if queues:
+        for name, doc, values in QUEUE_MINUTE:
+            labels = ["queue", *QUEUE_MINUTE_LABELS.get(name, ())]
+            family = GaugeMetricFamily(name, f"{doc} in the latest completed minute", labels=labels)
+            for row in queues:
+                for extra, key in values:
+                    family.add_metric([row["queue"], *extra], _clamped(row[key]))
+            yield family
+    if workers:
+        for name, doc, extra_labels, values in WORKER_MINUTE:
+            labels = ["hostname", "worker_id", "pid", *extra_labels]
+            family = GaugeMetricFamily(name, f"{doc} in the latest completed minute", labels=labels)
+            for row in workers:
+                identity = [row["hostname"], str(row["worker_id"]), str(row["pid"])]
+                for extra, key in values:
+                    family.add_metric([*identity, *extra], _clamped(row[key]))
+            yield family
+
+
+def _clamped(value: float | None) -> float:
+    return max(0.0, float(value or 0))
 
 
 def _cluster_gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

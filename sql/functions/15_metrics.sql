@@ -89,5 +89,39 @@ CREATE OR REPLACE FUNCTION queen.prometheus_snapshot() RETURNS jsonb LANGUAGE sq
                 'ack_success', coalesce(sum(ack_success), 0),
                 'ack_failed', coalesce(sum(ack_failed), 0),
                 'db_errors', coalesce(sum(db_errors), 0),
-                'dlq', coalesce(sum(dlq_count), 0)) FROM queen.worker_metrics))
+                'dlq', coalesce(sum(dlq_count), 0)) FROM queen.worker_metrics),
+        -- per queue and per worker process: the latest *completed* minute of the last five
+        -- (quirk O9: the minute still filling would read low)
+        'queueMinutes', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                'queue', queue_name, 'pop_messages', pop_messages, 'push_requests', push_requests,
+                'push_messages', push_messages, 'pop_empty', pop_empty,
+                'transactions', transactions, 'parked', coalesce(parked, 0),
+                'lag_avg', coalesce(lag_sum_ms / nullif(lag_count, 0), 0), 'lag_max', lag_max_ms,
+                'ack_success', ack_success, 'ack_failed', ack_failed,
+                'age', extract(epoch FROM now() - minute - interval '1 minute')))
+            FROM (SELECT DISTINCT ON (queue_name) *
+                  FROM queen.queue_minutes(jsonb_build_object(
+                      'from', now() - interval '5 minutes',
+                      'to', date_trunc('minute', now()) - interval '1 microsecond'))
+                  ORDER BY queue_name, minute DESC) latest), '[]'::jsonb),
+        'workerMinutes', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                'hostname', hostname, 'worker_id', worker_id, 'pid', pid,
+                'loop_avg', event_loop_lag_sum_ms / nullif(samples, 0),
+                'loop_max', event_loop_lag_max_ms,
+                'job_queue_avg', job_queue_sum / nullif(samples, 0), 'job_queue_max', job_queue_max,
+                'lag_avg', lag_sum_ms / nullif(lag_count, 0), 'lag_max', lag_max_ms,
+                'free_avg', free_slots_sum / nullif(samples, 0), 'free_min', free_slots_min,
+                'db_connections', db_connections, 'backoff_size', backoff_size,
+                'jobs_done', push_requests + pop_requests + ack_requests + transactions,
+                'db_errors', db_errors, 'dlq', dlq_count,
+                'push_requests', push_requests, 'pop_requests', pop_requests,
+                'ack_requests', ack_requests, 'transactions', transactions,
+                'push_messages', push_messages, 'pop_messages', pop_messages,
+                'ack_messages', ack_messages, 'ack_success', ack_success, 'ack_failed', ack_failed,
+                'age', extract(epoch FROM now() - bucket - interval '1 minute')))
+            FROM (SELECT DISTINCT ON (hostname, worker_id, pid) *
+                  FROM queen.worker_metrics
+                  WHERE bucket >= now() - interval '5 minutes'
+                    AND bucket < date_trunc('minute', now())
+                  ORDER BY hostname, worker_id, pid, bucket DESC) latest), '[]'::jsonb))
 $$;
