@@ -1,11 +1,12 @@
 """Samples one worker's health every METRICS_SAMPLE_INTERVAL_MS and writes its current minute to
 PostgreSQL every METRICS_AGGREGATE_INTERVAL_S and at each minute's end (operations spec §5.2,
-§5.3).
+§5.3), from a writer task of its own so a slow or absent database never delays a sample.
 
 A sample is the lateness of this actor's own timer (the event loop's lag), connection slots,
 batcher lanes, parked long-polls, the disk buffer and the process's CPU and memory. Each goes to
 the Prometheus gauges at once and into the minute's tally (queen/metrics/tally.py). A write that
-fails is logged and retried with the next one: the minute's totals are rewritten whole each time.
+fails is retried after METRICS_AGGREGATE_INTERVAL_S; a minute's rows are its totals, rewritten
+whole each time, so a retry or a later write never counts anything twice.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 import trio
@@ -33,6 +35,7 @@ from queen.metrics.tally import WorkerMinute
 log = logging.getLogger("queen.metrics")
 
 WRITE_TIMEOUT_S = 5.0
+MAX_UNWRITTEN = 60  # minutes of rows kept for the database while it is away
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,21 @@ class MetricsSampler:
         self.pid = os.getpid()
         self.started = time.monotonic()
         self._last_process: tuple[float, ProcessSample] | None = None
+        self._failing = False
+        self._unwritten: dict[datetime, dict[str, Any]] = {}
+        self._wake_writer = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
         try:
-            await self._sample_and_write()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop)
+                task_status.started()
+                await self._sample_loop()
         finally:  # stopping: what the last interval counted still reaches the shared files
             self.recorder.pending.flush()
 
-    async def _sample_and_write(self) -> None:
+    async def _sample_loop(self) -> None:
+        """Samples on time whatever the database does: writes go to `_write_loop`."""
         due = trio.current_time() + self.interval_s
         last_write = trio.current_time()
         while True:
@@ -86,11 +95,30 @@ class MetricsSampler:
             self.sample(lag_s)
             finished = self.recorder.roll(time.time())
             if finished is not None:
-                await self._write(finished)
+                self._queue_write(finished)
                 last_write = trio.current_time()
             elif trio.current_time() - last_write >= self.config.metrics_aggregate_interval_s:
-                await self._write(self.recorder.minute)
+                self._queue_write(self.recorder.minute)
                 last_write = trio.current_time()
+
+    def _queue_write(self, minute: WorkerMinute) -> None:
+        """The newest rows of each minute wait for the writer; a minute's later rows replace its
+        earlier ones, and during a long outage only the last MAX_UNWRITTEN minutes are kept."""
+        self._unwritten[minute.bucket] = self.rows(minute)
+        while len(self._unwritten) > MAX_UNWRITTEN:
+            del self._unwritten[min(self._unwritten)]
+        self._wake_writer.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer = trio.Event()
+            while self._unwritten:
+                bucket = min(self._unwritten)
+                rows = self._unwritten.pop(bucket)
+                if not await self._write(rows):
+                    self._unwritten.setdefault(bucket, rows)  # unless newer rows came meanwhile
+                    await trio.sleep(self.config.metrics_aggregate_interval_s)
 
     def sample(self, lag_s: float) -> None:
         families, watched, minute = self.families, self.watched, self.recorder.minute
@@ -163,14 +191,18 @@ class MetricsSampler:
         self._last_process = (now, current)
         minute.add_process(samples)
 
-    async def _write(self, minute: WorkerMinute) -> None:
+    async def _write(self, rows: dict[str, Any]) -> bool:
         try:
             with trio.fail_after(WRITE_TIMEOUT_S + 1):
-                await metrics.record_minute(
-                    self.watched.admin, self.rows(minute), timeout_s=WRITE_TIMEOUT_S
-                )
-        except Exception as error:  # the next write carries the same totals again
-            log.warning("could not write this worker's metrics", extra={"error": str(error)})
+                await metrics.record_minute(self.watched.admin, rows, timeout_s=WRITE_TIMEOUT_S)
+        except Exception as error:
+            # Once per outage at warning; every write fails while the database is away.
+            level = logging.DEBUG if self._failing else logging.WARNING
+            log.log(level, "could not write this worker's metrics", extra={"error": str(error)})
+            self._failing = True
+            return False
+        self._failing = False
+        return True
 
     def rows(self, minute: WorkerMinute) -> dict[str, Any]:
         key = {
