@@ -1,13 +1,13 @@
-"""The quart-trio application: route blueprints, the error table (queen.http.failures), CORS, and
-an access log. It serves every route but the hot ones, which the lean path in front of it answers
+"""The quart-trio application: route blueprints, the error table (queen.http.failures) and CORS.
+It serves every route but the hot ones, which the lean path in front of it answers
 (queen.http.asgi); a hot route's request quart still sees (HEAD, a trailing slash, a GET with a
-body) gets the same answer from the same handler core.
+body) gets the same answer from the same handler core. Request ids, latency and the access log
+wrap the whole served callable (queen/metrics/asgi.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 
 from quart import Request, Response, request
 from quart_trio import QuartTrio
@@ -21,7 +21,9 @@ from queen.http import (
     messages,
     messaging,
     overview,
+    prometheus,
     resources,
+    status,
     streams,
     system,
     traces,
@@ -34,7 +36,7 @@ from queen.http.body_budget import (
     budgeted_request_class,
 )
 from queen.http.context import BODY_BUDGET_KEY, EXTENSION_KEY
-from queen.http.failures import TOO_LARGE, access_logged, failure_answer, log_access
+from queen.http.failures import TOO_LARGE, failure_answer
 from queen.http.responses import CORS_HEADERS, as_response, error_response
 
 
@@ -59,6 +61,8 @@ def create_app(services: Services) -> QuartTrio:
         traces,
         overview,
         streams,
+        status,
+        prometheus,
     ):
         app.register_blueprint(module.blueprint)
     _install_error_table(app)
@@ -106,9 +110,7 @@ def _body(current: Request) -> BudgetedBody:
 
 def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
     @app.before_request
-    async def start_clock() -> Response | None:
-        if access_logged():
-            request.environ_started = time.perf_counter()  # type: ignore[attr-defined]
+    async def admit() -> Response | None:
         services.counters.requests += 1
         if request.method == "OPTIONS":  # CORS preflight, on any path
             response = Response(b"", status=204)
@@ -126,11 +128,4 @@ def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
         # cost every request quart's teardown machinery.
         _body(request).settle()
         response.headers.update(CORS_HEADERS)
-        log_access(
-            request.method,
-            request.path,
-            response.status_code,
-            getattr(request, "environ_started", None),
-            response.content_length,
-        )
         return response

@@ -10,7 +10,6 @@ see internals.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 from queen.actors.mailbox import ActorGone
@@ -19,7 +18,6 @@ from queen.errors import QueenError, TryAgainLater, as_client_error
 from queen.http.responses import Answer, error_answer
 
 log = logging.getLogger("queen.http")
-access_log = logging.getLogger("queen.access")
 
 
 def client_answer(error: QueenError) -> Answer:
@@ -46,26 +44,3 @@ def failure_answer(error: Exception, path: str) -> Answer:
 
 # The rest of the body is never read, so the connection cannot carry another request.
 TOO_LARGE = error_answer("Request body too large", 413, (("Connection", "close"),))
-
-
-def access_logged() -> bool:
-    """Whether requests are logged at all: checked once per request, so a server logging at the
-    default level pays nothing more for its access log."""
-    return access_log.isEnabledFor(logging.DEBUG)
-
-
-def log_access(
-    method: str, path: str, status: int, started: float | None, size: int | None
-) -> None:
-    if started is None or not access_logged():
-        return
-    access_log.debug(
-        "request",
-        extra={
-            "method": method,
-            "path": path,
-            "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            "bytes": size,
-        },
-    )

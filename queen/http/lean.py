@@ -16,7 +16,6 @@ slash), GET requests that carry a body, and bodies announced larger than the lim
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ import trio
 from queen.actors.root import Services
 from queen.http import messaging
 from queen.http.body_budget import BODY_TIMEOUT_S, BodyBudget, BodyRefused, BodyShare
-from queen.http.failures import TOO_LARGE, access_logged, failure_answer, log_access
+from queen.http.failures import TOO_LARGE, failure_answer
 from queen.http.responses import CORS_HEADERS, Answer, error_answer
 
 Scope = dict[str, Any]
@@ -130,7 +129,6 @@ class LeanRoutes:
     async def _body_route(
         self, route: BodyRoute, scope: Scope, receive: Receive, send: Send, size: int | None
     ) -> None:
-        started = time.perf_counter() if access_logged() else None
         self.services.counters.requests += 1
         share = BodyShare(self.budget)
         try:
@@ -141,7 +139,6 @@ class LeanRoutes:
             await _send(send, answer)
         finally:
             share.give_back()
-        log_access(scope["method"], scope["path"], answer.status, started, len(answer.body))
 
     async def _answer_body(
         self, route: BodyRoute, scope: Scope, receive: Receive, share: BodyShare, size: int | None
@@ -193,7 +190,6 @@ class LeanRoutes:
     async def _pop_route(self, pop: _Pop, scope: Scope, receive: Receive, send: Send) -> None:
         """A pop, cancelled as soon as its client leaves: a parked long-poll must not hold its
         place, nor a lease be taken for nobody (the lane then gives undelivered messages back)."""
-        started = time.perf_counter() if access_logged() else None
         self.services.counters.requests += 1
         args = dict(
             reversed(
@@ -215,7 +211,6 @@ class LeanRoutes:
         if answer is None:
             return
         await _send(send, answer)
-        log_access(scope["method"], scope["path"], answer.status, started, len(answer.body))
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:

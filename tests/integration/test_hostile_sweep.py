@@ -69,6 +69,8 @@ class Reads:
 
 PAGE = {"limit": "10", "offset": "0"}
 SPAN = {"from": "2024-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"}
+DAY = {"from": "2024-01-01T00:00:00Z", "to": "2024-01-02T00:00:00Z"}  # reports refuse 500+ days
+SCOPE = {"queue": "q", "namespace": "n", "task": "t"}
 POP_QUERY = {
     "batch": "1",
     "wait": "false",
@@ -245,6 +247,19 @@ READS: dict[str, Reads] = {
             ("release_lease",),
         ),
     ),
+    "prometheus.prometheus": Reads(),
+    "status.overview": Reads(query={**DAY, **SCOPE}),
+    "status.queues": Reads(query={**PAGE, **SCOPE}),
+    "status.queue_detail": Reads(),
+    "status.queue_messages": Reads(query=PAGE),
+    "status.message_analytics": Reads(query={**DAY, **SCOPE, "interval": "hour"}),
+    "status.worker_metrics": Reads(query={**DAY, "hostname": "h", "workerId": "0"}),
+    "status.system_metrics": Reads(query={**DAY, "hostname": "h", "workerId": "0"}),
+    "status.postgres_stats": Reads(),
+    "status.queue_lag": Reads(query={**DAY, "queue": "q"}),
+    "status.queue_ops": Reads(query={**DAY, "queue": "q"}),
+    "status.queue_parked_replicas": Reads(query={**DAY, "queue": "q"}),
+    "status.retention": Reads(query={**DAY, "queue": "q"}),
 }
 
 
