@@ -1,4 +1,4 @@
-"""The streaming SDK's server calls (sql/functions/14_streams.sql): registering a query, reading a
+"""The streaming SDK's server calls (sql/functions/16_streams.sql): registering a query, reading a
 state shard, and the cycle procedure of the batcher's `stream_cycle` lane.
 
 A cycle's sink items travel as `queen.push_batch`'s own arguments, encoded by the push path's

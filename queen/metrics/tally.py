@@ -1,5 +1,5 @@
 """One worker's figures for the current UTC minute, as the rows of queen.worker_metrics,
-queue_lag_metrics and system_metrics hold them (sql/schema/05_observability.sql). Pure
+queue_lag_metrics and system_metrics hold them (sql/schema/06_observability.sql). Pure
 bookkeeping: the recorder adds to it, the sampler writes it out and starts the next minute."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 -- The status and analytics routes (operations spec §4.6-§4.12): message figures computed live from
 -- the tables (partition_summary, 10_messages.sql), traffic and process health from the per-minute
--- rows the workers write (schema/05_observability.sql). Every function takes already validated
+-- rows the workers write (schema/06_observability.sql). Every function takes already validated
 -- input: `from`/`to` as timestamptz, filters as exact names.
 
 -- Bucket timestamps at second precision, as the dashboard reads them (spec §1.2).

@@ -1,4 +1,4 @@
--- Writing and pruning the per-minute metric rows (schema/05_observability.sql), and the database
+-- Writing and pruning the per-minute metric rows (schema/06_observability.sql), and the database
 -- half of a Prometheus scrape (queen/metrics/exposition.py).
 
 -- One worker process's current minute, rewritten whole: p {worker: row, queues: [rows],

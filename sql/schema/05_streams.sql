@@ -1,6 +1,6 @@
 -- Schema `queen_streams`: what the clients' streaming SDK keeps on the server (streams-api.md §2).
 -- The SDK runs every operator itself; the server only names queries, stores their state and
--- commits cycles (queen.streams_cycle, functions/14_streams.sql). A query's position in its source
+-- commits cycles (queen.streams_cycle, functions/16_streams.sql). A query's position in its source
 -- is its consumer group's cursor in queen.partition_consumers: nothing here duplicates it.
 
 CREATE SCHEMA queen_streams;
