@@ -39,6 +39,9 @@ def _address(server: ServerProcess) -> tuple[str, int]:
     return host, int(port)
 
 
+VARYING_HEADERS = frozenset(("date", "x-request-id"))
+
+
 def exchange(
     server: ServerProcess,
     method: str,
@@ -46,7 +49,8 @@ def exchange(
     body: bytes | Iterator[bytes] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Answer:
-    """One request on a fresh connection: status, headers in wire order (but `date`), body."""
+    """One request on a fresh connection: status, headers in wire order (but `date` and the
+    request id, which differ per request), body."""
     connection = http.client.HTTPConnection(*_address(server), timeout=10)
     try:
         connection.request(
@@ -59,7 +63,7 @@ def exchange(
         response = connection.getresponse()
         data = response.read()
         kept = [(name.lower(), value) for name, value in response.getheaders()]
-        return response.status, [(n, v) for n, v in kept if n != "date"], data
+        return response.status, [(n, v) for n, v in kept if n not in VARYING_HEADERS], data
     finally:
         connection.close()
 
