@@ -214,3 +214,23 @@ async def test_without_a_key_an_encrypted_queue_refuses_pushes(
             )
             assert status == 503, body
     assert rows(pg_cluster, database, queue) == []
+
+
+async def test_a_stale_view_of_the_flag_never_stores_plaintext(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    """The server remembers a queue's flag for a few seconds; the push procedure refuses a
+    plaintext item for an encrypted queue, and the server then seals it with a fresh view."""
+    queue = unique("flipped")
+    async with Api(server.url) as api:
+        await api.push(queue, [{"before": 1}])  # remembered as not encrypted
+        status, _ = await api.request(
+            "POST",
+            "/api/v1/configure",
+            json={"queue": queue, "options": {"encryptionEnabled": True}},
+        )
+        assert status == 200
+        await api.push(queue, [{"secret": MARKER}])
+    stored = rows(pg_cluster, database, queue)
+    assert [row["is_encrypted"] for row in stored] == [False, True]
+    assert_all_sealed(stored[1:])
