@@ -7,7 +7,9 @@ PostgreSQL and the disk buffer, so the buffer only ever holds envelopes of encry
 buffer replay and transactions seal too. Whether a queue is encrypted comes from a view at most
 FLAG_TTL_S old, re-read from PostgreSQL; the push procedure refuses a plaintext item for an
 encrypted queue (QN412), and `EncryptionRequired` then makes the caller seal again with a fresh
-view. A queue that asks for encryption while no key is loaded gets 503 (D-E9).
+view. A queue that asks for encryption while no key is loaded gets 503 (D-E9). While PostgreSQL
+cannot be asked, the last view (or, for a queue never seen, "encrypted" whenever a key is loaded)
+decides, so the push can still fail over to the disk buffer.
 
 Reads: `open_pop_results` and `open_field` replace each envelope by the payload it holds; one no
 key opens is left as stored, with a rate-limited warning (D-E8), so a consumer can still ack it.
@@ -29,6 +31,7 @@ import trio
 
 from queen.config import Config, comma_list
 from queen.db import queues
+from queen.db.errors import is_availability_error
 from queen.db.items import PushItem, Transaction, TransactionPush
 from queen.db.runner import Runner
 from queen.errors import ServiceUnavailable
@@ -37,6 +40,7 @@ from queen.security.envelope import Keyring, is_envelope
 log = logging.getLogger("queen.encryption")
 
 FLAG_TTL_S = 5.0
+FLAG_LOOKUP_TIMEOUT_S = 2.0
 MAX_CACHED_QUEUES = 100_000
 WARNING_INTERVAL_S = 60.0
 
@@ -96,12 +100,27 @@ class Encryption:
             if fresh or now - self._encrypted.get(name, (False, -FLAG_TTL_S))[1] >= FLAG_TTL_S
         ]
         if stale:
-            encrypted = await queues.encrypted_among(self.pool, stale)
+            try:
+                with trio.fail_after(FLAG_LOOKUP_TIMEOUT_S):
+                    encrypted = await queues.encrypted_among(self.pool, stale)
+            except Exception as error:
+                if not (isinstance(error, trio.TooSlowError) or is_availability_error(error)):
+                    raise
+                return self._offline_guess(names)
             if len(self._encrypted) > MAX_CACHED_QUEUES:
                 self._encrypted.clear()
             for name in stale:
                 self._encrypted[name] = (name in encrypted, now)
         return {name for name in names if self._encrypted[name][0]}
+
+    def _offline_guess(self, names: set[str]) -> set[str]:
+        """PostgreSQL cannot say (the push is about to go to the disk buffer): the last view of
+        a queue if there is one, else encrypted whenever a key is loaded, so that no plaintext
+        of an encrypted queue reaches the disk; an envelope in a plain queue is still read
+        back as its payload (D-E7)."""
+        return {
+            name for name in names if self._encrypted.get(name, (self.keyring.can_encrypt, 0.0))[0]
+        }
 
     async def check_keys(self) -> None:
         """At start (D-E9): an encrypted queue without a key to write it is an operator error."""
