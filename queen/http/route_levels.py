@@ -143,7 +143,8 @@ def _cached_level_of(method: str, path: str) -> Level:
     return _level_of(method, path)
 
 
-def _level_of(method: str, path: str) -> Level:
+def declared_level(method: str, path: str) -> Level | None:
+    """The level of the table row matching the request, None when no row does."""
     method = "GET" if method == "HEAD" else method
     path = normalise(path)
     level = _EXACT.get((method, path))
@@ -152,6 +153,14 @@ def _level_of(method: str, path: str) -> Level:
     for route_method, regex, route_level in _PATTERNS:
         if route_method == method and regex.fullmatch(path):
             return route_level
-    if method == "GET" and not path.startswith(API_PREFIXES):
+    return None
+
+
+def _level_of(method: str, path: str) -> Level:
+    level = declared_level(method, path)
+    if level is not None:
+        return level
+    path = normalise(path)
+    if method in ("GET", "HEAD") and not path.startswith(API_PREFIXES):
         return PUBLIC
     return ADMIN
