@@ -30,7 +30,7 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 
 class JwksKeys:
     def __init__(self, config: Config, cooldown_s: float = REFETCH_COOLDOWN_S) -> None:
-        self.url = config.jwt_jwks_url
+        self.url = config.jwt_jwks_url if config.jwt_enabled else ""
         self.interval_s = float(config.jwt_jwks_refresh_interval)
         self.timeout_s = config.jwt_jwks_timeout_ms / 1000
         self.cooldown_s = cooldown_s

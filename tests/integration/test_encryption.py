@@ -101,6 +101,21 @@ async def test_push_and_transaction_store_envelopes_and_clients_read_plaintext(
             "GET", f"/api/v1/messages/{first['partitionId']}/{first['transactionId']}"
         )
         assert status == 200 and detail["payload"] == {"secret": MARKER, "n": 1}, detail
+        trace_name = unique("trace")
+        status, _ = await api.request(
+            "POST",
+            "/api/v1/traces",
+            json={
+                "transactionId": first["transactionId"],
+                "partitionId": first["partitionId"],
+                "data": {"step": "seen"},
+                "traceNames": [trace_name],
+            },
+        )
+        assert status in (200, 201)
+        status, traced = await api.request("GET", f"/api/v1/traces/by-name/{trace_name}")
+        assert status == 200, traced
+        assert [t["message_payload"] for t in traced["traces"]] == [{"secret": MARKER, "n": 1}]
         status, moved = await api.request(
             "POST",
             f"/api/v1/messages/{first['partitionId']}/{first['transactionId']}/dlq",
