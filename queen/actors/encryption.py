@@ -87,7 +87,10 @@ class Encryption:
         pushes = [op.item for op in ops if isinstance(op, TransactionPush)]
         if not pushes:
             return ops
-        sealed = iter(await self.seal(pushes))
+        sealed_items = await self.seal(pushes)
+        if sealed_items is pushes:  # nothing to encrypt: the operations as they came
+            return ops
+        sealed = iter(sealed_items)
         return [
             TransactionPush(next(sealed)) if isinstance(op, TransactionPush) else op for op in ops
         ]
