@@ -49,8 +49,8 @@ class JwksKeys:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        if not self.url:
-            return
+        if not self.url:  # idle, but a child like any other (supervision tests crash each)
+            await trio.sleep_forever()
         while True:
             self._wanted = trio.Event()
             self._last_fetch = trio.current_time()
