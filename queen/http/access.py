@@ -105,13 +105,14 @@ class AccessGate:
                 [*cors, *_refusal_headers(refusal)],
             )
             return
-        if not cors:
-            await self.app(scope, receive, send)
-            return
 
         async def send_with_cors(message: Message) -> None:
+            """This layer alone answers CORS: whatever the application set is replaced."""
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *cors]
+                message["headers"] = [
+                    *(h for h in message.get("headers", ()) if not _is_cors(h[0])),
+                    *cors,
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
@@ -192,6 +193,10 @@ class AccessGate:
                     "JWT_SKIP_PATHS exempts protected routes from authentication",
                     extra={"entry": entry},
                 )
+
+
+def _is_cors(name: bytes) -> bool:
+    return name[:15].lower() == b"access-control-"
 
 
 def _json_body(content_type: bytes | None, has_body: bool) -> bool:

@@ -4,6 +4,9 @@ on every push path, whatever the client writes; the proxy's tokens are accepted.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -265,3 +268,23 @@ async def test_many_requests_with_one_token_verify_once(server: ServerProcess) -
         async with trio.open_nursery() as nursery:
             for _ in range(50):
                 nursery.start_soon(one)
+
+
+def test_a_token_from_queen_token_is_accepted(server: ServerProcess) -> None:
+    """The operator's path: `queen token` with the server's secret, issuer and audience."""
+    env = {
+        **os.environ,
+        "JWT_SECRET": keys.SECRET,
+        "JWT_ISSUER": f"{keys.ISSUER}, queen-proxy",
+        "JWT_AUDIENCE": keys.AUDIENCE,
+    }
+    minted = subprocess.run(
+        [sys.executable, "-m", "queen", "token", "--sub", "ops-cli", "--expires", "10m"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    assert push(server, unique("cli"), bearer(minted)).status_code == 201
+    assert push(server, unique("cli"), {}).status_code == 401

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from queen.actors.root import Services
+from queen.cli import _warn_about_exposure
 from queen.config import Config, ConfigError
 from queen.http.app import create_app
 from queen.http.route_levels import declared_level, level_of
@@ -194,3 +195,13 @@ def test_text_logs_escape_control_characters() -> None:
     record.path = "/api/v1/x\n[2026-01-01] [error] forged"
     line = TextFormatter().format(record)
     assert "\n" not in line and "\\x0a" in line
+
+
+def test_listening_beyond_loopback_without_jwt_is_announced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="queen")
+    _warn_about_exposure(Config.from_env({"HOST": "127.0.0.1"}))
+    assert not caplog.records
+    _warn_about_exposure(Config.from_env({"HOST": "0.0.0.0"}))
+    assert "JWT_ENABLED is false" in caplog.records[0].getMessage()
