@@ -14,9 +14,10 @@ decides, so the push can still fail over to the disk buffer.
 Reads: `open_pop_results` and `open_field` replace each envelope by the payload it holds; one no
 key opens is left as stored, with a rate-limited warning (D-E8), so a consumer can still ack it.
 
-Sealing 1000 payloads takes about 1.2 ms on one core and opening them 1.8 ms (one AES-GCM call
-each, measured with timeit); that is done inline on the trio thread: a worker thread would still
-hold the GIL for the per-item Python work around each call.
+Sealing 1000 small payloads takes about 1.2 ms on one core and opening them 1.8 ms (one AES-GCM
+call each, timeit). It is done inline on the trio thread: measured through worker threads, four
+concurrent sealers got no more done (the per-item Python work around each call holds the GIL)
+and the loop's lag improved only in part (ops/bench/RESULTS.md).
 """
 
 from __future__ import annotations
