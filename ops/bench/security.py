@@ -2,8 +2,8 @@
 its own baseline in the same run (`python -m ops.bench.security`, `--quick` for a smoke run).
 
 Two servers share one PostgreSQL and one database, both with QUEEN_ENCRYPTION_KEY: the main one
-with JWT off, a second with JWT on (HS256). Phases, alternated over `--rounds` so that a drift
-of the shared machine hits both sides alike:
+with JWT off, a second with JWT on (HS256). Phases, alternated over `--rounds` in A-B, B-A order
+so that a drift of the shared machine or the database hits both sides alike:
 
 * push@1 with JWT off vs on (goal: on ≥ 0.9x off): the gate's token check is a cache hit after
   the first request of each connection;
@@ -62,13 +62,21 @@ class SecurityBench(Bench):
         )
         response.raise_for_status()
         rounds: dict[str, list[float]] = {}
-        for index in range(self.args.rounds):
-            for name, url, bearer, queue, size in (
+        pairs = (
+            (
                 ("push1_jwt_off", self.server.url, "", f"bench-open-{self.run_id}", 1),
                 ("push1_jwt_on", self.gated.url, self.token, f"bench-gated-{self.run_id}", 1),
+            ),
+            (
                 ("push1000_plain", self.server.url, "", f"bench-plain-{self.run_id}", 1000),
                 ("push1000_encrypted", self.server.url, "", encrypted, 1000),
-            ):
+            ),
+        )
+        for index in range(self.args.rounds):
+            # A-B then B-A: a side that always ran second would carry the drift of the run
+            # (a growing table, the neighbours' load) alone.
+            order = [side for pair in pairs for side in (pair if index % 2 == 0 else pair[::-1])]
+            for name, url, bearer, queue, size in order:
                 connections = (
                     self.args.push1_connections if size == 1 else self.args.push_connections
                 )
