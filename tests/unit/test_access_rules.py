@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from queen.actors.root import Services
 from queen.cli import _warn_about_exposure
 from queen.config import Config, ConfigError
 from queen.http.app import create_app
-from queen.http.route_levels import declared_level, level_of
+from queen.http.route_levels import API_PREFIXES, declared_level, level_of
 from queen.logs import TextFormatter
 from queen.security.envelope import Keyring, is_envelope, key_id
 from queen.security.minting import duration_s, mint
@@ -30,14 +31,15 @@ SECRET = "unit-secret-" + "x" * 40
 
 
 def test_every_route_of_the_app_has_a_row_in_the_level_table() -> None:
+    """A route added without a row is closed (admin), not open; this makes it visible. Only the
+    dashboard's files, GET outside the API prefixes, rely on the default (public)."""
     app = create_app(Services(Config.from_env({"PG_HOST": "unused"}), 0))
     missing = []
     for rule in app.url_map.iter_rules():
-        path = rule.rule
-        for argument in rule.arguments:
-            path = path.replace(f"<path:{argument}>", "a/b").replace(f"<{argument}>", "x")
+        path = re.sub(r"<[^>]+>", "x", rule.rule)
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
-            if declared_level(method, path) is None:
+            dashboard = method == "GET" and not path.startswith(API_PREFIXES)
+            if declared_level(method, path) is None and not dashboard:
                 missing.append(f"{method} {rule.rule}")
     assert missing == []
 
