@@ -23,10 +23,12 @@ from hypercorn.trio import serve
 from queen import __version__
 from queen.actors.root import Services
 from queen.config import Config
+from queen.http.access import AccessGate
 from queen.http.asgi import build_asgi
 from queen.ids import uuid7_str
 from queen.metrics.asgi import Observed
 from queen.metrics.families import remove_stale_directories, run_directory
+from queen.security.tokens import Verifier
 
 log = logging.getLogger("queen.worker")
 
@@ -92,6 +94,13 @@ def _tune_garbage_collection() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
+def _verifier(config: Config, services: Services) -> Verifier | None:
+    """The gate's token check, reading the JWKS actor's keys; None with JWT off."""
+    if not config.jwt_enabled:
+        return None
+    return Verifier(config, services.jwks.snapshot, services.jwks.request_refresh)
+
+
 async def run_worker(
     config: Config, worker_id: int, parent_pid: int | None = None, instance_id: str | None = None
 ) -> None:
@@ -118,7 +127,7 @@ async def run_worker(
             extra={"worker_id": worker_id, "port": config.port, "version": __version__},
         )
         app = Observed(
-            build_asgi(services),
+            AccessGate(build_asgi(services), config, _verifier(config, services)),
             services.metrics,
             services.recorder.pending,
             config.access_log,

@@ -59,6 +59,7 @@ class PhaseSpec:
     rate: float = 0.0
     drain_s: float = 10.0
     poll_timeout_ms: int = 5000
+    bearer: str = ""  # sent as `Authorization: Bearer` (ops/bench/security.py)
 
 
 @dataclass(frozen=True)
@@ -198,10 +199,14 @@ async def _all(coros: list[Coroutine[Any, Any, None]]) -> None:
         raise errors[0]
 
 
-def _session(limit: int, timeout_s: float = REQUEST_TIMEOUT_S) -> aiohttp.ClientSession:
+def _session(
+    limit: int, timeout_s: float = REQUEST_TIMEOUT_S, bearer: str = ""
+) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, keepalive_timeout=75)
     return aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s, connect=5)
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_s, connect=5),
+        headers={"Authorization": f"Bearer {bearer}"} if bearer else None,
     )
 
 
@@ -344,7 +349,7 @@ async def _push(spec: PhaseSpec, window: Window) -> dict[str, Any]:
             tally.record(started, done, _queued(url, status, raw, spec.batch))
             timings.record("push", started, done)
 
-    async with _session(spec.connections) as session:
+    async with _session(spec.connections, bearer=spec.bearer) as session:
         await _all([push_loop(session, spec.task_offset + i) for i in range(spec.connections)])
     return {**tally.as_dict(), "rtt_ms": timings.as_dict()}
 

@@ -26,8 +26,10 @@ import trio
 from queen.actors.batcher import Batcher
 from queen.actors.consumer_groups import ConsumerGroups
 from queen.actors.counters import Counters
+from queen.actors.encryption import Encryption
 from queen.actors.file_buffer import FileBuffer, worker_orphans
 from queen.actors.ingest import PushPath
+from queen.actors.jwks import JwksKeys
 from queen.actors.lease_reclaim import LeaseReclaim, lease_slot
 from queen.actors.metrics_janitor import MetricsJanitor
 from queen.actors.metrics_sampler import MetricsSampler, Watched
@@ -41,6 +43,7 @@ from queen.config import Config
 from queen.db import consumer_groups as groups
 from queen.db import queues
 from queen.db.connect import ConnectParams
+from queen.db.items import PushItem
 from queen.ids import uuid7_str
 from queen.metrics.families import open_families, run_directory
 from queen.metrics.recorder import Recorder
@@ -91,9 +94,14 @@ class Services:
             lease_slot(instance_id, worker_id),
             on_released=lambda queues: self.notify_many((queue, None) for queue in queues),
         )
+        self.encryption = Encryption(config, self.hot)
+        self.jwks = JwksKeys(config)
         self.batcher = Batcher(
             config,
             self.hot,
+            open_pops=self.encryption.open_pop_results
+            if self.encryption.keyring.can_decrypt
+            else None,
             on_pushed=self._pushed,
             on_popped=self.recorder.popped,
             on_acked=self._acked,
@@ -116,12 +124,14 @@ class Services:
         self.file_buffer = FileBuffer(
             config,
             worker_directory(Path(config.file_buffer_dir), worker_id),
-            self.batcher.push.submit,
+            self._replay,
             maintenance_on=lambda: self.flags.maintenance,
             orphans=worker_orphans(config, worker_id),
         )
         self.flags = SystemFlags(self.admin, on_maintenance_off=self.file_buffer.wake)
-        self.ingest = PushPath(config, self.batcher.push.submit, self.file_buffer, self.flags)
+        self.ingest = PushPath(
+            config, self.batcher.push.submit, self.file_buffer, self.flags, self.encryption
+        )
         self.retention = RetentionServices(config, self.admin.params, worker_id=worker_id)
         self.metrics_sampler = MetricsSampler(
             config,
@@ -164,6 +174,7 @@ class Services:
             Child("counters", self.counters.run),
             Child("metrics-sampler", self.metrics_sampler.run),
             Child("metrics-janitor", self.metrics_janitor.run),
+            Child("jwks", self.jwks.run),
         ]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -172,6 +183,7 @@ class Services:
             await nursery.start(self.supervisor.run)
             # One-shot, not a supervised actor: it finishes once the predecessor's leases are back.
             nursery.start_soon(self.lease_reclaim.run)
+            nursery.start_soon(self.encryption.check_keys)
             task_status.started()
 
     def notify(self, queue: str | None, group: str | None = None) -> None:
@@ -192,6 +204,10 @@ class Services:
     def begin_shutdown(self) -> None:
         self.shutting_down.set()
         self.consumer_groups.drain()
+
+    async def _replay(self, items: list[PushItem]) -> list[dict[str, Any]]:
+        """The disk buffer's replay stores through the push path (built after the buffer)."""
+        return await self.ingest.store(items)
 
     # What the batcher reports after each call ---------------------------------------------------
     def _pushed(self, _items: Sequence[Any], results: list[Any]) -> None:

@@ -1,8 +1,9 @@
-"""The quart-trio application: route blueprints, the error table (queen.http.failures) and CORS.
+"""The quart-trio application: route blueprints and the error table (queen.http.failures).
 It serves every route but the hot ones, which the lean path in front of it answers
 (queen.http.asgi); a hot route's request quart still sees (HEAD, a trailing slash, a GET with a
-body) gets the same answer from the same handler core. Request ids, latency and the access log
-wrap the whole served callable (queen/metrics/asgi.py).
+body) gets the same answer from the same handler core. CORS and access checks are the access
+gate's (queen/http/access.py); request ids, latency and the access log wrap everything
+(queen/metrics/asgi.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from queen.http.body_budget import (
 )
 from queen.http.context import BODY_BUDGET_KEY, EXTENSION_KEY
 from queen.http.failures import TOO_LARGE, failure_answer
-from queen.http.responses import CORS_HEADERS, as_response, error_response
+from queen.http.responses import as_response, error_response
 
 
 def create_app(services: Services) -> QuartTrio:
@@ -112,10 +113,6 @@ def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
     @app.before_request
     async def admit() -> Response | None:
         services.counters.requests += 1
-        if request.method == "OPTIONS":  # CORS preflight, on any path
-            response = Response(b"", status=204)
-            response.headers["Access-Control-Max-Age"] = "86400"
-            return response
         if _body(request).refused:  # nothing of the request is done (queen.http.body_budget)
             raise BodyRefused()
         return None
@@ -127,5 +124,4 @@ def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
         # share back when its body is collected (BudgetedBody.__del__). A teardown hook would
         # cost every request quart's teardown machinery.
         _body(request).settle()
-        response.headers.update(CORS_HEADERS)
         return response

@@ -6,8 +6,8 @@ a request object with parsed headers, routing, app and request contexts, hooks, 
 and two extra tasks per request. Here a request is one dictionary lookup (or one split of the
 path), its body is read in the task hypercorn already runs for it, and the reply goes out as two
 ASGI messages encoded once. The handler cores are quart's own (queen/http/messaging.py), and so
-are the error table, the CORS headers, the body budget and size limit, the body timeout and the
-access log, so the wire cannot tell the two paths apart.
+are the error table, the body budget and size limit and the body timeout, so the wire cannot
+tell the two paths apart (CORS, access checks, request ids and the access log wrap both paths).
 
 What this path does not serve goes to quart before anything of the request is read: other
 methods (405 with Allow, OPTIONS preflights, HEAD), other spellings of the paths (a trailing
@@ -24,10 +24,10 @@ from urllib.parse import parse_qsl
 import trio
 
 from queen.actors.root import Services
-from queen.http import messaging
+from queen.http import messaging, push_body
 from queen.http.body_budget import BODY_TIMEOUT_S, BodyBudget, BodyRefused, BodyShare
 from queen.http.failures import TOO_LARGE, failure_answer
-from queen.http.responses import CORS_HEADERS, Answer, error_answer
+from queen.http.responses import Answer, error_answer
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -35,7 +35,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_CORS = tuple((name.lower().encode(), value.encode()) for name, value in CORS_HEADERS.items())
 _POP_QUEUE = "/api/v1/pop/queue/"
 
 
@@ -47,7 +46,7 @@ class _BodyTooLarge(Exception):
     """A body without a Content-Length grew past the limit while it arrived."""
 
 
-BodyRoute = Callable[[Services, bytes], Awaitable[Answer]]
+BodyRoute = Callable[[Services, bytes, Scope], Awaitable[Answer]]
 PopRoute = Callable[[Services, Mapping[str, str]], Awaitable[Answer]]
 
 
@@ -66,10 +65,22 @@ class _Pop:
         return await messaging.pop_answer(svc, where, args)
 
 
+async def _push(svc: Services, raw: bytes, scope: Scope) -> Answer:
+    return await messaging.push_answer(svc, raw, push_body.producer_sub_of(scope))
+
+
+async def _ack(svc: Services, raw: bytes, _: Scope) -> Answer:
+    return await messaging.ack_answer(svc, raw)
+
+
+async def _ack_batch(svc: Services, raw: bytes, _: Scope) -> Answer:
+    return await messaging.ack_batch_answer(svc, raw)
+
+
 _BODY_ROUTES: dict[str, BodyRoute] = {
-    "/api/v1/push": messaging.push_answer,
-    "/api/v1/ack": messaging.ack_answer,
-    "/api/v1/ack/batch": messaging.ack_batch_answer,
+    "/api/v1/push": _push,
+    "/api/v1/ack": _ack,
+    "/api/v1/ack/batch": _ack_batch,
 }
 
 
@@ -157,7 +168,7 @@ class LeanRoutes:
         try:
             if refused:
                 raise BodyRefused()
-            return await route(self.services, raw)
+            return await route(self.services, raw, scope)
         except Exception as error:
             return failure_answer(error, scope["path"])
 
@@ -225,6 +236,5 @@ async def _send(send: Send, answer: Answer) -> None:
         (b"content-length", str(len(answer.body)).encode()),
     ]
     headers.extend((name.lower().encode(), value.encode()) for name, value in answer.headers)
-    headers.extend(_CORS)
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})

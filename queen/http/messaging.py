@@ -49,12 +49,15 @@ async def configure() -> Response:
 
 @blueprint.post("/push")
 async def push() -> Response:
-    return as_response(await push_answer(services(), await raw_body()))
+    return as_response(
+        await push_answer(services(), await raw_body(), push_body.producer_sub_of(request.scope))
+    )
 
 
-async def push_answer(svc: Services, raw: bytes) -> Answer:
-    """The answer to a push body: the handler core both the lean path and quart call."""
-    items = push_body.push_items(raw, svc.config.max_request_items)
+async def push_answer(svc: Services, raw: bytes, producer_sub: str | None) -> Answer:
+    """The answer to a push body: the handler core both the lean path and quart call;
+    `producer_sub` is the verified token's sub (None with JWT off)."""
+    items = push_body.push_items(raw, svc.config.max_request_items, producer_sub)
     if not items:
         return json_answer([], 201)
     outcome = await svc.ingest.push(items)
@@ -186,8 +189,12 @@ def _ack_result(index: int, result: dict[str, Any]) -> dict[str, Any]:
 
 @blueprint.post("/transaction")
 async def transaction() -> Response:
-    ops = validate.transaction_ops(await json_body(), services().config.max_request_items)
-    results = await services().batcher.transaction.submit([ops])
+    svc = services()
+    ops = validate.transaction_ops(
+        await json_body(), svc.config.max_request_items, push_body.producer_sub_of(request.scope)
+    )
+    ops = await svc.encryption.seal_transaction(ops)
+    results = await svc.batcher.transaction.submit([ops])
     outcome: dict[str, Any] = results[0]
     body = {"transactionId": uuid7_str(), **outcome}
     for entry in body.get("results", []):

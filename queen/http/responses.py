@@ -17,11 +17,6 @@ from quart import Response, request
 
 from queen.errors import BadRequest
 
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization",
-}
 JSON = "application/json"
 # What quart gives a Response built without a mimetype; an empty 204 keeps saying it.
 EMPTY_CONTENT_TYPE = "text/html; charset=utf-8"

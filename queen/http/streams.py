@@ -6,13 +6,15 @@ A cycle's answer after validation is never a 5xx (S1): the clients retry 5xx, an
 an ack (an idle flush) is not idempotent. A cycle whose outcome this worker cannot know (its
 connection dropped mid-call, or the budget ran out) answers `success: false` and is never run
 again here (S8); an ack-bearing replay by the client is refused by the lease and cursor checks.
-An unknown query answers 404, refused like bad input (nothing is written).
+An unknown query answers 404, refused like bad input (nothing is written); sink items for an
+encrypted queue on a server with no key loaded are refused 503 before anything runs, as on /push.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import trio
 from quart import Blueprint, Response, request
 
@@ -21,7 +23,7 @@ from queen.db import streams
 from queen.db.errors import DatabaseError, DatabaseUnavailable, TransientDatabaseError
 from queen.db.streams import Cycle
 from queen.errors import Conflict
-from queen.http import streams_body
+from queen.http import push_body, streams_body
 from queen.http.context import services
 from queen.http.responses import json_body, json_response
 
@@ -70,8 +72,12 @@ async def state_get() -> Response:
 async def cycle() -> Response:
     svc = services()
     body = streams_body.cycle(
-        streams_body.body_object(await json_body()), svc.config.max_request_items, _token_subject()
+        streams_body.body_object(await json_body()),
+        svc.config.max_request_items,
+        push_body.producer_sub_of(request.scope),
     )
+    if body.push_items:  # sealed like every other write path (queen/actors/encryption.py)
+        body = msgspec.structs.replace(body, push_items=await svc.encryption.seal(body.push_items))
     outcome = await _commit(body)
     shaped: dict[str, Any] = {
         "success": bool(outcome.get("success")),
@@ -106,11 +112,3 @@ async def _commit(body: Cycle) -> dict[str, Any]:
         return {"error": f"database {error.reason}; nothing was committed: {error}"}
     except DatabaseError as error:
         return {"error": str(error)}
-
-
-def _token_subject() -> str | None:
-    """The verified token's subject, which the access gate leaves in the ASGI scope; None when
-    JWT is off."""
-    identity = request.scope.get("queen.identity")
-    subject = getattr(identity, "sub", None)
-    return subject if isinstance(subject, str) and subject else None

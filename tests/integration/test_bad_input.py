@@ -833,10 +833,12 @@ async def test_lease_extend_of_an_unknown_lease_reports_failure(env: Env) -> Non
 
 
 async def test_lease_extend_without_a_body_works(env: Env) -> None:
-    """The Python client sends no body at all; the JS client sends `{}`."""
+    """The Python client sends no body at all; the JS client sends `{}`. A body needs a JSON
+    content type (the access gate refuses others, issue 14), even a blank one."""
     leased = await env.leased_message()
     path = f"/api/v1/lease/{leased['leaseId']}/extend"
-    bodies: list[dict[str, Any]] = [{}, {"json": {}}, {"content": b"   "}]
+    blank = {"content": b"   ", "headers": {"content-type": "application/json"}}
+    bodies: list[dict[str, Any]] = [{}, {"json": {}}, blank]
     for kwargs in bodies:
         response = await env.client.post(path, **kwargs)
         assert response.status_code == 200, response.text

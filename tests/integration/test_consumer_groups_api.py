@@ -447,7 +447,12 @@ async def test_bad_input_is_rejected_and_changes_nothing(
             ("POST", seek, {"json": {"timestamp": 1700000000}}, "timestamp"),
             ("POST", seek, {"json": {"timestamp": "2025-13-45T99:00:00Z"}}, "timestamp"),
             ("POST", seek, {"json": ["toEnd"]}, "JSON object"),
-            ("POST", seek, {"content": b"{not json"}, "Invalid JSON"),
+            (
+                "POST",
+                seek,
+                {"content": b"{not json", "headers": {"content-type": "application/json"}},
+                "Invalid JSON",
+            ),
             (
                 "POST",
                 f"{GROUPS}/{LONG_NAME}/queues/{queue}/seek",

@@ -482,7 +482,13 @@ BAD_INPUT: list[tuple[str, str, dict[str, Any], int, str]] = [
         "error must be a string",
     ),
     ("POST", "/api/v1/messages/{pid}/{tx}/dlq", {"json": [1]}, 400, "must be a JSON object"),
-    ("POST", "/api/v1/messages/{pid}/{tx}/dlq", {"content": b"{nope"}, 400, "Invalid JSON"),
+    (
+        "POST",
+        "/api/v1/messages/{pid}/{tx}/dlq",
+        {"content": b"{nope", "headers": {"content-type": "application/json"}},
+        400,
+        "Invalid JSON",
+    ),
     (
         "POST",
         "/api/v1/messages/{pid}/{tx}/retry",

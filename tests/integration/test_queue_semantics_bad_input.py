@@ -264,7 +264,10 @@ async def test_maintenance_switches_need_a_boolean(env: Env) -> None:
         ({"json": {"enabled": None}}, "enabled (boolean) is required"),
         ({"json": {"Enabled": True}}, "enabled (boolean) is required"),
         ({"json": [True]}, "Request body must be a JSON object"),
-        ({"content": b"{enabled: true}"}, "Invalid JSON"),
+        (
+            {"content": b"{enabled: true}", "headers": {"content-type": "application/json"}},
+            "Invalid JSON",
+        ),
     ]
     for path in ("/api/v1/system/maintenance", "/api/v1/system/maintenance/pop"):
         for kwargs, error in bodies:
