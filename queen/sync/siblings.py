@@ -6,16 +6,28 @@ directory named after the HTTP port, and after anything that makes messages avai
 (queue, consumer group or null) pairs concerned to its siblings, as a JSON array, and they wake
 their parked pops at once instead of at their next backoff re-check. Datagrams are best effort: a
 lost one only costs that re-check.
+
+One in flight per target and sibling: while the last datagram sent to a sibling is still unread
+(its socket's queue holds it: the kernel charges an unread datagram to the sender's socket, so
+each sibling gets a socket of its own, and SIOCOUTQ is non-zero), a notification whose targets
+that datagram already carries is not sent. The sibling reads that datagram after this push
+committed and wakes its parked pops then (a pop between its empty look and parking looks again,
+seeing the wake count moved), so dropping the repeat delays no one. A push burst into a busy
+sibling costs one datagram per read, not one per push batch; each datagram carries every target
+sent since the sibling last caught up, which is what makes "the last one is unread" enough.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import socket
 import stat
+import struct
 import tempfile
+import termios
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -25,6 +37,7 @@ import trio
 log = logging.getLogger("queen.siblings")
 
 MAX_DATAGRAM = 8192
+_UNREAD = struct.Struct("i")  # SIOCOUTQ (TIOCOUTQ): bytes of our datagrams the sibling holds unread
 
 WakeTarget = tuple[str | None, str | None]  # None: every queue / every group
 
@@ -45,23 +58,21 @@ class SiblingWakeups:
         self.worker_id = worker_id
         self.on_wake = on_wake
         self.siblings = [
-            str(self.directory / f"w{index}.sock")
+            _Sibling(str(self.directory / f"w{index}.sock"))
             for index in range(num_workers)
             if index != worker_id
         ]
         self.sent = 0
         self.received = 0
-        self._sender: socket.socket | None = None
+        self._open = False
 
     def notify(self, targets: Iterable[WakeTarget]) -> None:
         """Tell every sibling what to wake; never blocks, never raises."""
-        if not self.siblings or self._sender is None:
+        if not self._open:
             return
-        for datagram in _pack(targets):
-            for path in self.siblings:
-                with contextlib.suppress(OSError):
-                    self._sender.sendto(datagram, path)
-                    self.sent += 1
+        wanted = set(targets)
+        for sibling in self.siblings:
+            self.sent += sibling.notify(wanted)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if not self.siblings:
@@ -72,8 +83,9 @@ class SiblingWakeups:
         own_path.unlink(missing_ok=True)
         receiver = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         await receiver.bind(str(own_path))
-        self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sender.setblocking(False)
+        for sibling in self.siblings:
+            sibling.open()
+        self._open = True
         task_status.started()
         try:
             while True:
@@ -83,8 +95,9 @@ class SiblingWakeups:
                     self.on_wake(queue, group)
         finally:
             receiver.close()
-            self._sender.close()
-            self._sender = None
+            self._open = False
+            for sibling in self.siblings:
+                sibling.close()
             with contextlib.suppress(OSError):
                 os.unlink(own_path)
 
@@ -99,6 +112,53 @@ def _private_directory(path: Path) -> None:
         raise PermissionError(
             f"{path} must be a directory owned by this user with mode 0700; remove it"
         )
+
+
+class _Sibling:
+    """The socket this worker sends one sibling's wake-ups from, and the targets in flight: those
+    of every datagram sent since the sibling last had nothing of ours unread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.in_flight: set[WakeTarget] = set()
+        self._socket: socket.socket | None = None
+
+    def open(self) -> None:
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.setblocking(False)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        self.in_flight.clear()
+
+    def notify(self, targets: set[WakeTarget]) -> int:
+        """Send what `targets` adds to the unread datagram, if anything; the datagrams sent."""
+        if self._socket is None:
+            return 0
+        if self.in_flight and not self._unread():
+            self.in_flight.clear()
+        if targets <= self.in_flight:
+            return 0
+        carried = self.in_flight | targets
+        datagrams = _pack(carried)
+        sent = 0
+        for datagram in datagrams:
+            with contextlib.suppress(OSError):
+                self._socket.sendto(datagram, self.path)
+                sent += 1
+        # Only a single datagram that arrived whole can stand for everything in flight.
+        self.in_flight = carried if sent == 1 == len(datagrams) else set()
+        return sent
+
+    def _unread(self) -> bool:
+        assert self._socket is not None
+        try:
+            raw = fcntl.ioctl(self._socket.fileno(), termios.TIOCOUTQ, bytes(_UNREAD.size))
+        except OSError:
+            return False
+        return bool(_UNREAD.unpack(raw)[0])
 
 
 def _pack(targets: Iterable[WakeTarget]) -> list[bytes]:

@@ -21,7 +21,10 @@
 --    transaction holds is skipped, an INSERT is only tried when a plain read finds no row at all,
 --    and only by the one transaction that gets the key's advisory lock without waiting;
 --  * partition rows, which pushes lock (id order), come before consumer rows: a transaction locks
---    the partitions of its pushes, then the consumer rows of its acks, then does its work. Pops
+--    the partitions of its pushes, then the consumer rows of its acks, then does its work. Before
+--    locking any partition row, a push or transaction creates its missing queues (name order) and
+--    partitions ((queue name, partition name) order, queen.create_push_targets): creating a row
+--    someone else has just inserted waits for that transaction, so creation is a wait too. Pops
 --    and acks only take key-share locks on partition rows (foreign keys), which pushes' NO KEY
 --    UPDATE never blocks; retention locks a partition row, then its consumer rows, and gives way
 --    after 200 ms. (clear_queue, an admin call, still locks partition rows FOR UPDATE and then

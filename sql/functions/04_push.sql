@@ -25,6 +25,31 @@
 -- fails the call with QN412, so a stale view of the flag in the server can never leave a
 -- plaintext row; the server then re-reads the flag and encrypts.
 
+-- Create the queues and partitions of these (queue, partition) targets that do not exist yet,
+-- in name order: queues by name, then partitions by (queue name, partition name), before the
+-- caller locks any partition row (02_lock_order.sql). Two calls creating the same rows wait for
+-- each other's uncommitted inserts in the unique indexes; created in their callers' own orders
+-- (the batcher's arrival order), two fused pushes into the same new partitions deadlocked.
+CREATE OR REPLACE FUNCTION queen.create_push_targets(p_queues text[], p_partitions text[])
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO queen.queues (name, namespace, task)
+    SELECT DISTINCT t.q, split_part(t.q, '.', 1), split_part(t.q, '.', 2)
+    FROM unnest(p_queues) t(q)
+    WHERE t.q IS NOT NULL AND NOT EXISTS (SELECT 1 FROM queen.queues q WHERE q.name = t.q)
+    ORDER BY 1
+    ON CONFLICT (name) DO NOTHING;
+
+    INSERT INTO queen.partitions (queue_id, name)
+    SELECT n.queue_id, n.name
+    FROM (SELECT DISTINCT q.id AS queue_id, q.name AS queue, t.p AS name
+          FROM unnest(p_queues, p_partitions) t(q, p)
+          JOIN queen.queues q ON q.name = t.q
+          WHERE t.p IS NOT NULL AND NOT EXISTS (SELECT 1 FROM queen.partitions p
+                                                WHERE p.queue_id = q.id AND p.name = t.p)) n
+    ORDER BY n.queue, n.name
+    ON CONFLICT (queue_id, name) DO NOTHING;
+$$;
+
 -- Targets: p_target_queue, p_target_partition (distinct) and p_target_count (items of each).
 -- Per item, in item order: p_targets (1-based index into the targets), p_offsets (1, 2, ... per
 -- target), p_txid, p_id (message id), p_trace, p_payloads (JSON text), p_sub, p_encrypted,
@@ -61,18 +86,7 @@ BEGIN
     -- A target can vanish between creating and locking it (its queue deleted meanwhile); then
     -- create it again rather than drop its items.
     FOR attempt IN 1..3 LOOP
-        INSERT INTO queen.queues (name, namespace, task)
-        SELECT DISTINCT t.q, split_part(t.q, '.', 1), split_part(t.q, '.', 2)
-        FROM unnest(p_target_queue) t(q)
-        WHERE NOT EXISTS (SELECT 1 FROM queen.queues q WHERE q.name = t.q)
-        ON CONFLICT (name) DO NOTHING;
-
-        INSERT INTO queen.partitions (queue_id, name)
-        SELECT q.id, t.p
-        FROM unnest(p_target_queue, p_target_partition) t(q, p)
-        JOIN queen.queues q ON q.name = t.q
-        WHERE NOT EXISTS (SELECT 1 FROM queen.partitions p WHERE p.queue_id = q.id AND p.name = t.p)
-        ON CONFLICT (queue_id, name) DO NOTHING;
+        PERFORM queen.create_push_targets(p_target_queue, p_target_partition);
 
         -- NO KEY UPDATE conflicts with itself but not with the key-share locks of foreign-key
         -- checks, so acks and DLQ moves that insert rows referencing the partition never queue

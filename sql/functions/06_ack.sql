@@ -257,11 +257,17 @@ DECLARE
     v_lock_groups text[];
 BEGIN
     BEGIN
-        -- All locks up front, in the shared order: the existing partitions of the pushes (id
-        -- order, as push_items takes them), then the consumer rows of the acks (key order, as
-        -- ack_items takes them); the ops below then wait for nothing they did not already hold,
-        -- whatever order they come in. Values the ops will reject are left for them to report.
+        -- All locks up front, in the shared order: the missing partitions of the pushes created
+        -- (name order, as push_batch creates them), the partitions of the pushes (id order, as
+        -- push_batch takes them), then the consumer rows of the acks (key order, as ack_items
+        -- takes them); the ops below then wait for nothing they did not already hold, whatever
+        -- order they come in. Values the ops will reject are left for them to report.
         v_type := p_ops->0->>'type';
+        PERFORM queen.create_push_targets(
+            array_agg(e.op->'item'->>'queue'),
+            array_agg(coalesce(nullif(e.op->'item'->>'partition', ''), 'Default')))
+        FROM jsonb_array_elements(p_ops) e(op)
+        WHERE e.op->>'type' = 'push';
         PERFORM 1 FROM queen.partitions p
         WHERE p.id IN (
             SELECT p2.id FROM jsonb_array_elements(p_ops) e(op)
