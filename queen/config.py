@@ -285,6 +285,12 @@ class Config:
     eviction_batch_size: int = _env(
         "EVICTION_BATCH_SIZE", 1000, "messages one eviction batch deletes at most", min=1
     )
+    # Dashboard
+    webapp_root: str | None = _env(
+        "WEBAPP_ROOT",
+        None,
+        "folder the dashboard at / is served from; unset = the one shipped in the package",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:

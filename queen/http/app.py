@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
+from pathlib import Path
 
 from quart import Request, Response, request
 from quart_trio import QuartTrio
@@ -30,6 +31,7 @@ from queen.http import (
     resources,
     system,
     traces,
+    web,
 )
 from queen.http.body_budget import BodyBudget, BodyRefused, BudgetedBody, budgeted_request_class
 from queen.http.context import BODY_BUDGET_KEY, EXTENSION_KEY
@@ -61,6 +63,9 @@ def create_app(services: Services) -> QuartTrio:
         overview,
     ):
         app.register_blueprint(module.blueprint)
+    web_root = services.config.webapp_root
+    web.install(app, Path(web_root) if web_root else None)
+    app.register_blueprint(web.blueprint)  # last: its fallback routes what nothing else does
     _install_error_table(app)
     _install_cross_cutting(app, services)
     return app

@@ -1,0 +1,40 @@
+// Time-series charts on the vendored uPlot (assets/vendor/uplot, MIT).
+import uPlot from "./vendor/uplot/uPlot.esm.js";
+import { h } from "./ui.js";
+
+const COLORS = ["#3867d6", "#20a464", "#e69b00", "#d64545", "#8854d0", "#0fb9b1"];
+
+// points: [{t: Date|ms|iso, <key>: number}], series: [{key, label}]
+export function timeChart(points, series, { height = 220, empty = "No data in this range yet." } = {}) {
+  const box = h("div", { class: "chart" });
+  if (!points.length) {
+    box.append(h("div", { class: "empty" }, empty));
+    return box;
+  }
+  const xs = points.map((p) => new Date(p.t).getTime() / 1000);
+  const data = [xs, ...series.map((s) => points.map((p) => (p[s.key] ?? null)))];
+  const options = {
+    width: 600,
+    height,
+    cursor: { drag: { x: false, y: false } },
+    // A lone sample would otherwise be stretched over years: show at least a minute.
+    scales: { x: { time: true, range: (u, min, max) => (max - min < 60 ? [max - 60, max + 1] : [min, max]) } },
+    axes: [{}, { size: 60 }],
+    series: [{}, ...series.map((s, i) => ({
+      label: s.label,
+      stroke: COLORS[i % COLORS.length],
+      fill: series.length === 1 ? `${COLORS[i % COLORS.length]}22` : undefined,
+      width: 2,
+      points: { show: points.length < 3 },
+    }))],
+  };
+  const plot = new uPlot(options, data, box);
+  // Fit the chart to its panel once it is in the page, and again whenever the panel resizes.
+  const resize = () => {
+    const width = box.clientWidth;
+    if (width > 0) plot.setSize({ width, height });
+  };
+  new ResizeObserver(resize).observe(box);
+  requestAnimationFrame(resize);
+  return box;
+}

@@ -1,0 +1,112 @@
+// Overview: counts, throughput over the chosen range (GET /api/v1/status), queue depth sampled
+// by this page (GET /api/v1/resources/overview every few seconds), the deepest queues and the
+// most lagging consumer groups.
+import { api, optional, windowOf } from "../api.js";
+import { timeChart } from "../chart.js";
+import { cards, every, h, link, num, panel, rangePicker, seconds, table } from "../ui.js";
+
+export const title = "Overview";
+
+const RANGES = { "1h": 60, "6h": 360, "24h": 1440 };
+const REFRESH_MS = 5_000;
+const DEPTH_KEY = "queen.depth";
+const DEPTH_KEEP_MS = 3_600_000;
+
+// The broker keeps no history of queue depth, so the page keeps its own samples for the
+// browser tab's session (sessionStorage survives moving between pages).
+function recordDepth(overview) {
+  const now = Date.now();
+  let samples = [];
+  try { samples = JSON.parse(sessionStorage.getItem(DEPTH_KEY) || "[]"); } catch { samples = []; }
+  samples.push({ t: now, pending: overview.messages.pending, processing: overview.messages.processing });
+  samples = samples.filter((s) => s.t > now - DEPTH_KEEP_MS);
+  sessionStorage.setItem(DEPTH_KEY, JSON.stringify(samples));
+  return samples;
+}
+
+// Newest bucket first in the answer; the bucket still filling is left out (spec §9.3).
+function completedBuckets(status) {
+  if (!status || !Array.isArray(status.throughput)) return [];
+  const width = (status.bucketMinutes || 1) * 60_000;
+  return status.throughput
+    .filter((b) => Date.parse(b.timestamp) + width <= Date.now())
+    .map((b) => ({ t: b.timestamp, ...b }))
+    .reverse();
+}
+
+export async function render(view, route) {
+  let range = RANGES[route.query.get("range")] ? route.query.get("range") : "1h";
+  const counts = h("div");
+  const throughput = panel("Throughput (messages per second)");
+  const depth = panel("Queue depth (sampled by this page)");
+  const queues = panel("Deepest queues");
+  const groups = panel("Consumer groups by lag");
+  const picker = () => rangePicker(RANGES, range, (key) => {
+    range = key;
+    route.setQuery({ range: key === "1h" ? "" : key });
+    loadHistory();
+  });
+  const pickerBox = h("div", {}, picker());
+  view.replaceChildren(counts, h("div", { class: "grid" }, h("div", {}, pickerBox, throughput), depth),
+    h("div", { class: "grid" }, queues, groups));
+
+  async function loadHistory() {
+    pickerBox.replaceChildren(picker());
+    const status = await optional("/api/v1/status", { query: windowOf(RANGES[range]) });
+    const points = completedBuckets(status);
+    throughput.replaceChildren(h("h2", {}, "Throughput (messages per second)"), timeChart(points, [
+      { key: "ingestedPerSecond", label: "pushed/s" },
+      { key: "popPerSecond", label: "popped/s" },
+      { key: "processedPerSecond", label: "acked/s" },
+    ], { empty: status ? "No completed minute in this range yet." : "Throughput history is not available." }));
+  }
+
+  async function loadNow() {
+    const [overview, queueList, groupList] = await Promise.all([
+      api("/api/v1/resources/overview"),
+      api("/api/v1/resources/queues"),
+      api("/api/v1/consumer-groups"),
+    ]);
+    if (!route.current()) return;
+    const m = overview.messages;
+    counts.replaceChildren(cards([
+      ["queues", num(overview.queues), "queues"],
+      ["partitions", num(overview.partitions), "partitions"],
+      ["messages stored", num(m.total), "total"],
+      ["pending", num(m.pending), "pending"],
+      ["processing", num(m.processing), "processing"],
+      ["dead letters", num(m.deadLetter), "deadLetter"],
+      ["avg lag", seconds(overview.lag.time.avg), "lagAvg"],
+      ["max lag", seconds(overview.lag.time.max), "lagMax"],
+      ["pushed/s (5 min)", num(overview.throughput.ingestedPerSecond), "ingested"],
+      ["acked/s (5 min)", num(overview.throughput.processedPerSecond), "processed"],
+    ]));
+    depth.replaceChildren(h("h2", {}, "Queue depth (sampled by this page)"), timeChart(recordDepth(overview), [
+      { key: "pending", label: "pending" },
+      { key: "processing", label: "processing" },
+    ]));
+    const deepest = [...queueList.queues]
+      .sort((a, b) => b.messages.pending + b.messages.processing - a.messages.pending - a.messages.processing)
+      .slice(0, 8);
+    queues.replaceChildren(h("h2", {}, "Deepest queues"), table([
+      { title: "queue", value: (q) => link(`/queues/${encodeURIComponent(q.name)}`, q.name) },
+      { title: "partitions", value: (q) => num(q.partitions), num: true },
+      { title: "pending", value: (q) => num(q.messages.pending), num: true },
+      { title: "processing", value: (q) => num(q.messages.processing), num: true },
+      { title: "stored", value: (q) => num(q.messages.total), num: true },
+    ], deepest, { empty: "No queues yet: push a message to create one." }));
+    const lagging = [...groupList].sort((a, b) => (b.maxTimeLag || 0) - (a.maxTimeLag || 0)).slice(0, 8);
+    groups.replaceChildren(h("h2", {}, "Consumer groups by lag"), table([
+      { title: "group", value: (g) => g.name === "__QUEUE_MODE__" ? "(queue mode)" : g.name },
+      { title: "queue", value: (g) => link(`/queues/${encodeURIComponent(g.queueName)}`, g.queueName) },
+      { title: "max lag", value: (g) => seconds(g.maxTimeLag), num: true },
+      { title: "partitions lagging", value: (g) => num(g.partitionsWithLag), num: true },
+      { title: "state", value: (g) => g.state },
+    ], lagging, { empty: "No consumer has popped yet." }));
+  }
+
+  await loadHistory();
+  const stopNow = await every(REFRESH_MS, loadNow);
+  const historyTimer = setInterval(loadHistory, 30_000);
+  return () => { stopNow(); clearInterval(historyTimer); };
+}
