@@ -29,6 +29,7 @@ from queen.http import (
     messaging,
     overview,
     resources,
+    status,
     system,
     traces,
     web,
@@ -61,6 +62,7 @@ def create_app(services: Services) -> QuartTrio:
         messages,
         traces,
         overview,
+        status,
     ):
         app.register_blueprint(module.blueprint)
     web_root = services.config.webapp_root

@@ -3,6 +3,8 @@ parsed one way everywhere, refused (400) rather than clamped."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from quart import request
 
 from queen.errors import BadRequest
@@ -10,6 +12,8 @@ from queen.http import validate
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 2**31 - 1  # the procedures read it as a PostgreSQL integer
+# The widest report window: 2000 points of the widest bucket (6 h, operations spec §1.3).
+MAX_WINDOW = timedelta(hours=6 * 2000)
 
 
 def partition_id(value: str) -> str:
@@ -57,3 +61,16 @@ def name_filters(**keys: tuple[str, ...]) -> dict[str, str]:
                 filters[key] = validate.name(value, spelling)
                 break
     return filters
+
+
+def time_window(default_span: timedelta) -> tuple[datetime, datetime]:
+    """`from`/`to` of a report: `to` defaults to now and `from` to `default_span` before it;
+    a window that ends before it starts or spans more than MAX_WINDOW is refused."""
+    raw_to, raw_from = timestamp("to"), timestamp("from")
+    end = datetime.fromisoformat(raw_to) if raw_to else datetime.now(UTC)
+    start = datetime.fromisoformat(raw_from) if raw_from else end - default_span
+    if start > end:
+        raise BadRequest("from must not be later than to")
+    if end - start > MAX_WINDOW:
+        raise BadRequest(f"the time range may span at most {MAX_WINDOW.days} days")
+    return start, end
