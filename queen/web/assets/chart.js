@@ -38,3 +38,14 @@ export function timeChart(points, series, { height = 220, empty = "No data in th
   requestAnimationFrame(resize);
   return box;
 }
+
+// The throughput buckets of GET /api/v1/status as chart points, oldest first, without the bucket
+// still filling (operations spec §9.3): a partial minute would read as a drop in traffic.
+export function completedBuckets(status) {
+  if (!status || !Array.isArray(status.throughput)) return [];
+  const width = (status.bucketMinutes || 1) * 60_000;
+  return status.throughput
+    .filter((b) => Date.parse(b.timestamp) + width <= Date.now())
+    .map((b) => ({ t: b.timestamp, ...b }))
+    .reverse();
+}

@@ -2,7 +2,7 @@
 // by this page (GET /api/v1/resources/overview every few seconds), the deepest queues and the
 // most lagging consumer groups.
 import { api, optional, windowOf } from "../api.js";
-import { timeChart } from "../chart.js";
+import { completedBuckets, timeChart } from "../chart.js";
 import { cards, every, h, link, num, panel, rangePicker, seconds, table } from "../ui.js";
 
 export const title = "Overview";
@@ -22,16 +22,6 @@ function recordDepth(overview) {
   samples = samples.filter((s) => s.t > now - DEPTH_KEEP_MS);
   sessionStorage.setItem(DEPTH_KEY, JSON.stringify(samples));
   return samples;
-}
-
-// Newest bucket first in the answer; the bucket still filling is left out (spec §9.3).
-function completedBuckets(status) {
-  if (!status || !Array.isArray(status.throughput)) return [];
-  const width = (status.bucketMinutes || 1) * 60_000;
-  return status.throughput
-    .filter((b) => Date.parse(b.timestamp) + width <= Date.now())
-    .map((b) => ({ t: b.timestamp, ...b }))
-    .reverse();
 }
 
 export async function render(view, route) {

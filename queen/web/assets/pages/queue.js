@@ -1,8 +1,8 @@
 // One queue: its totals and configuration (GET /api/v1/resources/queues?name=), its partitions a
 // page at a time with lag, oldest pending message and leases (GET /api/v1/resources/partitions),
-// and its operations per second when the broker records them (GET /api/v1/analytics/queue-ops).
+// and its traffic per second over the last hour (GET /api/v1/status?queue=).
 import { api, optional, windowOf } from "../api.js";
-import { timeChart } from "../chart.js";
+import { completedBuckets, timeChart } from "../chart.js";
 import { ageOf, cards, every, facts, h, link, num, pager, panel, searchBox, select, table, tag, time } from "../ui.js";
 
 export const title = (route) => `Queue ${route.params.queue}`;
@@ -71,13 +71,12 @@ export async function render(view, route) {
       ["retention", o.retentionEnabled ? `${num(o.retentionSeconds)} s` : "off"],
       ["encryption", o.encryptionEnabled ? "on" : "off"], ["created", time(queue.createdAt)],
     ]));
-    const opsAnswer = await optional("/api/v1/analytics/queue-ops", { query: { ...windowOf(60), queue: name } });
+    const status = await optional("/api/v1/status", { query: { ...windowOf(60), queue: name } });
     if (!route.current()) return;
-    const series = opsAnswer && Array.isArray(opsAnswer.series) ? opsAnswer.series : [];
     ops.replaceChildren(h("h2", {}, "Operations per second (last hour)"), timeChart(
-      series.map((s) => ({ t: s.bucket, ...s })),
-      [{ key: "pushPerSecond", label: "push/s" }, { key: "popPerSecond", label: "pop/s" }, { key: "ackPerSecond", label: "ack/s" }],
-      { empty: opsAnswer ? "No operations in the last hour." : "Per-queue history is not available." }));
+      completedBuckets(status),
+      [{ key: "ingestedPerSecond", label: "push/s" }, { key: "popPerSecond", label: "pop/s" }, { key: "processedPerSecond", label: "ack/s" }],
+      { empty: status ? "No completed minute with traffic yet." : "Per-queue history is not available." }));
   }
 
   async function loadPartitions() {
