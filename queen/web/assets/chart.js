@@ -4,6 +4,12 @@ import { h } from "./ui.js";
 
 const COLORS = ["#3867d6", "#20a464", "#e69b00", "#d64545", "#8854d0", "#0fb9b1"];
 
+// uPlot stretches a lone sample over years: a short series is shown over its last minute.
+function xScale(xs) {
+  const last = xs[xs.length - 1];
+  return last - xs[0] < 60 ? { time: true, range: [last - 60, last + 1] } : { time: true };
+}
+
 // points: [{t: Date|ms|iso, <key>: number}], series: [{key, label}]
 export function timeChart(points, series, { height = 220, empty = "No data in this range yet." } = {}) {
   const box = h("div", { class: "chart" });
@@ -17,8 +23,7 @@ export function timeChart(points, series, { height = 220, empty = "No data in th
     width: 600,
     height,
     cursor: { drag: { x: false, y: false } },
-    // A lone sample would otherwise be stretched over years: show at least a minute.
-    scales: { x: { time: true, range: (u, min, max) => (max - min < 60 ? [max - 60, max + 1] : [min, max]) } },
+    scales: { x: xScale(xs) },
     axes: [{}, { size: 60 }],
     series: [{}, ...series.map((s, i) => ({
       label: s.label,

@@ -12,7 +12,7 @@ const groupName = (name) => (name === "__QUEUE_MODE__" ? "(queue mode)" : name);
 export async function render(view, route) {
   const state = {
     queue: route.query.get("queue") || "",
-    minLag: Number(route.query.get("minLag")) || 60,
+    minLag: route.query.has("minLag") ? Math.max(0, Number(route.query.get("minLag")) || 0) : 60,
     offset: 0,
     lagOffset: 0,
   };

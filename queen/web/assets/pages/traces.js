@@ -51,7 +51,7 @@ export async function render(view, route) {
     });
     if (!route.current()) return;
     timeline.replaceChildren(h("h2", {}, `Timeline of ${state.name}`),
-      answer.traces.map((t) => h("div", { class: "panel", style: "margin-bottom: 8px" },
+      ...answer.traces.map((t) => h("div", { class: "panel", style: "margin-bottom: 8px" },
         h("div", { class: "toolbar" }, tag(t.event_type, "pending"), time(t.created_at),
           link(`/queues/${encodeURIComponent(t.queue_name)}`, `${t.queue_name} / ${t.partition_name}`),
           h("span", { class: "muted" }, t.transaction_id)),
