@@ -27,7 +27,18 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- p_filter: {name (exact), namespace, task, search (substring of the name), limit, offset}.
+-- The page of queues is chosen first and only its partitions are counted: a page of 50 out of
+-- 1,000 queues costs its own partitions, not all of them.
 CREATE OR REPLACE FUNCTION queen.list_queues(p_filter jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    WITH page AS (
+        SELECT q.id FROM queen.queues q
+        WHERE (p_filter->>'name' IS NULL OR q.name = p_filter->>'name')
+          AND (p_filter->>'namespace' IS NULL OR q.namespace = p_filter->>'namespace')
+          AND (p_filter->>'task' IS NULL OR q.task = p_filter->>'task')
+          AND (p_filter->>'search' IS NULL OR position(lower(p_filter->>'search') IN lower(q.name)) > 0)
+        ORDER BY q.created_at DESC, q.name
+        LIMIT coalesce((p_filter->>'limit')::int, 1000000) OFFSET coalesce((p_filter->>'offset')::int, 0)
+    )
     SELECT jsonb_build_object('queues', coalesce(jsonb_agg(row ORDER BY created_at DESC, name), '[]'::jsonb))
     FROM (
         SELECT q.created_at, q.name, jsonb_build_object(
@@ -42,13 +53,8 @@ CREATE OR REPLACE FUNCTION queen.list_queues(p_filter jsonb) RETURNS jsonb LANGU
         FROM queen.queues q
         LEFT JOIN queen.partitions p ON p.queue_id = q.id
         LEFT JOIN LATERAL queen.partition_stats(p.id) s ON true
-        WHERE (p_filter->>'name' IS NULL OR q.name = p_filter->>'name')
-          AND (p_filter->>'namespace' IS NULL OR q.namespace = p_filter->>'namespace')
-          AND (p_filter->>'task' IS NULL OR q.task = p_filter->>'task')
-          AND (p_filter->>'search' IS NULL OR position(lower(p_filter->>'search') IN lower(q.name)) > 0)
+        WHERE q.id IN (SELECT id FROM page)
         GROUP BY q.id
-        ORDER BY q.created_at DESC, q.name
-        LIMIT coalesce((p_filter->>'limit')::int, 1000000) OFFSET coalesce((p_filter->>'offset')::int, 0)
     ) listed
 $$;
 

@@ -1,6 +1,7 @@
-// Overview: counts, throughput over the chosen range (GET /api/v1/status), queue depth sampled
-// by this page (GET /api/v1/resources/overview every few seconds), the deepest queues and the
-// most lagging consumer groups.
+// Overview: counts and queue depth sampled by this page (GET /api/v1/resources/overview every
+// 10 s), the most lagging consumer groups (GET /api/v1/consumer-groups), and every 30 s the
+// throughput over the chosen range (GET /api/v1/status) and the deepest queues
+// (GET /api/v1/resources/queues).
 import { api, optional, windowOf } from "../api.js";
 import { completedBuckets, timeChart } from "../chart.js";
 import { cards, every, h, link, num, panel, rangePicker, seconds, table } from "../ui.js";
@@ -8,7 +9,8 @@ import { cards, every, h, link, num, panel, rangePicker, seconds, table } from "
 export const title = "Overview";
 
 const RANGES = { "1h": 60, "6h": 360, "24h": 1440 };
-const REFRESH_MS = 5_000;
+const REFRESH_MS = 10_000;
+const SLOW_EVERY = 3; // throughput history and the deepest queues: every 30 s
 const DEPTH_KEY = "queen.depth";
 const DEPTH_KEEP_MS = 3_600_000;
 
@@ -40,6 +42,22 @@ export async function render(view, route) {
   view.replaceChildren(counts, h("div", { class: "grid" }, h("div", {}, pickerBox, throughput), depth),
     h("div", { class: "grid" }, queues, groups));
 
+  // Ranking queues by depth counts every queue's partitions: done on the slower cadence.
+  async function loadDeepest() {
+    const queueList = await api("/api/v1/resources/queues");
+    if (!route.current()) return;
+    const deepest = [...queueList.queues]
+      .sort((a, b) => b.messages.pending + b.messages.processing - a.messages.pending - a.messages.processing)
+      .slice(0, 8);
+    queues.replaceChildren(h("h2", {}, "Deepest queues"), table([
+      { title: "queue", value: (q) => link(`/queues/${encodeURIComponent(q.name)}`, q.name) },
+      { title: "partitions", value: (q) => num(q.partitions), num: true },
+      { title: "pending", value: (q) => num(q.messages.pending), num: true },
+      { title: "processing", value: (q) => num(q.messages.processing), num: true },
+      { title: "stored", value: (q) => num(q.messages.total), num: true },
+    ], deepest, { empty: "No queues yet: push a message to create one." }));
+  }
+
   async function loadHistory() {
     pickerBox.replaceChildren(picker());
     const status = await optional("/api/v1/status", { query: windowOf(RANGES[range]) });
@@ -52,9 +70,8 @@ export async function render(view, route) {
   }
 
   async function loadNow() {
-    const [overview, queueList, groupList] = await Promise.all([
+    const [overview, groupList] = await Promise.all([
       api("/api/v1/resources/overview"),
-      api("/api/v1/resources/queues"),
       api("/api/v1/consumer-groups"),
     ]);
     if (!route.current()) return;
@@ -75,16 +92,6 @@ export async function render(view, route) {
       { key: "pending", label: "pending" },
       { key: "processing", label: "processing" },
     ]));
-    const deepest = [...queueList.queues]
-      .sort((a, b) => b.messages.pending + b.messages.processing - a.messages.pending - a.messages.processing)
-      .slice(0, 8);
-    queues.replaceChildren(h("h2", {}, "Deepest queues"), table([
-      { title: "queue", value: (q) => link(`/queues/${encodeURIComponent(q.name)}`, q.name) },
-      { title: "partitions", value: (q) => num(q.partitions), num: true },
-      { title: "pending", value: (q) => num(q.messages.pending), num: true },
-      { title: "processing", value: (q) => num(q.messages.processing), num: true },
-      { title: "stored", value: (q) => num(q.messages.total), num: true },
-    ], deepest, { empty: "No queues yet: push a message to create one." }));
     const lagging = [...groupList].sort((a, b) => (b.maxTimeLag || 0) - (a.maxTimeLag || 0)).slice(0, 8);
     groups.replaceChildren(h("h2", {}, "Consumer groups by lag"), table([
       { title: "group", value: (g) => g.name === "__QUEUE_MODE__" ? "(queue mode)" : g.name },
@@ -95,8 +102,9 @@ export async function render(view, route) {
     ], lagging, { empty: "No consumer has popped yet." }));
   }
 
-  await loadHistory();
-  const stopNow = await every(REFRESH_MS, loadNow);
-  const historyTimer = setInterval(loadHistory, 30_000);
-  return () => { stopNow(); clearInterval(historyTimer); };
+  let tick = 0;
+  return every(REFRESH_MS, () => {
+    const slow = tick++ % SLOW_EVERY === 0 ? [loadHistory(), loadDeepest()] : [];
+    return Promise.all([loadNow(), ...slow]);
+  });
 }

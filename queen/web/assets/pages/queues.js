@@ -1,7 +1,7 @@
 // Queues: one page of queues at a time, filtered by the server (GET /api/v1/resources/queues with
 // search / namespace / task / limit / offset), so it stays quick with thousands of queues.
 import { api } from "../api.js";
-import { every, h, link, num, pager, panel, searchBox, select, table, time } from "../ui.js";
+import { every, h, link, num, pager, panel, searchBox, table, time } from "../ui.js";
 
 export const title = "Queues";
 
@@ -14,10 +14,6 @@ export async function render(view, route) {
     task: route.query.get("task") || "",
     offset: Number(route.query.get("offset")) || 0,
   };
-  const [namespaces, tasks] = await Promise.all([
-    api("/api/v1/resources/namespaces"),
-    api("/api/v1/resources/tasks"),
-  ]);
   const list = h("div");
   const change = (values) => {
     Object.assign(state, values);
@@ -27,10 +23,8 @@ export async function render(view, route) {
   view.replaceChildren(panel(null,
     h("div", { class: "toolbar" },
       searchBox("Search queue names", state.search, (search) => change({ search, offset: 0 }), "search"),
-      select("namespace", [["", "all namespaces"], ...namespaces.namespaces.map((n) => [n.namespace, n.namespace])],
-        state.namespace, (namespace) => change({ namespace, offset: 0 })),
-      select("task", [["", "all tasks"], ...tasks.tasks.map((t) => [t.task, t.task])],
-        state.task, (task) => change({ task, offset: 0 }))),
+      searchBox("Namespace (exact)", state.namespace, (namespace) => change({ namespace, offset: 0 }), "namespace"),
+      searchBox("Task (exact)", state.task, (task) => change({ task, offset: 0 }), "task")),
     list));
 
   async function load() {
