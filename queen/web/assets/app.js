@@ -51,16 +51,24 @@ async function show() {
   const route = {
     params: found.params,
     query: new URLSearchParams(window.location.search),
-    // Pages keep their filters in the URL (replaced, not pushed: the page reloads its own
-    // data) so a reload or a shared link shows the same view.
-    setQuery(values) {
-      const query = new URLSearchParams(window.location.search);
-      for (const [k, v] of Object.entries(values)) {
-        if (v === undefined || v === null || v === "" || v === 0) query.delete(k); else query.set(k, v);
+    // A page's filters live in the address (replaced, not pushed: the page reloads its own
+    // data), so a reload or a shared link shows the same view. `defaults` names the keys; a
+    // numeric default makes the key a non-negative number. Returns [state, change(values)].
+    filters(defaults, reload) {
+      const state = {};
+      for (const [key, fallback] of Object.entries(defaults)) {
+        const raw = route.query.get(key);
+        state[key] = raw === null ? fallback : typeof fallback === "number" ? Math.max(0, Number(raw) || 0) : raw;
       }
-      const search = query.toString();
-      window.history.replaceState({}, "", `${window.location.pathname}${search ? `?${search}` : ""}`);
-      route.query = query;
+      const change = (values) => {
+        Object.assign(state, values);
+        const query = new URLSearchParams();
+        for (const [key, value] of Object.entries(state)) if (value !== defaults[key]) query.set(key, value);
+        const search = query.toString();
+        window.history.replaceState({}, "", `${window.location.pathname}${search ? `?${search}` : ""}`);
+        reload();
+      };
+      return [state, change];
     },
     current: () => mine === generation,
   };

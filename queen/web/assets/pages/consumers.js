@@ -10,21 +10,15 @@ const PAGE = 50;
 const groupName = (name) => (name === "__QUEUE_MODE__" ? "(queue mode)" : name);
 
 export async function render(view, route) {
-  const state = {
-    queue: route.query.get("queue") || "",
-    minLag: route.query.has("minLag") ? Math.max(0, Number(route.query.get("minLag")) || 0) : 60,
-    offset: 0,
-    lagOffset: 0,
-  };
+  const [state, change] = route.filters({ queue: "", minLag: 60, offset: 0, lagOffset: 0 }, load);
   const groups = h("div");
   const lagging = h("div");
   const minLagInput = h("input", { type: "number", min: 0, value: state.minLag, name: "minLag", style: "width: 90px",
-    onchange: (e) => { state.minLag = Math.max(0, Number(e.target.value) || 0); state.lagOffset = 0; route.setQuery({ minLag: state.minLag }); load(); } });
+    onchange: (e) => change({ minLag: Math.max(0, Number(e.target.value) || 0), lagOffset: 0 }) });
   view.replaceChildren(
     panel("Groups",
-      h("div", { class: "toolbar" }, searchBox("Filter by queue", state.queue, (queue) => {
-        state.queue = queue; state.offset = 0; state.lagOffset = 0; route.setQuery({ queue }); load();
-      }, "queue")),
+      h("div", { class: "toolbar" },
+        searchBox("Filter by queue", state.queue, (queue) => change({ queue, offset: 0, lagOffset: 0 }), "queue")),
       groups),
     panel("Lagging partitions", h("div", { class: "toolbar" }, "lag of at least", minLagInput, "seconds"), lagging));
 
@@ -46,7 +40,7 @@ export async function render(view, route) {
       { title: "partitions lagging", value: (g) => num(g.partitionsWithLag), num: true },
       { title: "max lag", value: (g) => seconds(g.maxTimeLag), num: true },
     ], rows.slice(state.offset, state.offset + PAGE), { empty: "No consumer group has popped yet." }),
-    pager({ offset: state.offset, limit: PAGE, total: rows.length, onPage: (offset) => { state.offset = offset; load(); } }));
+    pager({ offset: state.offset, limit: PAGE, total: rows.length, onPage: (offset) => change({ offset }) }));
     const late = behind.filter((p) => matches(p.queue_name));
     lagging.replaceChildren(table([
       { title: "group", value: (p) => groupName(p.consumer_group) },
@@ -57,7 +51,7 @@ export async function render(view, route) {
       { title: "oldest unconsumed", value: (p) => time(p.oldest_unconsumed_at) },
       { title: "lease holder", value: (p) => p.worker_id || "—" },
     ], late.slice(state.lagOffset, state.lagOffset + PAGE), { empty: "No partition lags that much." }),
-    pager({ offset: state.lagOffset, limit: PAGE, total: late.length, onPage: (offset) => { state.lagOffset = offset; load(); } }));
+    pager({ offset: state.lagOffset, limit: PAGE, total: late.length, onPage: (lagOffset) => change({ lagOffset }) }));
   }
 
   return every(15_000, load);

@@ -8,16 +8,11 @@ export const title = "Dead letters";
 const PAGE = 50;
 
 export async function render(view, route) {
-  const state = { queue: route.query.get("queue") || "", offset: Number(route.query.get("offset")) || 0 };
+  const [state, change] = route.filters({ queue: "", offset: 0 }, load);
   let chosen = null;
   const list = h("div");
   const detail = panel("Dead letter", h("div", { class: "empty" }, "Pick a message to see its payload and error."));
   const notice = h("div");
-  const change = (values) => {
-    Object.assign(state, values);
-    route.setQuery(state);
-    load();
-  };
   view.replaceChildren(
     panel(null, h("div", { class: "toolbar" },
       searchBox("Queue (exact name)", state.queue, (queue) => change({ queue, offset: 0 }), "queue"), notice), list),

@@ -10,20 +10,10 @@ const STATUSES = [["", "any status"], ["pending", "pending"], ["processing", "pr
   ["completed", "completed"], ["dead_letter", "dead letter"]];
 
 export async function render(view, route) {
-  const state = {
-    queue: route.query.get("queue") || "",
-    partition: route.query.get("partition") || "",
-    status: route.query.get("status") || "",
-    offset: Number(route.query.get("offset")) || 0,
-  };
+  const [state, change] = route.filters({ queue: "", partition: "", status: "", offset: 0 }, load);
   let chosen = null;
   const list = h("div");
   const detail = panel("Message", h("div", { class: "empty" }, "Pick a message to see its payload."));
-  const change = (values) => {
-    Object.assign(state, values);
-    route.setQuery(state);
-    load();
-  };
   view.replaceChildren(
     panel(null, h("div", { class: "toolbar" },
       searchBox("Queue (exact name)", state.queue, (queue) => change({ queue, offset: 0 }), "queue"),

@@ -27,17 +27,13 @@ function recordDepth(overview) {
 }
 
 export async function render(view, route) {
-  let range = RANGES[route.query.get("range")] ? route.query.get("range") : "1h";
+  const [state, change] = route.filters({ range: "1h" }, loadHistory);
   const counts = h("div");
   const throughput = panel("Throughput (messages per second)");
   const depth = panel("Queue depth (sampled by this page)");
   const queues = panel("Deepest queues");
   const groups = panel("Consumer groups by lag");
-  const picker = () => rangePicker(RANGES, range, (key) => {
-    range = key;
-    route.setQuery({ range: key === "1h" ? "" : key });
-    loadHistory();
-  });
+  const picker = () => rangePicker(RANGES, state.range, (range) => change({ range }));
   const pickerBox = h("div", {}, picker());
   view.replaceChildren(counts, h("div", { class: "grid" }, h("div", {}, pickerBox, throughput), depth),
     h("div", { class: "grid" }, queues, groups));
@@ -60,7 +56,7 @@ export async function render(view, route) {
 
   async function loadHistory() {
     pickerBox.replaceChildren(picker());
-    const status = await optional("/api/v1/status", { query: windowOf(RANGES[range]) });
+    const status = await optional("/api/v1/status", { query: windowOf(RANGES[state.range] || RANGES["1h"]) });
     const points = completedBuckets(status);
     throughput.replaceChildren(h("h2", {}, "Throughput (messages per second)"), timeChart(points, [
       { key: "ingestedPerSecond", label: "pushed/s" },

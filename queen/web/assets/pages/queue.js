@@ -19,20 +19,11 @@ function leaseCell(p) {
 export async function render(view, route) {
   const name = route.params.queue;
   const enc = encodeURIComponent(name);
-  const state = {
-    search: route.query.get("search") || "",
-    leases: route.query.get("leases") || "",
-    offset: Number(route.query.get("offset")) || 0,
-  };
+  const [state, change] = route.filters({ search: "", leases: "", offset: 0 }, loadPartitions);
   const summary = h("div");
   const config = panel("Configuration");
   const ops = panel("Operations per second (last hour)");
   const partitions = h("div");
-  const change = (values) => {
-    Object.assign(state, values);
-    route.setQuery(state);
-    loadPartitions();
-  };
   view.replaceChildren(
     summary,
     h("div", { class: "toolbar" },

@@ -8,18 +8,8 @@ export const title = "Queues";
 const PAGE = 50;
 
 export async function render(view, route) {
-  const state = {
-    search: route.query.get("search") || "",
-    namespace: route.query.get("namespace") || "",
-    task: route.query.get("task") || "",
-    offset: Number(route.query.get("offset")) || 0,
-  };
+  const [state, change] = route.filters({ search: "", namespace: "", task: "", offset: 0 }, load);
   const list = h("div");
-  const change = (values) => {
-    Object.assign(state, values);
-    route.setQuery(state);
-    load();
-  };
   view.replaceChildren(panel(null,
     h("div", { class: "toolbar" },
       searchBox("Search queue names", state.search, (search) => change({ search, offset: 0 }), "search"),

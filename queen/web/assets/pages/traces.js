@@ -8,20 +8,15 @@ export const title = "Traces";
 const PAGE = 50;
 
 export async function render(view, route) {
-  const state = {
-    search: route.query.get("search") || "",
-    name: route.query.get("name") || "",
-    offset: 0,
-    eventOffset: 0,
-  };
+  const [state, change] = route.filters({ search: "", name: "", offset: 0, eventOffset: 0 },
+    () => Promise.all([loadNames(), loadTimeline()]));
   const names = h("div");
   const timeline = panel("Timeline");
   view.replaceChildren(
     h("div", { class: "split" },
       panel("Trace names",
-        h("div", { class: "toolbar" }, searchBox("Search trace names", state.search, (search) => {
-          state.search = search; state.offset = 0; route.setQuery({ search }); loadNames();
-        }, "search")),
+        h("div", { class: "toolbar" },
+          searchBox("Search trace names", state.search, (search) => change({ search, offset: 0 }), "search")),
         names),
       timeline));
 
@@ -35,10 +30,10 @@ export async function render(view, route) {
       { title: "last seen", value: (t) => time(t.last_seen) },
     ], answer.trace_names, {
       empty: "No traces recorded.",
-      onRow: (t) => { state.name = t.trace_name; state.eventOffset = 0; route.setQuery({ name: t.trace_name }); loadNames(); loadTimeline(); },
+      onRow: (t) => change({ name: t.trace_name, eventOffset: 0 }),
       selected: (t) => t.trace_name === state.name,
     }),
-    pager({ offset: state.offset, limit: PAGE, total: answer.total, onPage: (offset) => { state.offset = offset; loadNames(); } }));
+    pager({ offset: state.offset, limit: PAGE, total: answer.total, onPage: (offset) => change({ offset }) }));
   }
 
   async function loadTimeline() {
@@ -56,7 +51,7 @@ export async function render(view, route) {
           link(`/queues/${encodeURIComponent(t.queue_name)}`, `${t.queue_name} / ${t.partition_name}`),
           h("span", { class: "muted" }, t.transaction_id)),
         json(t.data))),
-      pager({ offset: state.eventOffset, limit: PAGE, total: answer.total, onPage: (offset) => { state.eventOffset = offset; loadTimeline(); } }));
+      pager({ offset: state.eventOffset, limit: PAGE, total: answer.total, onPage: (eventOffset) => change({ eventOffset }) }));
   }
 
   await Promise.all([loadNames(), loadTimeline()]);
