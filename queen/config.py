@@ -18,6 +18,7 @@ from typing import Any
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
 LOG_FORMATS = ("text", "json")
+ACCESS_LOG_LEVELS = ("debug", "info", "off")
 SUBSCRIPTION_MODES = ("", "all", "new", "new-only", "from_beginning")
 MAX_ADMIN_SLOTS_PER_WORKER = 4
 
@@ -267,7 +268,8 @@ class Config:
         "METRICS_RETENTION_DAYS",
         90,
         "retention deletes consumption-log rows (messages_consumed: the overview's failed count and"
-        " throughput) and retention_history rows older than this many days",
+        " throughput), retention_history rows and the per-minute metric rows (worker, queue,"
+        " system) older than this many days",
         min=1,
     )
     group_cleanup_days: int = _env(
@@ -284,6 +286,29 @@ class Config:
     )
     eviction_batch_size: int = _env(
         "EVICTION_BATCH_SIZE", 1000, "messages one eviction batch deletes at most", min=1
+    )
+    # Observability (docs/metrics.md)
+    metrics_sample_interval_ms: int = _env(
+        "METRICS_SAMPLE_INTERVAL_MS",
+        1000,
+        "how often each worker samples its health (event-loop lag, slots, lanes, CPU, memory)",
+        min=10,
+        max=60000,
+    )
+    metrics_aggregate_interval_s: int = _env(
+        "METRICS_AGGREGATE_INTERVAL_S",
+        60,
+        "how often each worker writes its current minute of metrics to PostgreSQL (it also"
+        " writes each minute once it ends)",
+        min=1,
+        max=60,
+    )
+    access_log: str = _env(
+        "QUEEN_ACCESS_LOG",
+        "debug",
+        "level of the per-request access log (method, path, status, ms, bytes, request id):"
+        " debug, info, or off",
+        choices=ACCESS_LOG_LEVELS,
     )
     # Dashboard
     webapp_root: str | None = _env(

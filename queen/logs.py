@@ -1,5 +1,6 @@
 """Process-wide logging set-up: the original's text pattern by default, one JSON object per line
-with LOG_FORMAT=json, so a log shipper never has to parse free text."""
+with LOG_FORMAT=json, so a log shipper never has to parse free text. A line written while a
+request is served carries that request's id (queen/metrics/asgi.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import time
 from typing import Any
 
 import orjson
+
+from queen.metrics.asgi import RequestIdFilter
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -68,6 +71,7 @@ class TextFormatter(logging.Formatter):
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())  # lines written while serving carry the request's id
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level.lower()])

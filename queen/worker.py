@@ -24,6 +24,9 @@ from queen import __version__
 from queen.actors.root import Services
 from queen.config import Config
 from queen.http.app import create_app
+from queen.ids import uuid7_str
+from queen.metrics.asgi import Observed
+from queen.metrics.families import remove_stale_directories, run_directory
 
 log = logging.getLogger("queen.worker")
 
@@ -94,8 +97,12 @@ async def run_worker(
 ) -> None:
     sock = listening_socket(config.host, config.port)
     stop = trio.Event()
+    instance_id = instance_id or uuid7_str()
+    metrics_directory = run_directory(parent_pid or os.getpid(), instance_id)
+    if worker_id == 0:
+        remove_stale_directories(keep=metrics_directory)
     async with trio_asyncio.open_loop(), trio.open_nursery() as root:
-        services = Services(config, worker_id, instance_id)
+        services = Services(config, worker_id, instance_id, metrics_directory)
         root.start_soon(_watch_signals, stop, root)
         if parent_pid is not None:
             root.start_soon(_watch_parent, stop, parent_pid)
@@ -110,8 +117,9 @@ async def run_worker(
             "worker serving",
             extra={"worker_id": worker_id, "port": config.port, "version": __version__},
         )
-        await serve(
-            create_app(services), _hypercorn_config(sock), shutdown_trigger=shutdown_trigger
+        app = Observed(
+            create_app(services), services.metrics, config.access_log, services.count_in_flight
         )
+        await serve(app, _hypercorn_config(sock), shutdown_trigger=shutdown_trigger)
         log.info("worker stopped", extra={"worker_id": worker_id})
         root.cancel_scope.cancel()

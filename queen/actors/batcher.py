@@ -27,8 +27,8 @@ The partition's row lock in `queen.push_batch` already orders its pushes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -43,6 +43,9 @@ from queen.db.runner import Runner
 log = logging.getLogger("queen.batcher")
 
 Delivered = Callable[[Sequence[Any], Results], None]
+# After each procedure call: lane name, seconds the call took, items it carried, how long each of
+# its requests had waited in the lane, and whether it failed (queen/metrics/recorder.py).
+CallObserver = Callable[[str, float, int, Iterable[float], bool], None]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class BatchJob:
 
     items: Sequence[Any]
     reply: Reply[Results]
+    queued_at: float = field(default_factory=trio.current_time)
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class Lane:
         *,
         on_results: Delivered | None = None,
         on_undelivered: Callable[[Any], None] | None = None,
+        observer: CallObserver | None = None,
         inbox_size: int = 4096,
     ) -> None:
         self.name = spec.name
@@ -135,6 +140,7 @@ class Lane:
         self.limit = AdaptiveLimit(1, spec.max_concurrent)
         self.on_results = on_results
         self.on_undelivered = on_undelivered
+        self.observer = observer
         # The wait for more requests while calls are in flight; it ends early when the last of
         # them returns, since a call could then start at once.
         self._hold: trio.CancelScope | None = None
@@ -190,9 +196,11 @@ class Lane:
     async def _execute(self, batch: list[BatchJob], grant: object) -> None:
         try:
             started = trio.current_time()
+            items = [item for job in batch for item in job.items]
             try:
-                results = await self._call([item for job in batch for item in job.items])
+                results = await self._call(items)
             except DatabaseError as error:
+                self._observe(batch, started, len(items), failed=True)
                 if len(batch) == 1 or isinstance(error, TransientDatabaseError):
                     for job in batch:
                         job.reply.fail(error)
@@ -208,10 +216,12 @@ class Lane:
                         job.reply.fail(single_error)
                 return
             except Exception as error:
+                self._observe(batch, started, len(items), failed=True)
                 for job in batch:
                     job.reply.fail(error)
                 return
             self.limit.record(trio.current_time() - started, trio.current_time())
+            self._observe(batch, started, len(items), failed=False)
             offset = 0
             for job in batch:
                 self._deliver(job, results[offset : offset + len(job.items)])
@@ -222,6 +232,11 @@ class Lane:
             self.limit.limiter.release_on_behalf_of(grant)
             if self._hold is not None and self.limit.limiter.borrowed_tokens == 0:
                 self._hold.cancel()
+
+    def _observe(self, batch: list[BatchJob], started: float, items: int, *, failed: bool) -> None:
+        if self.observer is not None:
+            waits = (started - job.queued_at for job in batch)
+            self.observer(self.name, trio.current_time() - started, items, waits, failed)
 
     async def _call(self, items: Sequence[Any]) -> Results:
         results = await self.procedure.call(self.pool, items)
@@ -246,15 +261,21 @@ class Batcher:
         pool: Runner,
         *,
         on_pushed: Delivered,
+        on_popped: Delivered,
         on_acked: Delivered,
         on_transaction: Delivered,
         on_pop_undelivered: Callable[[Any], None],
         lease_owner: str,
+        observer: CallObserver | None = None,
     ) -> None:
         specs = {spec.name: spec for spec in lane_table(config, lease_owner)}
-        self.push = Lane(specs["push"], pool, on_results=on_pushed)
-        self.pop = Lane(specs["pop"], pool, on_undelivered=on_pop_undelivered)
-        self.ack = Lane(specs["ack"], pool, on_results=on_acked)
-        self.renew = Lane(specs["renew"], pool)
-        self.transaction = Lane(specs["transaction"], pool, on_results=on_transaction)
+
+        def lane(name: str, **hooks: Any) -> Lane:
+            return Lane(specs[name], pool, observer=observer, **hooks)
+
+        self.push = lane("push", on_results=on_pushed)
+        self.pop = lane("pop", on_results=on_popped, on_undelivered=on_pop_undelivered)
+        self.ack = lane("ack", on_results=on_acked)
+        self.renew = lane("renew")
+        self.transaction = lane("transaction", on_results=on_transaction)
         self.lanes = (self.push, self.pop, self.ack, self.renew, self.transaction)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,8 @@ class ConsumerGroups:
         self.on_undelivered = on_undelivered
         self.queue_scopes = queue_scopes
         self.parked = 0
+        # Parked pops per queue of queue-scoped keys, sampled for metrics (queue_lag_metrics).
+        self.parked_by_queue: Counter[str] = Counter()
         self.wakes = 0
         self.polls = 0
         self.stopping = False
@@ -187,9 +190,12 @@ class ConsumerGroups:
         if self.parked >= self.config.max_parked_pops:
             raise TryAgainLater("Server busy: too many waiting pops, retry later")
         self._index(key)
+        queue = key[0][1] if key[0][0] == "queue" else None
         while not self.stopping and trio.current_time() < deadline:
             reply: Reply[PopResult | None] = Reply()
             self.parked += 1
+            if queue is not None:
+                self.parked_by_queue[queue] += 1
             try:
                 await self.registry.send(key, Park(attempt, deadline, seen_wakes, reply))
                 return await reply.wait()
@@ -197,6 +203,10 @@ class ConsumerGroups:
                 seen_wakes = -1  # the new actor must look at once: a wake-up may have been lost
             finally:
                 self.parked -= 1
+                if queue is not None:
+                    self.parked_by_queue[queue] -= 1
+                    if not self.parked_by_queue[queue]:
+                        del self.parked_by_queue[queue]
             # The registry may be restarting (its supervisor's backoff): try again shortly
             # rather than spin.
             await trio.sleep(REPARK_DELAY_S)

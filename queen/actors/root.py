@@ -14,6 +14,7 @@ an actor touches its state.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from functools import partial
@@ -28,6 +29,8 @@ from queen.actors.counters import Counters
 from queen.actors.file_buffer import FileBuffer, worker_orphans
 from queen.actors.ingest import PushPath
 from queen.actors.lease_reclaim import LeaseReclaim, lease_slot
+from queen.actors.metrics_janitor import MetricsJanitor
+from queen.actors.metrics_sampler import MetricsSampler, Watched
 from queen.actors.queue_scopes import QueueScopes
 from queen.actors.retention import RetentionServices
 from queen.actors.slots import SlotPool
@@ -39,6 +42,8 @@ from queen.db import consumer_groups as groups
 from queen.db import queues
 from queen.db.connect import ConnectParams
 from queen.ids import uuid7_str
+from queen.metrics.families import open_families, run_directory
+from queen.metrics.recorder import Recorder
 from queen.storage.file_buffer import worker_directory
 from queen.sync.siblings import SiblingWakeups, WakeTarget
 
@@ -48,15 +53,25 @@ log = logging.getLogger("queen.root")
 class Services:
     """The actors of one worker process, wired to each other, and the tree that runs them."""
 
-    def __init__(self, config: Config, worker_id: int, instance_id: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        worker_id: int,
+        instance_id: str | None = None,
+        metrics_directory: Path | None = None,
+    ) -> None:
         """`instance_id` names the `queen serve` this worker belongs to (leases record it); a
-        worker started on its own draws one."""
+        worker started on its own draws one. `metrics_directory` is shared by the workers of
+        one `queen serve` (queen/metrics/families.py); by default this process's own."""
         name = f"queen-w{worker_id}"
         self.config = config
         self.worker_id = worker_id
         self.shutting_down = trio.Event()
         self.started_at = time.monotonic()
         self.counters = Counters()
+        instance_id = instance_id or uuid7_str()
+        self.metrics = open_families(metrics_directory or run_directory(os.getpid(), instance_id))
+        self.recorder = Recorder(self.metrics)
         self.admin = SlotPool(
             "admin",
             ConnectParams.from_config(config, f"{name}-admin"),
@@ -73,17 +88,19 @@ class Services:
         )
         self.lease_reclaim = LeaseReclaim(
             self,
-            lease_slot(instance_id or uuid7_str(), worker_id),
+            lease_slot(instance_id, worker_id),
             on_released=lambda queues: self.notify_many((queue, None) for queue in queues),
         )
         self.batcher = Batcher(
             config,
             self.hot,
             on_pushed=self._pushed,
+            on_popped=self.recorder.popped,
             on_acked=self._acked,
             on_transaction=self._transacted,
             on_pop_undelivered=self._pop_undelivered,
             lease_owner=self.lease_reclaim.owner,
+            observer=self.recorder.call_done,
         )
         self.queue_scopes = QueueScopes(partial(queues.queue_scopes, self.hot))
         self.consumer_groups = ConsumerGroups(
@@ -105,6 +122,28 @@ class Services:
         self.flags = SystemFlags(self.admin, on_maintenance_off=self.file_buffer.wake)
         self.ingest = PushPath(config, self.batcher.push.submit, self.file_buffer, self.flags)
         self.retention = RetentionServices(config, self.admin.params, worker_id=worker_id)
+        self.metrics_sampler = MetricsSampler(
+            config,
+            worker_id,
+            self.metrics,
+            self.recorder,
+            Watched(
+                hot=self.hot,
+                admin=self.admin,
+                lanes=self.batcher.lanes,
+                parked=lambda: self.consumer_groups.parked,
+                parked_by_queue=lambda: self.consumer_groups.parked_by_queue,
+                buffer_state=lambda: (
+                    self.file_buffer.pending,
+                    self.file_buffer.directory.failed,
+                    self.file_buffer.db_healthy,
+                ),
+                maintenance=lambda: self.flags.maintenance,
+                in_flight=lambda: self.in_flight,
+            ),
+        )
+        self.metrics_janitor = MetricsJanitor(config, self.admin)
+        self.in_flight = 0  # HTTP requests being answered (queen/metrics/asgi.py counts them)
         self.supervisor = Supervisor(f"worker-{worker_id}", self.children())
         self._nursery: trio.Nursery | None = None
 
@@ -122,6 +161,8 @@ class Services:
             Child("file-buffer", self.file_buffer.run),
             Child("retention", self.retention.run),
             Child("counters", self.counters.run),
+            Child("metrics-sampler", self.metrics_sampler.run),
+            Child("metrics-janitor", self.metrics_janitor.run),
         ]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -144,6 +185,9 @@ class Services:
         if unique:
             self.siblings.notify(unique)
 
+    def count_in_flight(self, change: int) -> None:
+        self.in_flight += change
+
     def begin_shutdown(self) -> None:
         self.shutting_down.set()
         self.consumer_groups.drain()
@@ -152,14 +196,17 @@ class Services:
     def _pushed(self, _items: Sequence[Any], results: list[Any]) -> None:
         queued = [result["queueName"] for result in results if result["status"] == "queued"]
         self.counters.messages_pushed += len(queued)
+        self.recorder.pushed(queued)
         self.notify_many((queue, None) for queue in queued)
 
-    def _acked(self, _items: Sequence[Any], results: list[Any]) -> None:
+    def _acked(self, items: Sequence[Any], results: list[Any]) -> None:
+        self.recorder.acked(items, results)
         self.notify_many(
             (r["queueName"], r["consumerGroup"]) for r in results if r.get("leaseReleased")
         )
 
     def _transacted(self, _items: Sequence[Any], results: list[Any]) -> None:
+        self.recorder.transacted(results)
         outcome = results[0]
         if not outcome.get("success"):
             return

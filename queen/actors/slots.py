@@ -317,6 +317,11 @@ class SlotPool:
     def waiting(self) -> int:
         return self._send.statistics().current_buffer_used
 
+    @property
+    def free(self) -> int:
+        """Connected slots parked without a job (what metrics call free connection slots)."""
+        return sum(1 for slot in self.idle if slot.connected)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         children = [
             Child(f"{self.name}-slot-{i}", ConnectionSlot(i, self).run) for i in range(self.size)

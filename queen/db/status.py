@@ -62,3 +62,23 @@ async def system_metrics(db: Pools, filters: Filters) -> dict[str, Any]:
 async def postgres_stats(db: Pools) -> dict[str, Any]:
     result: dict[str, Any] = await procedure_value(db.admin, "SELECT queen.postgres_stats()")
     return result
+
+
+async def queue_lag(db: Pools, filters: Filters) -> list[dict[str, Any]]:
+    """Per queue and minute: pops and their lag, newest first."""
+    result: list[dict[str, Any]] = await procedure_value(
+        db.admin, "SELECT queen.queue_lag_report($1::jsonb)", filters
+    )
+    return result
+
+
+async def queue_ops(db: Pools, filters: Filters) -> dict[str, Any]:
+    return await _report(db, "queue_ops_report", filters)
+
+
+async def queue_parked_replicas(db: Pools, filters: Filters) -> dict[str, Any]:
+    return await _report(db, "queue_parked_replicas_report", filters)
+
+
+async def retention(db: Pools, filters: Filters) -> dict[str, Any]:
+    return await _report(db, "retention_report", filters)

@@ -1,4 +1,5 @@
-"""The quart-trio application: route blueprints, one error table, CORS, and an access log.
+"""The quart-trio application: route blueprints, one error table and CORS (request ids, latency
+and the access log wrap the whole served callable: queen/metrics/asgi.py).
 
 Every error leaves as `{"error": "..."}` with the status its type names (queen.errors); an
 unexpected exception becomes a 500 carrying only an id that also appears in the log next to the
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import uuid
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from queen.http import (
     messages,
     messaging,
     overview,
+    prometheus,
     resources,
     status,
     system,
@@ -39,7 +40,6 @@ from queen.http.context import BODY_BUDGET_KEY, EXTENSION_KEY
 from queen.http.responses import CORS_HEADERS, error_response
 
 log = logging.getLogger("queen.http")
-access_log = logging.getLogger("queen.access")
 
 
 def create_app(services: Services) -> QuartTrio:
@@ -63,6 +63,7 @@ def create_app(services: Services) -> QuartTrio:
         traces,
         overview,
         status,
+        prometheus,
     ):
         app.register_blueprint(module.blueprint)
     web_root = services.config.webapp_root
@@ -135,8 +136,7 @@ def _body(current: Request) -> BudgetedBody:
 
 def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
     @app.before_request
-    async def start_clock() -> Response | None:
-        request.environ_started = time.perf_counter()  # type: ignore[attr-defined]
+    async def admit() -> Response | None:
         services.counters.requests += 1
         if request.method == "OPTIONS":  # CORS preflight, on any path
             response = Response(b"", status=204)
@@ -154,16 +154,4 @@ def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
         # cost every request quart's teardown machinery.
         _body(request).settle()
         response.headers.update(CORS_HEADERS)
-        if access_log.isEnabledFor(logging.DEBUG):
-            started = getattr(request, "environ_started", time.perf_counter())
-            access_log.debug(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "bytes": response.content_length,
-                },
-            )
         return response

@@ -111,3 +111,27 @@ async def system_metrics() -> Response:
 @blueprint.get("/analytics/postgres-stats")
 async def postgres_stats() -> Response:
     return json_response(await status.postgres_stats(services()))
+
+
+def _queue_window() -> dict[str, str]:
+    return {**_window(timedelta(hours=1)), **name_filters(queue=("queue",))}
+
+
+@blueprint.get("/analytics/queue-lag")
+async def queue_lag() -> Response:
+    return json_response(await status.queue_lag(services(), _queue_window()))
+
+
+@blueprint.get("/analytics/queue-ops")
+async def queue_ops() -> Response:
+    return json_response(await status.queue_ops(services(), _queue_window()))
+
+
+@blueprint.get("/analytics/queue-parked-replicas")
+async def queue_parked_replicas() -> Response:
+    return json_response(await status.queue_parked_replicas(services(), _queue_window()))
+
+
+@blueprint.get("/analytics/retention")
+async def retention() -> Response:
+    return json_response(await status.retention(services(), _queue_window()))

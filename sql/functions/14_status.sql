@@ -628,3 +628,151 @@ BEGIN
                   ORDER BY 2 DESC, 1 LIMIT 20) s), '[]'::jsonb));
 END;
 $$;
+
+-- The per-queue minutes of queue_lag_metrics in p {from, to, queue}, summed over the worker
+-- processes; parked = the minute's average of parked long-polls, summed over workers.
+CREATE OR REPLACE FUNCTION queen.queue_minutes(p jsonb)
+RETURNS TABLE (minute timestamptz, queue_name text, push_requests bigint, push_messages bigint,
+               pop_messages bigint, pop_empty bigint, ack_requests bigint, ack_success bigint,
+               ack_failed bigint, transactions bigint, lag_count bigint, lag_sum_ms float8,
+               lag_max_ms float8, parked float8)
+LANGUAGE sql STABLE AS $$
+    SELECT l.bucket, l.queue_name, sum(l.push_requests)::bigint, sum(l.push_messages)::bigint,
+           sum(l.pop_messages)::bigint, sum(l.pop_empty)::bigint, sum(l.ack_requests)::bigint,
+           sum(l.ack_success)::bigint, sum(l.ack_failed)::bigint, sum(l.transactions)::bigint,
+           sum(l.lag_count)::bigint, sum(l.lag_sum_ms), max(l.lag_max_ms),
+           sum(l.parked_sum / nullif(l.samples, 0))
+    FROM queen.queue_lag_metrics l
+    WHERE l.bucket >= date_trunc('minute', (p->>'from')::timestamptz)
+      AND l.bucket <= (p->>'to')::timestamptz
+      AND (p->>'queue' IS NULL OR l.queue_name = p->>'queue')
+    GROUP BY l.bucket, l.queue_name
+$$;
+
+-- GET /api/v1/analytics/queue-lag (spec §4.13): raw minutes, newest first.
+CREATE OR REPLACE FUNCTION queen.queue_lag_report(p jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'queueName', queue_name, 'popCount', pop_messages,
+               'avgLagMs', coalesce(round((lag_sum_ms / nullif(lag_count, 0))::numeric), 0),
+               'maxLagMs', round(lag_max_ms::numeric), 'bucketTime', queen.ts_s(minute))
+               ORDER BY minute DESC, queue_name), '[]'::jsonb)
+    FROM queen.queue_minutes(p)
+$$;
+
+-- GET /api/v1/analytics/queue-ops (spec §4.13): per (bucket, queue), oldest first. Partitions
+-- created count the partitions that still exist; deleted ones and the count at the time are not
+-- recorded, so partitionsDeleted is 0 and partitionCount is today's count.
+CREATE OR REPLACE FUNCTION queen.queue_ops_report(p jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    WITH bounds AS (
+        SELECT (p->>'from')::timestamptz AS lo, (p->>'to')::timestamptz AS hi,
+               queen.bucket_minutes((p->>'from')::timestamptz, (p->>'to')::timestamptz) AS minutes
+    ),
+    series AS (
+        SELECT queen.bucket_start(m.minute, b.minutes) AS at, m.queue_name, b.minutes,
+               sum(push_requests) AS push_requests, sum(push_messages) AS push_messages,
+               sum(pop_messages) AS pop_messages, sum(pop_empty) AS pop_empty,
+               sum(ack_requests) AS ack_requests, sum(ack_success) AS ack_success,
+               sum(ack_failed) AS ack_failed, sum(transactions) AS transactions,
+               sum(lag_sum_ms) / nullif(sum(lag_count), 0) AS lag_avg, max(lag_max_ms) AS lag_max,
+               sum(coalesce(parked, 0)) / b.minutes AS parked
+        FROM queen.queue_minutes(p) m, bounds b
+        GROUP BY 1, 2, 3
+    ),
+    partitions AS (
+        SELECT q.name, queen.bucket_start(part.created_at, b.minutes) AS at, count(*) AS created
+        FROM queen.queues q JOIN queen.partitions part ON part.queue_id = q.id, bounds b
+        WHERE part.created_at >= b.lo AND part.created_at <= b.hi
+          AND (p->>'queue' IS NULL OR q.name = p->>'queue')
+        GROUP BY 1, 2
+    )
+    SELECT jsonb_build_object(
+        'timeRange', jsonb_build_object('from', queen.ts_ms(b.lo), 'to', queen.ts_ms(b.hi)),
+        'bucketMinutes', b.minutes,
+        'series', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                'bucket', queen.ts_s(s.at), 'queueName', s.queue_name,
+                'pushRequests', s.push_requests, 'pushMessages', s.push_messages,
+                'popMessages', s.pop_messages, 'popEmpty', s.pop_empty,
+                'ackRequests', s.ack_requests, 'ackSuccess', s.ack_success,
+                'ackFailed', s.ack_failed, 'transactions', s.transactions,
+                'partitionsCreated', coalesce(pc.created, 0), 'partitionsDeleted', 0,
+                'partitionCount', (SELECT count(*) FROM queen.partitions part
+                                   JOIN queen.queues q ON q.id = part.queue_id
+                                   WHERE q.name = s.queue_name),
+                'avgLagMs', coalesce(round(s.lag_avg::numeric), 0),
+                'maxLagMs', round(coalesce(s.lag_max, 0)::numeric),
+                'pushPerSecond', round(s.push_messages / (s.minutes * 60.0), 2),
+                'popPerSecond', round(s.pop_messages / (s.minutes * 60.0), 2),
+                'ackPerSecond', round((s.ack_success + s.ack_failed) / (s.minutes * 60.0), 2),
+                'emptyPerSecond', round(s.pop_empty / (s.minutes * 60.0), 2),
+                'parkedCount', round(s.parked::numeric, 2)) ORDER BY s.at, s.queue_name)
+            FROM series s LEFT JOIN partitions pc ON pc.name = s.queue_name AND pc.at = s.at),
+            '[]'::jsonb),
+        'queues', coalesce((SELECT jsonb_agg(DISTINCT s.queue_name) FROM series s), '[]'::jsonb))
+    FROM bounds b
+$$;
+
+-- GET /api/v1/analytics/queue-parked-replicas (spec §4.13): parked long-polls per worker process.
+CREATE OR REPLACE FUNCTION queen.queue_parked_replicas_report(p jsonb)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    WITH bounds AS (
+        SELECT (p->>'from')::timestamptz AS lo, (p->>'to')::timestamptz AS hi,
+               queen.bucket_minutes((p->>'from')::timestamptz, (p->>'to')::timestamptz) AS minutes
+    ),
+    series AS (
+        SELECT queen.bucket_start(l.bucket, b.minutes) AS at, l.queue_name, l.hostname,
+               l.worker_id, sum(l.parked_sum / nullif(l.samples, 0)) / b.minutes AS parked
+        FROM queen.queue_lag_metrics l, bounds b
+        WHERE l.bucket >= queen.bucket_start(b.lo, b.minutes) AND l.bucket <= b.hi
+          AND (p->>'queue' IS NULL OR l.queue_name = p->>'queue') AND l.parked_sum > 0
+        GROUP BY 1, 2, 3, 4, b.minutes
+    )
+    SELECT jsonb_build_object(
+        'timeRange', jsonb_build_object('from', queen.ts_ms(b.lo), 'to', queen.ts_ms(b.hi)),
+        'bucketMinutes', b.minutes,
+        'series', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                'bucket', queen.ts_s(at), 'queueName', queue_name, 'hostname', hostname,
+                'workerId', worker_id, 'parkedCount', round(parked::numeric, 2))
+                ORDER BY at, queue_name, hostname, worker_id) FROM series), '[]'::jsonb),
+        'replicas', coalesce((SELECT jsonb_agg(DISTINCT jsonb_build_object(
+                'hostname', hostname, 'workerId', worker_id)) FROM series), '[]'::jsonb))
+    FROM bounds b
+$$;
+
+-- GET /api/v1/analytics/retention (spec §4.13): what retention and eviction deleted, per bucket.
+CREATE OR REPLACE FUNCTION queen.retention_report(p jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    WITH bounds AS (
+        SELECT (p->>'from')::timestamptz AS lo, (p->>'to')::timestamptz AS hi,
+               queen.bucket_minutes((p->>'from')::timestamptz, (p->>'to')::timestamptz) AS minutes
+    ),
+    events AS (
+        SELECT queen.bucket_start(h.executed_at, b.minutes) AS at, h.retention_type,
+               h.messages_deleted
+        FROM queen.retention_history h, bounds b
+        WHERE h.executed_at >= b.lo AND h.executed_at <= b.hi
+          AND h.retention_type NOT LIKE '\_\_%\_\_'
+          AND (p->>'queue' IS NULL OR h.partition_id IN (
+                SELECT part.id FROM queen.partitions part JOIN queen.queues q
+                ON q.id = part.queue_id WHERE q.name = p->>'queue'))
+    ),
+    series AS (
+        SELECT at,
+               coalesce(sum(messages_deleted) FILTER (WHERE retention_type = 'retention'), 0) AS age,
+               coalesce(sum(messages_deleted) FILTER (WHERE retention_type = 'completed_retention'), 0) AS completed,
+               coalesce(sum(messages_deleted) FILTER (WHERE retention_type = 'max_wait_time_eviction'), 0) AS evicted,
+               coalesce(sum(messages_deleted), 0) AS total, count(*) AS events
+        FROM events GROUP BY at
+    )
+    SELECT jsonb_build_object(
+        'timeRange', jsonb_build_object('from', queen.ts_ms(b.lo), 'to', queen.ts_ms(b.hi)),
+        'bucketMinutes', b.minutes,
+        'series', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                'bucket', queen.ts_s(at), 'retentionMsgs', age, 'completedRetentionMsgs', completed,
+                'evictionMsgs', evicted, 'totalMsgs', total, 'eventCount', events) ORDER BY at)
+            FROM series), '[]'::jsonb),
+        'totals', (SELECT jsonb_build_object(
+                'retentionMsgs', coalesce(sum(age), 0),
+                'completedRetentionMsgs', coalesce(sum(completed), 0),
+                'evictionMsgs', coalesce(sum(evicted), 0), 'totalMsgs', coalesce(sum(total), 0),
+                'eventCount', coalesce(sum(events), 0)) FROM series))
+    FROM bounds b
+$$;
