@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import cast
 
+import trio
 from quart import Blueprint, Response, current_app
 from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound
@@ -66,7 +67,7 @@ def web_root() -> Path:
 
 @blueprint.get("/")
 async def index() -> Response:
-    return _file(web_root(), INDEX)
+    return await _file(web_root(), INDEX)
 
 
 @blueprint.get("/<dashboard_path:path>")
@@ -76,15 +77,16 @@ async def page_or_file(path: str) -> Response:
     if not candidate.is_relative_to(root):
         return Response("Forbidden", status=403, content_type="text/plain; charset=utf-8")
     if candidate.is_file():
-        return _file(root, str(candidate.relative_to(root)))
+        return await _file(root, str(candidate.relative_to(root)))
     if path.startswith("assets/"):
         return Response("Not Found", status=404, content_type="text/plain; charset=utf-8")
-    return _file(root, INDEX)
+    return await _file(root, INDEX)
 
 
-def _file(root: Path, relative: str) -> Response:
+async def _file(root: Path, relative: str) -> Response:
     path = root / relative
-    response = Response(path.read_bytes(), status=200, content_type=_content_type(path))
+    body = await trio.Path(path).read_bytes()  # in a thread: a slow disk never stalls the worker
+    response = Response(body, status=200, content_type=_content_type(path))
     response.headers["Cache-Control"] = _cache_control(relative)
     return response
 
