@@ -23,7 +23,8 @@ export function timeChart(points, series, { height = 220, empty = "No data in th
     width: 600,
     height,
     cursor: { drag: { x: false, y: false } },
-    scales: { x: xScale(xs) },
+    // Counts and rates: the y axis starts at zero so a flat line does not look like a swing.
+    scales: { x: xScale(xs), y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
     axes: [{}, { size: 60 }],
     series: [{}, ...series.map((s, i) => ({
       label: s.label,

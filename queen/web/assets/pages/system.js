@@ -19,7 +19,7 @@ export async function render(view, route) {
   const maintenance = panel("Maintenance");
   const buffer = panel("Disk buffer");
   const workers = panel("Workers (last 5 minutes)");
-  const machine = panel("CPU and memory (last hour)");
+  const machine = panel("CPU and memory of all workers (last hour)");
   const database = panel("Database");
   view.replaceChildren(h("div", { class: "grid" }, process, maintenance), h("div", { class: "grid" }, buffer, database),
     workers, machine);
@@ -86,21 +86,22 @@ export async function render(view, route) {
       { title: "last seen", value: (w) => time(w.lastSeen) },
     ], workerMetrics.workers || [], { empty: "No worker has reported in the last 5 minutes." })
       : h("div", { class: "empty" }, "Worker metrics are not available."));
-    const points = [];
+    // Summed over the workers (one replica each) per bucket: what the broker costs the machine.
+    const buckets = new Map();
     for (const replica of (systemMetrics && systemMetrics.replicas) || []) {
       for (const point of replica.timeSeries || []) {
         const m = point.metrics || {};
-        points.push({
-          t: point.timestamp,
-          cpu: m.cpu ? (m.cpu.user_us.avg + m.cpu.system_us.avg) / 100 : null,
-          rss: m.memory ? m.memory.rss_bytes.avg / 1048576 : null,
-        });
+        const sum = buckets.get(point.timestamp) || { t: point.timestamp, cpu: 0, rss: 0 };
+        if (m.cpu) sum.cpu += (m.cpu.user_us.avg + m.cpu.system_us.avg) / 100; // percent x 100 (O37)
+        if (m.memory) sum.rss += m.memory.rss_bytes.avg / 1048576;
+        buckets.set(point.timestamp, sum);
       }
     }
-    points.sort((a, b) => Date.parse(a.t) - Date.parse(b.t));
-    machine.replaceChildren(h("h2", {}, "CPU and memory (last hour)"), h("div", { class: "grid" },
-      timeChart(points, [{ key: "cpu", label: "CPU %" }], { empty: systemMetrics ? "No samples yet." : "System metrics are not available." }),
-      timeChart(points, [{ key: "rss", label: "RSS MB" }], { empty: systemMetrics ? "No samples yet." : "System metrics are not available." })));
+    const points = [...buckets.values()].sort((a, b) => Date.parse(a.t) - Date.parse(b.t));
+    const empty = systemMetrics ? "No samples yet." : "System metrics are not available.";
+    machine.replaceChildren(h("h2", {}, "CPU and memory of all workers (last hour)"), h("div", { class: "grid" },
+      timeChart(points, [{ key: "cpu", label: "CPU %" }], { empty }),
+      timeChart(points, [{ key: "rss", label: "RSS MB" }], { empty })));
     if (!postgres) {
       database.replaceChildren(h("h2", {}, "Database"), h("div", { class: "empty" }, "Database statistics are not available."));
       return;
