@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
 
+from queen.storage.pgcluster import PgCluster
+from tests.support import ServerProcess, running_server
+
 CHROMIUM = os.environ.get("QUEEN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless",
@@ -23,6 +26,14 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1400, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def server(pg_cluster: PgCluster, database: str) -> Iterator[ServerProcess]:
+    """Workers write their metric rows every second (not every minute), so the system page has
+    workers and CPU samples to show while the test runs."""
+    with running_server(pg_cluster, database, METRICS_AGGREGATE_INTERVAL_S="1") as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect
 from queen.storage.pgcluster import PgCluster
 from tests.browser.conftest import WatchedPage
 from tests.integration.api import unique
-from tests.support import ServerProcess, run_sql
+from tests.support import ServerProcess, run_sql, wait_until
 
 STORED = """
     SELECT count(*) AS n FROM queen.messages m
@@ -174,8 +174,15 @@ def test_every_page_loads_and_shows_the_queue_with_its_depth(
     expect(page.locator("pre.payload")).to_contain_text("card refused")
     shoot("traces", page)
 
+    wait_until(
+        lambda: bool(shop.get("/api/v1/analytics/worker-metrics")["workers"]),
+        timeout_s=10,
+        what="the worker's first metric row",
+    )
     page = open_page(watched, f"{server.url}/system")
     expect(page.locator("section", has_text="This worker")).to_contain_text("healthy")
+    workers = page.locator("section", has_text="Workers (last 5 minutes)").locator("tbody tr")
+    expect(workers).to_have_count(1)
     shoot("system", page)
 
     assert watched.errors == []
