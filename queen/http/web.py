@@ -48,26 +48,23 @@ class DashboardPathConverter(BaseConverter):
 
 
 def install(app: QuartTrio, root: Path | None) -> None:
-    """Register the fallback's converter (before the blueprint) and the root it serves; a root
-    without index.html disables the dashboard (every dashboard path a 404) instead of failing."""
+    """Register the fallback's converter (before the blueprint) and the root it serves. A root
+    without index.html leaves the dashboard off (its pages a JSON 404) rather than failing the
+    broker; it is looked for on each request, so one put there later is served."""
     app.url_map.converters["dashboard_path"] = DashboardPathConverter
     resolved = (root or PACKAGED_ROOT).resolve()
-    if (resolved / INDEX).is_file():
-        app.extensions[ROOT_KEY] = resolved
-    else:
-        log.warning("dashboard disabled: no %s in %s", INDEX, resolved)
+    app.extensions[ROOT_KEY] = resolved
+    if not (resolved / INDEX).is_file():
+        log.warning("dashboard off: no %s in %s", INDEX, resolved)
 
 
 def web_root() -> Path:
-    root = current_app.extensions.get(ROOT_KEY)
-    if root is None:
-        raise NotFound()
-    return cast(Path, root)
+    return cast(Path, current_app.extensions[ROOT_KEY])
 
 
 @blueprint.get("/")
 async def index() -> Response:
-    return await _file(web_root(), INDEX)
+    return await _page(web_root())
 
 
 @blueprint.get("/<dashboard_path:path>")
@@ -80,6 +77,12 @@ async def page_or_file(path: str) -> Response:
         return await _file(root, str(candidate.relative_to(root)))
     if path.startswith("assets/"):
         return Response("Not Found", status=404, content_type="text/plain; charset=utf-8")
+    return await _page(root)
+
+
+async def _page(root: Path) -> Response:
+    if not (root / INDEX).is_file():
+        raise NotFound()
     return await _file(root, INDEX)
 
 

@@ -70,14 +70,12 @@ async def test_paths_leaving_the_root_are_forbidden(server: ServerProcess) -> No
 
 def test_webapp_root_replaces_the_shipped_dashboard(pg_cluster: PgCluster, database: str) -> None:
     root = Path(tempfile.mkdtemp(prefix="queen-webapp-"))
-    (root / "index.html").write_text("<p>custom</p>")
     with running_server(pg_cluster, database, WEBAPP_ROOT=str(root)) as process:
-        assert httpx.get(f"{process.url}/queues", timeout=10.0).text == "<p>custom</p>"
-        (root / "index.html").unlink()
-    with running_server(pg_cluster, database, WEBAPP_ROOT=str(root)) as process:
-        disabled = httpx.get(f"{process.url}/", timeout=10.0)
-        assert (disabled.status_code, disabled.json()) == (404, {"error": "Not found"})
+        off = httpx.get(f"{process.url}/", timeout=10.0)
+        assert (off.status_code, off.json()) == (404, {"error": "Not found"})
         assert httpx.get(f"{process.url}/health", timeout=10.0).status_code == 200
+        (root / "index.html").write_text("<p>custom</p>")
+        assert httpx.get(f"{process.url}/queues", timeout=10.0).text == "<p>custom</p>"
 
 
 async def test_partitions_filter_by_name_and_lease_state(server: ServerProcess) -> None:
