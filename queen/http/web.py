@@ -70,10 +70,14 @@ async def index() -> Response:
 @blueprint.get("/<dashboard_path:path>")
 async def page_or_file(path: str) -> Response:
     root = web_root()
-    candidate = (root / path).resolve()
+    try:
+        candidate = (root / path).resolve()
+        is_file = candidate.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name longer than the filesystem allows
+        candidate, is_file = root, False
     if not candidate.is_relative_to(root):
         return Response("Forbidden", status=403, content_type="text/plain; charset=utf-8")
-    if candidate.is_file():
+    if is_file:
         return await _file(root, str(candidate.relative_to(root)))
     if path.startswith("assets/"):
         return Response("Not Found", status=404, content_type="text/plain; charset=utf-8")

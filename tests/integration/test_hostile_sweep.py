@@ -12,6 +12,7 @@ body fields it reads.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,7 +135,9 @@ READS: dict[str, Reads] = {
         ),
     ),
     "messaging.extend_lease": Reads(body={"seconds": 30}, fields=(("seconds",),)),
-    "resources.list_queues": Reads(query={"namespace": "n", "task": "t", "search": "s", **PAGE}),
+    "resources.list_queues": Reads(
+        query={"name": "q", "namespace": "n", "task": "t", "search": "s", **PAGE}
+    ),
     "resources.queue_detail": Reads(),
     "resources.delete_queue": Reads(),
     "dead_letters.list_dead_letters": Reads(
@@ -204,9 +207,13 @@ READS: dict[str, Reads] = {
     "traces.traces_by_name": Reads(query={**PAGE, **SPAN}),
     "traces.traces_of_message": Reads(),
     "overview.overview": Reads(),
-    "overview.list_partitions": Reads(query={**PAGE, "queue": "q", "ns": "n", "task": "t"}),
+    "overview.list_partitions": Reads(
+        query={**PAGE, "queue": "q", "ns": "n", "task": "t", "search": "s", "leases": "held"}
+    ),
     "overview.namespaces": Reads(),
     "overview.tasks": Reads(),
+    "web.index": Reads(),
+    "web.page_or_file": Reads(),
 }
 
 
@@ -236,8 +243,7 @@ def path_of(route: Route, hostile: dict[str, str]) -> str:
     path = route.rule
     for argument in route.arguments:
         value = hostile.get(argument, PATH_DEFAULTS.get(argument, "sweep"))
-        path = path.replace(f"<{argument}>", encoded(value))
-        path = path.replace(f"<path:{argument}>", encoded(value))
+        path = re.sub(rf"<(\w+:)?{argument}>", lambda _, v=value: encoded(v), path)
     return path
 
 
