@@ -66,7 +66,7 @@ async function show() {
         for (const [key, value] of Object.entries(state)) if (value !== defaults[key]) query.set(key, value);
         const search = query.toString();
         window.history.replaceState({}, "", `${window.location.pathname}${search ? `?${search}` : ""}`);
-        reload();
+        Promise.resolve(reload()).catch((error) => view.prepend(errorBox(error)));
       };
       return [state, change];
     },

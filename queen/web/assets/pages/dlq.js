@@ -33,7 +33,7 @@ export async function render(view, route) {
         h("button", { type: "button", class: "danger", "data-action": "delete", onclick: (e) => { e.stopPropagation(); act(m, "DELETE", "", "Deleted"); } }, "Delete")) },
     ], answer.messages, {
       empty: "The dead-letter queue is empty.",
-      onRow: (m) => { chosen = m; showDetail(); load(); },
+      onRow: (m) => { chosen = m; showDetail(); load().catch((error) => notice.replaceChildren(h("span", { class: "error" }, error.message))); },
       selected: (m) => chosen && m.transactionId === chosen.transactionId && m.partitionId === chosen.partitionId,
     }),
     pager({ offset: state.offset, limit: PAGE, total: answer.total, onPage: (offset) => change({ offset }) }));
@@ -47,10 +47,10 @@ export async function render(view, route) {
         chosen = null;
         detail.replaceChildren(h("h2", {}, "Dead letter"), h("div", { class: "empty" }, `${done}.`));
       }
+      await load();
     } catch (error) {
       notice.replaceChildren(h("span", { class: "error" }, error.message));
     }
-    await load();
   }
 
   function showDetail() {

@@ -35,21 +35,25 @@ export async function render(view, route) {
       { title: "trace", value: (m) => m.traceId || "—" },
     ], answer.messages, {
       empty: "No message matches.",
-      onRow: (m) => { chosen = m; showDetail(); load(); },
+      onRow: (m) => { chosen = m; Promise.all([showDetail(), load()]).catch(report); },
       selected: (m) => chosen && m.transactionId === chosen.transactionId && m.partitionId === chosen.partitionId,
     }),
     pager({ offset: state.offset, limit: PAGE, total: answer.total, onPage: (offset) => change({ offset }) }));
+  }
+
+  function report(error) {
+    detail.append(h("div", { class: "error" }, error.message));
   }
 
   async function act(method, suffix, done) {
     const base = `/api/v1/messages/${chosen.partitionId}/${encodeURIComponent(chosen.transactionId)}`;
     try {
       await api(`${base}${suffix}`, { method });
-      done();
+      await done();
+      await load();
     } catch (error) {
-      detail.append(h("div", { class: "error" }, error.message));
+      report(error);
     }
-    await load();
   }
 
   async function showDetail() {
