@@ -1,16 +1,19 @@
-// Message browser: a filtered page of messages (GET /api/v1/messages) and one message with its
+// Message browser: a filtered page of messages created within a window (GET /api/v1/messages
+// ?queue&partition&status&from&limit&offset) and one message with its
 // payload (GET /api/v1/messages/{partitionId}/{transactionId}), with retry, dead-letter, delete.
-import { api } from "../api.js";
+import { api, windowOf } from "../api.js";
 import { facts, h, json, link, pager, panel, searchBox, select, table, tag, time } from "../ui.js";
 
 export const title = "Messages";
 
 const PAGE = 50;
+// The listing covers a window of creation times (the broker's default is the last hour).
+const SINCE = { "1h": 60, "24h": 1440, "7d": 10080, "30d": 43200 };
 const STATUSES = [["", "any status"], ["pending", "pending"], ["processing", "processing"],
   ["completed", "completed"], ["dead_letter", "dead letter"]];
 
 export async function render(view, route) {
-  const [state, change] = route.filters({ queue: "", partition: "", status: "", offset: 0 }, load);
+  const [state, change] = route.filters({ queue: "", partition: "", status: "", since: "1h", offset: 0 }, load);
   let chosen = null;
   const list = h("div");
   const detail = panel("Message", h("div", { class: "empty" }, "Pick a message to see its payload."));
@@ -18,12 +21,17 @@ export async function render(view, route) {
     panel(null, h("div", { class: "toolbar" },
       searchBox("Queue (exact name)", state.queue, (queue) => change({ queue, offset: 0 }), "queue"),
       searchBox("Partition (exact name)", state.partition, (partition) => change({ partition, offset: 0 }), "partition"),
-      select("status", STATUSES, state.status, (status) => change({ status, offset: 0 }))), list),
+      select("status", STATUSES, state.status, (status) => change({ status, offset: 0 })),
+      select("since", Object.keys(SINCE).map((key) => [key, `created in the last ${key}`]), state.since,
+        (since) => change({ since, offset: 0 }))), list),
     detail);
 
   async function load() {
     const answer = await api("/api/v1/messages", {
-      query: { queue: state.queue, partition: state.partition, status: state.status, limit: PAGE, offset: state.offset },
+      query: {
+        queue: state.queue, partition: state.partition, status: state.status, limit: PAGE, offset: state.offset,
+        from: windowOf(SINCE[state.since] || SINCE["1h"]).from,
+      },
     });
     if (!route.current()) return;
     list.replaceChildren(table([
