@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from queen.storage.pgcluster import PgCluster
-from tests.browser.conftest import WatchedPage
+from tests.browser.conftest import BrowserThread, WatchedPage
 from tests.integration.api import unique
 from tests.support import ServerProcess, run_sql, wait_until
 
@@ -119,7 +119,7 @@ def test_every_page_loads_and_shows_the_queue_with_its_depth(
     pg_cluster: PgCluster,
     database: str,
     shop: Shop,
-    watched: WatchedPage,
+    browser: BrowserThread,
     tmp_path: Path,
 ) -> None:
     queue = shop.queue
@@ -131,61 +131,66 @@ def test_every_page_loads_and_shows_the_queue_with_its_depth(
     def shoot(name: str, page: Page) -> None:
         page.screenshot(path=tmp_path / f"{name}.png", full_page=True)
 
-    page = open_page(watched, f"{server.url}/")
-    deepest = page.locator("section", has_text="Deepest queues").locator("tr", has_text=queue)
-    expect(deepest.locator("td").nth(2)).to_have_text(str(pending))
-    assert card(page, "queues") == "1"
-    shoot("overview", page)
+    def story(watched: WatchedPage) -> None:
+        page = open_page(watched, f"{server.url}/")
+        deepest = page.locator("section", has_text="Deepest queues").locator("tr", has_text=queue)
+        expect(deepest.locator("td").nth(2)).to_have_text(str(pending))
+        assert card(page, "queues") == "1"
+        shoot("overview", page)
 
-    page = open_page(watched, f"{server.url}/queues?search={queue[:8]}")
-    cells = page.locator("tr", has_text=queue).locator("td").all_inner_texts()
-    assert cells[0] == queue
-    assert (cells[3], cells[4], cells[5]) == ("4", str(stored), str(pending))
-    shoot("queues", page)
+        page = open_page(watched, f"{server.url}/queues?search={queue[:8]}")
+        cells = page.locator("tr", has_text=queue).locator("td").all_inner_texts()
+        assert cells[0] == queue
+        assert (cells[3], cells[4], cells[5]) == ("4", str(stored), str(pending))
+        shoot("queues", page)
 
-    page.locator("a", has_text=queue).first.click()
-    page.wait_for_url(f"**/queues/{queue}")
-    page.wait_for_selector("#view[data-ready='1']")
-    assert (card(page, "total"), card(page, "pending")) == (str(stored), str(pending))
-    partitions = page.locator("section", has_text="Partitions").locator("tbody tr")
-    expect(partitions).to_have_count(4)
-    expect(partitions.filter(has_text="eu")).to_contain_text("leased until")
-    shoot("queue", page)
+        page.locator("a", has_text=queue).first.click()
+        page.wait_for_url(f"**/queues/{queue}")
+        page.wait_for_selector("#view[data-ready='1']")
+        assert (card(page, "total"), card(page, "pending")) == (str(stored), str(pending))
+        partitions = page.locator("section", has_text="Partitions").locator("tbody tr")
+        expect(partitions).to_have_count(4)
+        expect(partitions.filter(has_text="eu")).to_contain_text("leased until")
+        shoot("queue", page)
 
-    page = open_page(watched, f"{server.url}/consumers?queue={queue}&minLag=0")
-    groups = page.locator("section", has_text="Groups").locator("tbody tr", has_text="analytics")
-    expect(groups).to_contain_text(queue)
-    lagging = page.locator("section", has_text="Lagging partitions").locator("tbody tr")
-    expect(lagging.filter(has_text="analytics").first).to_contain_text(queue)
-    shoot("consumers", page)
+        page = open_page(watched, f"{server.url}/consumers?queue={queue}&minLag=0")
+        groups = page.locator("section", has_text="Groups").locator(
+            "tbody tr", has_text="analytics"
+        )
+        expect(groups).to_contain_text(queue)
+        lagging = page.locator("section", has_text="Lagging partitions").locator("tbody tr")
+        expect(lagging.filter(has_text="analytics").first).to_contain_text(queue)
+        shoot("consumers", page)
 
-    page = open_page(watched, f"{server.url}/messages?queue={queue}")
-    expect(page.locator("tbody tr")).to_have_count(8)
-    page.locator("tbody tr", has_text="asia").first.click()
-    expect(page.locator("pre.payload")).to_contain_text('"region": "asia"')
-    shoot("messages", page)
+        page = open_page(watched, f"{server.url}/messages?queue={queue}")
+        expect(page.locator("tbody tr")).to_have_count(8)
+        page.locator("tbody tr", has_text="asia").first.click()
+        expect(page.locator("pre.payload")).to_contain_text('"region": "asia"')
+        shoot("messages", page)
 
-    page = open_page(watched, f"{server.url}/dlq?queue={queue}")
-    page.locator("tbody tr", has_text="payment service refused the card").click()
-    expect(page.locator("pre.payload")).to_contain_text('"sku": "broken"')
-    shoot("dlq", page)
+        page = open_page(watched, f"{server.url}/dlq?queue={queue}")
+        page.locator("tbody tr", has_text="payment service refused the card").click()
+        expect(page.locator("pre.payload")).to_contain_text('"sku": "broken"')
+        shoot("dlq", page)
 
-    page = open_page(watched, f"{server.url}/traces?name={queue}")
-    expect(page.locator("pre.payload")).to_contain_text("card refused")
-    shoot("traces", page)
+        page = open_page(watched, f"{server.url}/traces?name={queue}")
+        expect(page.locator("pre.payload")).to_contain_text("card refused")
+        shoot("traces", page)
 
-    wait_until(
-        lambda: bool(shop.get("/api/v1/analytics/worker-metrics")["workers"]),
-        timeout_s=10,
-        what="the worker's first metric row",
-    )
-    page = open_page(watched, f"{server.url}/system")
-    expect(page.locator("section", has_text="This worker")).to_contain_text("healthy")
-    workers = page.locator("section", has_text="Workers (last 5 minutes)").locator("tbody tr")
-    expect(workers).to_have_count(1)
-    shoot("system", page)
+        wait_until(
+            lambda: bool(shop.get("/api/v1/analytics/worker-metrics")["workers"]),
+            timeout_s=10,
+            what="the worker's first metric row",
+        )
+        page = open_page(watched, f"{server.url}/system")
+        expect(page.locator("section", has_text="This worker")).to_contain_text("healthy")
+        workers = page.locator("section", has_text="Workers (last 5 minutes)").locator("tbody tr")
+        expect(workers).to_have_count(1)
+        shoot("system", page)
 
-    assert watched.errors == []
+        assert watched.errors == []
+
+    browser.run(story)
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(f"{name}.png" for name in PAGES)
 
 
@@ -195,20 +200,24 @@ def test_dlq_retry_button_puts_the_message_back(
     pg_cluster: PgCluster,
     database: str,
     shop: Shop,
-    watched: WatchedPage,
+    browser: BrowserThread,
 ) -> None:
     queue = unique("retry")
     message = dead_letter_one(shop.client, queue, "Default")
     assert run_sql(pg_cluster, DEAD_LETTERS, queue, database=database)[0]["n"] == 1
-    page = open_page(watched, f"{server.url}/dlq?queue={queue}")
-    row = page.locator("tbody tr", has_text=queue)
-    expect(row).to_have_count(1)
-    row.locator("button[data-action='retry']").click()
-    expect(page.locator("#view")).to_contain_text("The dead-letter queue is empty.")
+
+    def story(watched: WatchedPage) -> None:
+        page = open_page(watched, f"{server.url}/dlq?queue={queue}")
+        row = page.locator("tbody tr", has_text=queue)
+        expect(row).to_have_count(1)
+        row.locator("button[data-action='retry']").click()
+        expect(page.locator("#view")).to_contain_text("The dead-letter queue is empty.")
+        assert watched.errors == []
+
+    browser.run(story)
     assert run_sql(pg_cluster, DEAD_LETTERS, queue, database=database)[0]["n"] == 0
     again = shop.client.get(f"/api/v1/pop/queue/{queue}", params={"wait": "false"}).json()
     assert again["messages"][0]["transactionId"] == message["transactionId"]
-    assert watched.errors == []
 
 
 @pytest.mark.parametrize(
@@ -219,16 +228,19 @@ def test_dlq_retry_button_puts_the_message_back(
     ],
 )
 def test_maintenance_switches_turn_on_and_off(
-    *, server: ServerProcess, shop: Shop, watched: WatchedPage, switch: str, banner: str, key: str
+    *, server: ServerProcess, shop: Shop, browser: BrowserThread, switch: str, banner: str, key: str
 ) -> None:
-    page = open_page(watched, f"{server.url}/system")
-    toggle = page.locator(f"input[name='{switch}']")
-    expect(toggle).not_to_be_checked()
-    toggle.click()
-    expect(page.locator("#banners")).to_contain_text(banner)
-    expect(page.locator(f"input[name='{switch}']")).to_be_checked()
-    assert shop.get("/api/v1/system/maintenance")[key] is True
-    page.locator(f"input[name='{switch}']").click()
-    expect(page.locator("#banners")).not_to_contain_text(banner)
-    assert shop.get("/api/v1/system/maintenance")[key] is False
-    assert watched.errors == []
+    def story(watched: WatchedPage) -> None:
+        page = open_page(watched, f"{server.url}/system")
+        toggle = page.locator(f"input[name='{switch}']")
+        expect(toggle).not_to_be_checked()
+        toggle.click()
+        expect(page.locator("#banners")).to_contain_text(banner)
+        expect(page.locator(f"input[name='{switch}']")).to_be_checked()
+        assert shop.get("/api/v1/system/maintenance")[key] is True
+        page.locator(f"input[name='{switch}']").click()
+        expect(page.locator("#banners")).not_to_contain_text(banner)
+        assert shop.get("/api/v1/system/maintenance")[key] is False
+        assert watched.errors == []
+
+    browser.run(story)
