@@ -19,12 +19,20 @@ const SHELL_POLL_MS = 30_000;
 let leave = null;
 let generation = 0;
 
+function decoded(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text; // a malformed escape: the name as typed
+  }
+}
+
 function match(pathname) {
   for (const [pattern, page] of ROUTES) {
     const found = pattern.exec(pathname);
     if (found) {
       const params = Object.fromEntries(
-        Object.entries(found.groups || {}).map(([k, v]) => [k, decodeURIComponent(v)]));
+        Object.entries(found.groups || {}).map(([k, v]) => [k, decoded(v)]));
       return { page, params };
     }
   }
@@ -44,6 +52,7 @@ async function show() {
   if (!found) {
     view.replaceChildren(h("section", { class: "panel" }, "No such page. ", h("a", { href: "/", "data-link": true }, "Back to the overview")));
     document.getElementById("title").textContent = "Not found";
+    view.dataset.ready = "1";
     return;
   }
   const module = await import(`./pages/${found.page}.js`);
