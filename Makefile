@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 COMPAT := .venv-compat
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test lint fmt bench bench-three compat-clients clean
+.PHONY: install run test lint fmt bench bench-three compat-clients chromium screenshots clean
 
 install: $(BIN)/queen
 
@@ -28,6 +29,20 @@ $(COMPAT)/v2.6/bin/python:
 	$(PYTHON) -m venv $(COMPAT)/v2.6
 	$(COMPAT)/v2.6/bin/pip install --quiet queen-mq==2.6.0
 
+# The dashboard's browser tests drive Debian's chromium (Playwright's own download cannot be used).
+# As root (CI on a bare machine) it is installed when missing; anyone else is told how.
+chromium:
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && apt-get update -q \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+		|| { echo "$(CHROMIUM) is missing: sudo apt-get install chromium"; exit 1; }
+
+# Screenshots of every dashboard page, taken by the browser tests, copied to docs/dashboard/.
+screenshots: install chromium
+	rm -rf .queen/screenshots && mkdir -p .queen
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser --basetemp=.queen/screenshots
+	mkdir -p docs/dashboard
+	cp .queen/screenshots/test_every_page*0/*.png docs/dashboard/
+
 lint: install
 	$(BIN)/ruff check queen tests ops
 	$(BIN)/ruff format --check queen
@@ -37,7 +52,7 @@ fmt: install
 	$(BIN)/ruff format queen tests ops
 	$(BIN)/ruff check --fix queen tests ops
 
-test: install compat-clients lint
+test: install compat-clients chromium lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: install

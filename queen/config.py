@@ -329,6 +329,12 @@ class Config:
         " debug, info, or off",
         choices=ACCESS_LOG_LEVELS,
     )
+    # Dashboard
+    webapp_root: str | None = _env(
+        "WEBAPP_ROOT",
+        None,
+        "folder the dashboard at / is served from; unset = the one shipped in the package",
+    )
 
     # Security (docs/security.md)
     jwt_enabled: bool = _env(

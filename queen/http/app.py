@@ -9,6 +9,7 @@ gate's (queen/http/access.py); request ids, latency and the access log wrap ever
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 from quart import Request, Response, request
 from quart_trio import QuartTrio
@@ -28,6 +29,7 @@ from queen.http import (
     streams,
     system,
     traces,
+    web,
 )
 from queen.http.body_budget import (
     BODY_TIMEOUT_S,
@@ -66,6 +68,9 @@ def create_app(services: Services) -> QuartTrio:
         prometheus,
     ):
         app.register_blueprint(module.blueprint)
+    web_root = services.config.webapp_root
+    web.install(app, Path(web_root) if web_root else None)
+    app.register_blueprint(web.blueprint)  # last: its fallback routes what nothing else does
     _install_error_table(app)
     _install_cross_cutting(app, services)
     return app

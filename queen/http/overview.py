@@ -7,9 +7,11 @@ the numbers can never disagree with what pop delivers, including right after del
 
 from __future__ import annotations
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from queen.db import resources
+from queen.errors import BadRequest
+from queen.http import validate
 from queen.http.context import services
 from queen.http.query import name_filters, page
 from queen.http.responses import json_response
@@ -24,10 +26,17 @@ async def overview() -> Response:
 
 @blueprint.get("/partitions")
 async def list_partitions() -> Response:
-    filters = {
+    filters: dict[str, object] = {
         **page(100),
         **name_filters(queue=("queue",), namespace=("namespace", "ns"), task=("task",)),
     }
+    if request.args.get("search"):
+        filters["search"] = validate.text(request.args["search"], "search")
+    leases = request.args.get("leases")
+    if leases:
+        if leases not in ("held", "stuck"):
+            raise BadRequest("leases must be held or stuck")
+        filters["leases"] = leases
     return json_response(await resources.list_partitions(services(), filters))
 
 

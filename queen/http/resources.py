@@ -18,6 +18,8 @@ blueprint = Blueprint("resources", __name__, url_prefix="/api/v1/resources")
 @blueprint.get("/queues")
 async def list_queues() -> Response:
     filters: dict[str, Any] = {}
+    if request.args.get("name"):
+        filters["name"] = validate.name(request.args["name"], "name")
     for key in ("namespace", "task", "search"):
         if request.args.get(key):
             filters[key] = validate.text(request.args[key], key)

@@ -26,12 +26,24 @@ LANGUAGE sql STABLE AS $$
     FROM cursor c
 $$;
 
+-- p_filter: {name (exact), namespace, task, search (substring of the name), limit, offset}.
+-- The page of queues is chosen first and only its partitions are counted: a page of 50 out of
+-- 1,000 queues costs its own partitions, not all of them.
 CREATE OR REPLACE FUNCTION queen.list_queues(p_filter jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    WITH page AS (
+        SELECT q.id FROM queen.queues q
+        WHERE (p_filter->>'name' IS NULL OR q.name = p_filter->>'name')
+          AND (p_filter->>'namespace' IS NULL OR q.namespace = p_filter->>'namespace')
+          AND (p_filter->>'task' IS NULL OR q.task = p_filter->>'task')
+          AND (p_filter->>'search' IS NULL OR position(lower(p_filter->>'search') IN lower(q.name)) > 0)
+        ORDER BY q.created_at DESC, q.name
+        LIMIT coalesce((p_filter->>'limit')::int, 1000000) OFFSET coalesce((p_filter->>'offset')::int, 0)
+    )
     SELECT jsonb_build_object('queues', coalesce(jsonb_agg(row ORDER BY created_at DESC, name), '[]'::jsonb))
     FROM (
         SELECT q.created_at, q.name, jsonb_build_object(
                    'id', q.id, 'name', q.name, 'namespace', q.namespace, 'task', q.task,
-                   'priority', q.priority,
+                   'priority', q.priority, 'options', queen.queue_options(q),
                    'createdAt', queen.ts_ms(q.created_at),
                    'partitions', (SELECT count(*) FROM queen.partitions p WHERE p.queue_id = q.id),
                    'messages', jsonb_build_object(
@@ -41,12 +53,8 @@ CREATE OR REPLACE FUNCTION queen.list_queues(p_filter jsonb) RETURNS jsonb LANGU
         FROM queen.queues q
         LEFT JOIN queen.partitions p ON p.queue_id = q.id
         LEFT JOIN LATERAL queen.partition_stats(p.id) s ON true
-        WHERE (p_filter->>'namespace' IS NULL OR q.namespace = p_filter->>'namespace')
-          AND (p_filter->>'task' IS NULL OR q.task = p_filter->>'task')
-          AND (p_filter->>'search' IS NULL OR position(lower(p_filter->>'search') IN lower(q.name)) > 0)
+        WHERE q.id IN (SELECT id FROM page)
         GROUP BY q.id
-        ORDER BY q.created_at DESC, q.name
-        LIMIT coalesce((p_filter->>'limit')::int, 1000000) OFFSET coalesce((p_filter->>'offset')::int, 0)
     ) listed
 $$;
 
@@ -146,7 +154,9 @@ CREATE OR REPLACE FUNCTION queen.resources_by_label(p_by text) RETURNS jsonb LAN
     WHERE label <> ''
 $$;
 
--- p: {queue, namespace, task, limit, offset}. Sorted by queue, then partition name.
+-- p: {queue, namespace, task, search, leases, limit, offset}. Sorted by queue, then partition
+-- name. `search`: substring of the partition name; `leases`: 'held' (some lease, live or expired)
+-- or 'stuck' (a lease expired and not yet taken back: its batch waits for the next pop).
 CREATE OR REPLACE FUNCTION queen.list_partitions(p jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
     WITH matching AS (
         SELECT part.*, q.name AS queue_name, q.namespace, q.task
@@ -155,6 +165,11 @@ CREATE OR REPLACE FUNCTION queen.list_partitions(p jsonb) RETURNS jsonb LANGUAGE
         WHERE (p->>'queue' IS NULL OR q.name = p->>'queue')
           AND (p->>'namespace' IS NULL OR q.namespace = p->>'namespace')
           AND (p->>'task' IS NULL OR q.task = p->>'task')
+          AND (p->>'search' IS NULL OR position(lower(p->>'search') IN lower(part.name)) > 0)
+          AND (p->>'leases' IS NULL OR EXISTS (
+                SELECT 1 FROM queen.partition_consumers pc
+                WHERE pc.partition_id = part.id AND pc.worker_id IS NOT NULL
+                  AND (p->>'leases' = 'held' OR pc.lease_expires_at <= now())))
     ),
     page AS (
         SELECT * FROM matching ORDER BY queue_name, name
@@ -167,6 +182,13 @@ CREATE OR REPLACE FUNCTION queen.list_partitions(p jsonb) RETURNS jsonb LANGUAGE
             'lastActivity', queen.ts_ms(pg.last_activity),
             'consumerGroups', (SELECT count(*) FROM queen.partition_consumers pc
                                WHERE pc.partition_id = pg.id),
+            'leases', (SELECT jsonb_build_object(
+                           'active', count(*) FILTER (WHERE pc.lease_expires_at > now()),
+                           'expired', count(*) FILTER (WHERE pc.lease_expires_at <= now()),
+                           'acquiredAt', queen.ts_ms(min(pc.lease_acquired_at)),
+                           'expiresAt', queen.ts_ms(min(pc.lease_expires_at)))
+                       FROM queen.partition_consumers pc
+                       WHERE pc.partition_id = pg.id AND pc.worker_id IS NOT NULL),
             'messages', jsonb_build_object(
                 'total', s.total, 'pending', greatest(s.pending - s.processing, 0),
                 'processing', s.processing, 'completed', s.completed, 'deadLetter', s.dead_letter),

@@ -937,7 +937,7 @@ async def test_configure_with_a_bad_option_creates_no_queue(env: Env) -> None:
     [
         ("GET", "/api/v1/nope"),
         ("POST", "/api/v1/nope"),
-        ("GET", "/nope"),
+        ("GET", "/api/nope"),  # other paths are the dashboard's client-side routes
         ("GET", "/api/v1/pop/queue/"),
         ("POST", "/api/v1/lease//extend"),
         ("POST", "/api/v1/push/extra"),

@@ -44,7 +44,8 @@ def test_health_answers_200_with_the_documented_keys(server: ServerProcess) -> N
     assert body["queen"] == {"worker_id": 0, "status": "active"}
 
 
-@pytest.mark.parametrize("path", ["/nope", "/api/v1/nope", "/health/extra"])
+# Other unknown paths are the dashboard's client-side routes (tests/integration/test_web.py).
+@pytest.mark.parametrize("path", ["/api/nope", "/api/v1/nope", "/health/extra"])
 def test_unknown_path_is_404_json(server: ServerProcess, path: str) -> None:
     response = httpx.get(f"{server.url}{path}")
     assert response.status_code == 404

@@ -12,6 +12,7 @@ body fields it reads.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,7 +147,9 @@ READS: dict[str, Reads] = {
         ),
     ),
     "messaging.extend_lease": Reads(body={"seconds": 30}, fields=(("seconds",),)),
-    "resources.list_queues": Reads(query={"namespace": "n", "task": "t", "search": "s", **PAGE}),
+    "resources.list_queues": Reads(
+        query={"name": "q", "namespace": "n", "task": "t", "search": "s", **PAGE}
+    ),
     "resources.queue_detail": Reads(),
     "resources.delete_queue": Reads(),
     "dead_letters.list_dead_letters": Reads(
@@ -216,7 +219,9 @@ READS: dict[str, Reads] = {
     "traces.traces_by_name": Reads(query={**PAGE, **SPAN}),
     "traces.traces_of_message": Reads(),
     "overview.overview": Reads(),
-    "overview.list_partitions": Reads(query={**PAGE, "queue": "q", "ns": "n", "task": "t"}),
+    "overview.list_partitions": Reads(
+        query={**PAGE, "queue": "q", "ns": "n", "task": "t", "search": "s", "leases": "held"}
+    ),
     "overview.namespaces": Reads(),
     "overview.tasks": Reads(),
     "streams.register_query": Reads(
@@ -260,6 +265,8 @@ READS: dict[str, Reads] = {
     "status.queue_ops": Reads(query={**DAY, "queue": "q"}),
     "status.queue_parked_replicas": Reads(query={**DAY, "queue": "q"}),
     "status.retention": Reads(query={**DAY, "queue": "q"}),
+    "web.index": Reads(),
+    "web.page_or_file": Reads(),
 }
 
 
@@ -289,8 +296,7 @@ def path_of(route: Route, hostile: dict[str, str]) -> str:
     path = route.rule
     for argument in route.arguments:
         value = hostile.get(argument, PATH_DEFAULTS.get(argument, "sweep"))
-        path = path.replace(f"<{argument}>", encoded(value))
-        path = path.replace(f"<path:{argument}>", encoded(value))
+        path = re.sub(rf"<(\w+:)?{argument}>", lambda _, v=value: encoded(v), path)
     return path
 
 
