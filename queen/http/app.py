@@ -21,6 +21,7 @@ from queen.actors.root import Services
 from queen.db.errors import DatabaseError, DatabaseUnavailable
 from queen.errors import QueenError, TryAgainLater, as_client_error
 from queen.http import (
+    cluster,
     consumer_groups,
     dead_letters,
     maintenance,
@@ -59,6 +60,7 @@ def create_app(services: Services) -> QuartTrio:
         messages,
         traces,
         overview,
+        cluster,
     ):
         app.register_blueprint(module.blueprint)
     _install_error_table(app)

@@ -5,7 +5,8 @@ for it may be parked in any other worker. Each worker binds a unix datagram sock
 directory named after the HTTP port, and after anything that makes messages available sends the
 (queue, consumer group or null) pairs concerned to its siblings, as a JSON array, and they wake
 their parked pops at once instead of at their next backoff re-check. Datagrams are best effort: a
-lost one only costs that re-check.
+lost one only costs that re-check. The same arrays carry cluster events (queue settings changed,
+a switch flipped; queen/sync/events.py) as JSON objects among the pairs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 
 import orjson
 import trio
+
+from queen.sync import events as cluster_events
+from queen.sync.events import Event
 
 log = logging.getLogger("queen.siblings")
 
@@ -39,10 +43,12 @@ class SiblingWakeups:
         worker_id: int,
         num_workers: int,
         on_wake: Callable[[str | None, str | None], None],
+        on_event: Callable[[Event], None] = lambda _event: None,
     ) -> None:
         self.directory = wake_directory(port)
         self.worker_id = worker_id
         self.on_wake = on_wake
+        self.on_event = on_event
         self.siblings = [
             str(self.directory / f"w{index}.sock")
             for index in range(num_workers)
@@ -54,9 +60,16 @@ class SiblingWakeups:
 
     def notify(self, targets: Iterable[WakeTarget]) -> None:
         """Tell every sibling what to wake; never blocks, never raises."""
+        self._send(_pack(targets))
+
+    def announce(self, event: Event) -> None:
+        """Tell every sibling about a cluster event; never blocks, never raises."""
+        self._send([orjson.dumps([cluster_events.to_json(event)])])
+
+    def _send(self, datagrams: list[bytes]) -> None:
         if not self.siblings or self._sender is None:
             return
-        for datagram in _pack(targets):
+        for datagram in datagrams:
             for path in self.siblings:
                 with contextlib.suppress(OSError):
                     self._sender.sendto(datagram, path)
@@ -78,8 +91,11 @@ class SiblingWakeups:
             while True:
                 datagram = await receiver.recv(MAX_DATAGRAM)
                 self.received += 1
-                for queue, group in _unpack(datagram):
+                targets, events = _unpack(datagram)
+                for queue, group in targets:
                     self.on_wake(queue, group)
+                for event in events:
+                    self.on_event(event)
         finally:
             receiver.close()
             self._sender.close()
@@ -111,19 +127,25 @@ def _pack(targets: Iterable[WakeTarget]) -> list[bytes]:
     return datagrams
 
 
-def _unpack(datagram: bytes) -> list[WakeTarget]:
+def _unpack(datagram: bytes) -> tuple[list[WakeTarget], list[Event]]:
     """What a sibling sent; anything malformed is dropped (a lost wake-up costs one re-check)."""
     try:
-        pairs = orjson.loads(datagram)
+        entries = orjson.loads(datagram)
     except orjson.JSONDecodeError:
-        return []
-    if not isinstance(pairs, list):
-        return []
-    return [
+        return [], []
+    if not isinstance(entries, list):
+        return [], []
+    targets: list[WakeTarget] = [
         (pair[0], pair[1])
-        for pair in pairs
+        for pair in entries
         if isinstance(pair, list)
         and len(pair) == 2
         and (pair[0] is None or isinstance(pair[0], str))
         and (pair[1] is None or isinstance(pair[1], str))
     ]
+    events = [
+        event
+        for entry in entries
+        if isinstance(entry, dict) and (event := cluster_events.from_json(entry)) is not None
+    ]
+    return targets, events
