@@ -7,7 +7,6 @@ all three as peers, itself included (self-detection leaves it out). Long-polls r
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
@@ -24,6 +23,13 @@ from queen.storage.pgcluster import PgCluster
 from queen.sync import packet as codec
 from queen.sync.messages import MessageAvailable, to_payload
 from tests.integration.api import Api, unique
+from tests.integration.cluster_helpers import (
+    free_udp_port,
+    one_wake,
+    p99,
+    shared_state,
+    summary,
+)
 from tests.support import SLOW_RECHECK, ServerProcess, descendants, server_env, wait_until
 
 SECRET = "cluster-test-secret-of-at-least-32-chars"
@@ -32,13 +38,6 @@ HEARTBEAT_MS = 200
 DEAD_THRESHOLD_MS = 1500
 WAKE_TRIES = 200
 EXACTLY_ONCE_MESSAGES = int(os.environ.get("QUEEN_TEST_CLUSTER_MESSAGES", "1500"))
-
-
-def free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def cluster_envs(**extra: str) -> list[dict[str, str]]:
@@ -80,13 +79,6 @@ def instances(pg_cluster: PgCluster, database: str) -> Iterator[list[ServerProce
             process.stop()
 
 
-def shared_state(process: ServerProcess) -> dict[str, Any]:
-    response = httpx.get(f"{process.url}/api/v1/system/shared-state", timeout=5)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def _alive_peers(process: ServerProcess) -> int:
     try:
         return int(shared_state(process)["server_health"].get("servers_alive", 0))
@@ -108,41 +100,6 @@ def test_shared_state_lists_the_peers_and_leaves_itself_out(
     assert transport["messages_sent"] > 0 and transport["signature_failures"] == 0
     health = httpx.get(f"{instances[0].url}/health", timeout=5).json()
     assert health["shared_state"] == {"enabled": True, "running": True}
-
-
-async def one_wake(producer: Api, consumer: Api) -> tuple[float, float, list[str]]:
-    """Park a pop on the consumer's instance, push on the producer's: seconds from the push
-    request to the pop's answer, the push's own round trip, and the ids the pop delivered."""
-    queue = unique("wake")
-    answer: dict[str, Any] = {}
-
-    async def pop() -> None:
-        answer["body"] = await consumer.pop(queue, wait=True, timeout=20000)
-        answer["at"] = trio.current_time()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pop)
-        await consumer.wait_parked(1)
-        pushed_at = trio.current_time()
-        await producer.push(queue, [{"n": 1}])
-        push_rtt = trio.current_time() - pushed_at
-    body = answer["body"]
-    assert body is not None, "the pop ended empty"
-    ids = [m["transactionId"] for m in body["messages"]]
-    return answer["at"] - pushed_at, push_rtt, ids
-
-
-def summary(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    return (
-        f"p50 {ordered[len(ordered) // 2] * 1000:.1f} ms, p99 {p99(samples) * 1000:.1f} ms,"
-        f" max {ordered[-1] * 1000:.1f} ms"
-    )
-
-
-def p99(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
 
 
 @pytest.mark.timeout(120)
