@@ -1,10 +1,15 @@
-"""Which packets a peer link believes (session, sequence window, payload clock) and how the peer
-list is read: the parts of cluster sync that need neither sockets nor time."""
+"""Which packets a peer link believes (session, sequence window, payload clock), how the peer
+list is read, and which transport a configuration gets: the parts of cluster sync that need
+neither peers nor a database."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
+from queen.actors.cluster import Cluster
+from queen.config import Config
+from queen.db.connect import ConnectParams
 from queen.sync.debounce import Debouncer
 from queen.sync.peers import PeerEntry, is_local_ip, is_self, parse_peers
 from queen.sync.window import MAX_CLOCK_SKEW_MS, WINDOW, SenderWindow
@@ -94,3 +99,30 @@ async def test_a_burst_is_signalled_at_once_and_once_more_at_the_window_end() ->
         nursery.cancel_scope.cancel()
     assert [keys for _, keys in emitted] == [["q"], ["other"], ["q"]]
     assert emitted[2][0] - start >= 0.05
+
+
+@pytest.mark.parametrize(
+    ("env", "mode"),
+    [
+        ({}, "pg_notify"),
+        ({"QUEEN_SYNC_PG_NOTIFY": "false"}, "off"),
+        ({"QUEEN_UDP_PEERS": "a:1"}, "off"),  # no secret: refused (D-U2)
+        ({"QUEEN_UDP_PEERS": "a:1", "QUEEN_SYNC_ALLOW_INSECURE": "true"}, "udp"),
+        ({"QUEEN_UDP_PEERS": "a:1", "QUEEN_SYNC_SECRET": "s" * 32}, "udp"),
+        (
+            {"QUEEN_UDP_PEERS": "a:1", "QUEEN_SYNC_SECRET": "s", "QUEEN_SYNC_ENABLED": "false"},
+            "pg_notify",
+        ),
+    ],
+)
+def test_which_transport_runs(env: dict[str, str], mode: str) -> None:
+    config = Config.from_env({"PG_HOST": "unused", **env})
+    cluster = Cluster(
+        config,
+        ConnectParams.from_config(config, "unused"),
+        "instance",
+        gateway=True,
+        on_wakes=lambda _targets: None,
+        on_event=lambda _event: None,
+    )
+    assert cluster.mode == mode
