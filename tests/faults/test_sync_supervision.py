@@ -1,6 +1,7 @@
 """The UDP actors of cluster sync under their supervisor: a crashed peer link or receiver is
 restarted alone and the link goes on heartbeating; a listener's datagrams reach the new receiver.
-A fake peer (a plain UDP socket) stands on the other side; no database is needed."""
+A fake peer (a plain UDP socket) stands on the other side, over IPv4 and IPv6 (D-U8); no database
+is needed."""
 
 from __future__ import annotations
 
@@ -31,17 +32,23 @@ async def next_heartbeat(peer: trio.socket.SocketType) -> Heartbeat:
 
 
 @pytest.mark.timeout(30)
-async def test_crashed_udp_actors_restart_alone() -> None:
-    peer = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    await peer.bind(("127.0.0.1", 0))
+@pytest.mark.parametrize(
+    ("family", "host", "entry"),
+    [(socket.AF_INET, "127.0.0.1", "127.0.0.1:{}"), (socket.AF_INET6, "::1", "[::1]:{}")],
+)
+async def test_crashed_udp_actors_restart_alone(
+    family: socket.AddressFamily, host: str, entry: str
+) -> None:
+    peer = trio.socket.socket(family, socket.SOCK_DGRAM)
+    await peer.bind((host, 0))
     peer_port = peer.getsockname()[1]
-    own_port = free_udp_port("127.0.0.1")
+    own_port = free_udp_port(host)
     config = Config.from_env(
         {
             "PG_HOST": "unused",
-            "QUEEN_UDP_PEERS": f"127.0.0.1:{peer_port}",
+            "QUEEN_UDP_PEERS": entry.format(peer_port),
             "QUEEN_UDP_NOTIFY_PORT": str(own_port),
-            "QUEEN_UDP_BIND": "127.0.0.1",
+            "QUEEN_UDP_BIND": host,
             "QUEEN_SYNC_SECRET": SECRET,
             "QUEEN_SYNC_HEARTBEAT_MS": "50",
         }
@@ -62,7 +69,7 @@ async def test_crashed_udp_actors_restart_alone() -> None:
         on_event=lambda _event: None,
     )
     supervisor = Supervisor("sync", cluster.children())
-    link_name = f"sync-peer-127.0.0.1:{peer_port}"
+    link_name = f"sync-peer-{entry.format(peer_port)}"
     assert {child.name for child in supervisor.children} >= {"sync-receiver", link_name}
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
@@ -75,7 +82,7 @@ async def test_crashed_udp_actors_restart_alone() -> None:
         datagram = codec.encode(codec.Packet(code, "peer:1", "abc", 1, payload), SECRET.encode())
         with trio.fail_after(5):
             while not arrived.is_set():  # the receiver may still be rebinding: resend
-                await peer.sendto(datagram, ("127.0.0.1", own_port))
+                await peer.sendto(datagram, (host, own_port))
                 with trio.move_on_after(0.2):
                     await arrived.wait()
         nursery.cancel_scope.cancel()
