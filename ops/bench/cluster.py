@@ -73,11 +73,13 @@ def ready(process: ServerProcess, transport: str) -> bool:
 
 async def wake_latency(a: ServerProcess, b: ServerProcess, tries: int) -> dict[str, Any]:
     latencies: list[float] = []
+    push_rtts: list[float] = []
     delivered: Counter[str] = Counter()
     async with Api(a.url) as producer, Api(b.url) as consumer:
         for _ in range(tries):
-            latency, _, ids = await one_wake(producer, consumer, any_worker=True)
+            latency, push_rtt, ids = await one_wake(producer, consumer, any_worker=True)
             latencies.append(latency)
+            push_rtts.append(push_rtt)
             delivered.update(ids)
     ordered = sorted(latencies)
     return {
@@ -85,6 +87,8 @@ async def wake_latency(a: ServerProcess, b: ServerProcess, tries: int) -> dict[s
         "p50_ms": round(ordered[len(ordered) // 2] * 1000, 1),
         "p99_ms": round(p99(latencies) * 1000, 1),
         "max_ms": round(ordered[-1] * 1000, 1),
+        "push_rtt_p50_ms": round(sorted(push_rtts)[len(push_rtts) // 2] * 1000, 1),
+        "push_rtt_p99_ms": round(p99(push_rtts) * 1000, 1),
         "delivered_twice": sum(1 for count in delivered.values() if count > 1),
     }
 
@@ -174,9 +178,10 @@ def results_section(out: dict[str, Any]) -> str:
         f"\n## Cluster: three instances, one PostgreSQL ({out['commit']}, {out['started_at']})\n",
         f"`python -m ops.bench.cluster`, NUM_WORKERS={out['workers']} per instance, fsync on,"
         f" {out['nproc']} cores shared by everything.\n",
-        "| transport | wake p50 / p99 / max (ms) | delivered twice | messages | all groups done"
-        " (s) | deliveries/s (3 groups) | lost | duplicates |",
-        "|---|---|---|---|---|---|---|---|",
+        "| transport | wake p50 / p99 / max (ms) | the push's own round trip p50 / p99 (ms) |"
+        " delivered twice | messages | all groups done (s) | deliveries/s (3 groups) | lost |"
+        " duplicates |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for transport in ("udp", "pg_notify"):
         if transport not in out:
@@ -184,6 +189,7 @@ def results_section(out: dict[str, Any]) -> str:
         wake, once = out[transport]["wake"], out[transport]["exactly_once"]
         lines.append(
             f"| {transport} | {wake['p50_ms']} / {wake['p99_ms']} / {wake['max_ms']} |"
+            f" {wake['push_rtt_p50_ms']} / {wake['push_rtt_p99_ms']} |"
             f" {wake['delivered_twice']} | {once['messages']} | {once['all_groups_done_s']} |"
             f" {once['delivered_per_s']} | {sum(once['lost'].values())} |"
             f" {sum(once['duplicates'].values())} |"
