@@ -99,7 +99,7 @@ class Cluster:
             params,
             instance_id,
             on_wakes=self.incoming.offer,
-            on_event=self.on_event,
+            on_event=self._hint,
             counters=self.counters,
         )
 
@@ -179,12 +179,16 @@ class Cluster:
                 self.counters.wakes_received += 1
                 self.incoming.offer([(queue, group or None)])
             case QueueConfigSet(queue, _config, _version) if queue:
-                self.on_event(QueueChanged(queue))
+                self._hint(QueueChanged(queue))
             case QueueConfigDelete(queue) if queue:
-                self.on_event(QueueChanged(queue, deleted=True))
+                self._hint(QueueChanged(queue, deleted=True))
             case MaintenanceSet(enabled, _ts, pop):
                 key = "pop_maintenance_mode" if pop else "maintenance_mode"
-                self.on_event(SwitchChanged(key, enabled))
+                self._hint(SwitchChanged(key, enabled))
+
+    def _hint(self, event: Event) -> None:
+        self.counters.hints_received += 1
+        self.on_event(event)
 
     def _deliver_wakes(self, targets: list[WakeTarget]) -> None:
         self.counters.wakes_applied += len(targets)

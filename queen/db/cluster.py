@@ -22,7 +22,10 @@ async def notify(db: Runner, payload: str, *, timeout_s: float) -> None:
     await db.call(_NOTIFY, CHANNEL, payload, kind="execute", timeout_s=timeout_s)
 
 
-async def listen(conn: asyncpg.Connection, callback: Callable[..., Any]) -> None:
+async def listen(
+    conn: asyncpg.Connection, callback: Callable[..., Any], on_closed: Callable[..., Any]
+) -> None:
     """`callback(connection, pid, channel, payload)` for every NOTIFY on the channel, this
-    session's own included."""
+    session's own included; `on_closed(connection)` when the connection ends."""
+    conn.add_termination_listener(on_closed)
     await conn.add_listener(CHANNEL, callback)

@@ -17,6 +17,7 @@ class SyncCounters:
     restarts_detected: int = 0
     wakes_received: int = 0
     wakes_applied: int = 0
+    hints_received: int = 0  # queue settings changed, a switch flipped
     notifies_sent: int = 0
     notifies_received: int = 0
 
@@ -37,6 +38,7 @@ class SyncCounters:
             "restarts_detected": self.restarts_detected,
             "wakes_received": self.wakes_received,
             "wakes_applied": self.wakes_applied,
+            "hints_received": self.hints_received,
             "notifies_sent": self.notifies_sent,
             "notifies_received": self.notifies_received,
         }

@@ -29,6 +29,9 @@ from queen.sync.siblings import WakeTarget
 log = logging.getLogger("queen.sync")
 
 CALL_TIMEOUT_S = 5.0
+# A connection that died without a word (a stalled network) delivers nothing and says nothing;
+# an empty notification this often finds out.
+KEEPALIVE_S = 15.0
 RECONNECT_INITIAL_S = 0.5
 RECONNECT_MAX_S = 10.0
 INBOX_SIZE = 1024
@@ -87,14 +90,18 @@ class PgWaker:
             except trio.WouldBlock:
                 self.counters.drop("notify_overload")
 
+        def closed(_conn: Any) -> None:
+            received_in.close()
+
         conn = await trio_asyncio.aio_as_trio(connect)(self.params)
         try:
-            await trio_asyncio.aio_as_trio(cluster.listen)(conn, heard)
+            await trio_asyncio.aio_as_trio(cluster.listen)(conn, heard, closed)
             self.listening = True
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_forever, ConnectionRunner(conn))
                 async for payload in received:
                     self._heard(payload)
+                raise ConnectionError("the listening connection closed")
         finally:
             self._was_listening |= self.listening
             self.listening = False
@@ -102,11 +109,13 @@ class PgWaker:
 
     async def _send_forever(self, runner: ConnectionRunner) -> None:
         while True:
-            await self._kick.wait()
+            with trio.move_on_after(KEEPALIVE_S):
+                await self._kick.wait()
             self._kick = trio.Event()
             wakes, self._wakes = self._wakes, []
             events, self._events = self._events, []
-            for payload in _notices(self.token, wakes, events):
+            notices = _notices(self.token, wakes, events) or [_keepalive(self.token)]
+            for payload in notices:
                 await trio_asyncio.aio_as_trio(cluster.notify)(
                     runner, payload, timeout_s=CALL_TIMEOUT_S
                 )
@@ -135,6 +144,11 @@ class PgWaker:
             event = cluster_events.from_json(raw)
             if event is not None:
                 self.on_event(event)
+
+
+def _keepalive(token: str) -> str:
+    """A notification every listener ignores (its own echo included)."""
+    return orjson.dumps({"from": token}).decode()
 
 
 def _notices(token: str, wakes: list[WakeTarget], events: list[Event]) -> list[str]:

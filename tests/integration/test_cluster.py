@@ -230,6 +230,33 @@ async def test_bad_packets_are_dropped_counted_and_wake_nothing(
 
 
 @pytest.mark.timeout(60)
+async def test_queue_settings_and_manual_wake_ups_reach_the_other_instances(
+    instances: list[ServerProcess],
+) -> None:
+    a, b, c = instances
+    before = [shared_state(p)["counters"] for p in (b, c)]
+    async with Api(a.url) as api:
+        status, _ = await api.request(
+            "POST", "/api/v1/configure", json={"queue": unique("cfg"), "options": {"ttl": 60}}
+        )
+        assert status == 200
+        status, _ = await api.request("POST", "/internal/api/notify", json={"queue": "manual"})
+        assert status == 200
+        status, body = await api.request("POST", "/internal/api/notify", json={})
+        assert (status, body["error"]) == (400, "queue is required")
+    for process, counted in zip((b, c), before, strict=True):
+
+        def heard(p: ServerProcess = process, was: dict[str, Any] = counted) -> bool:
+            now = shared_state(p)["counters"]
+            return (
+                now["hints_received"] > was["hints_received"]
+                and now["wakes_received"] > was["wakes_received"]
+            )
+
+        wait_until(heard, 5, "the configure and the manual wake-up heard")
+
+
+@pytest.mark.timeout(60)
 async def test_maintenance_switched_on_one_instance_is_seen_on_another_within_a_second(
     instances: list[ServerProcess],
 ) -> None:
