@@ -1,6 +1,6 @@
 """The UDP actors of cluster sync under their supervisor: a crashed peer link or receiver is
 restarted alone and the link goes on heartbeating; a listener's datagrams reach the new receiver.
-A fake peer (a plain UDP socket) stands on the other side, over IPv4 and IPv6 (D-U8); no database
+A fake peer (a plain UDP socket) stands on the other side, over IPv4 (a peer given by name) and IPv6 (D-U8); no database
 is needed."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ async def next_heartbeat(peer: trio.socket.SocketType) -> Heartbeat:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("family", "host", "entry"),
-    [(socket.AF_INET, "127.0.0.1", "127.0.0.1:{}"), (socket.AF_INET6, "::1", "[::1]:{}")],
+    [(socket.AF_INET, "127.0.0.1", "localhost:{}"), (socket.AF_INET6, "::1", "[::1]:{}")],
 )
 async def test_crashed_udp_actors_restart_alone(
     family: socket.AddressFamily, host: str, entry: str
