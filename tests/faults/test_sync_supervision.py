@@ -1,7 +1,7 @@
 """The UDP actors of cluster sync under their supervisor: a crashed peer link or receiver is
 restarted alone and the link goes on heartbeating; a listener's datagrams reach the new receiver.
-A fake peer (a plain UDP socket) stands on the other side, over IPv4 (a peer given by name) and IPv6 (D-U8); no database
-is needed."""
+A fake peer (a plain UDP socket) stands on the other side, over IPv4 (the peer given by name) and
+IPv6 (D-U8); no database is needed."""
 
 from __future__ import annotations
 
