@@ -33,7 +33,7 @@ CALL_TIMEOUT_S = 5.0
 # an empty notification this often finds out.
 KEEPALIVE_S = 15.0
 RECONNECT_INITIAL_S = 0.5
-RECONNECT_MAX_S = 10.0
+RECONNECT_MAX_S = 5.0
 INBOX_SIZE = 1024
 OUTBOX_LIMIT = 10_000
 
