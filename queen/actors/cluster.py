@@ -51,6 +51,7 @@ log = logging.getLogger("queen.sync")
 
 WAKE_WINDOW_S = 0.05
 STATS_INTERVAL_S = 0.25
+STATS_STALE_S = 3.0
 MIN_SECRET_LENGTH = 32
 
 
@@ -72,7 +73,7 @@ class Cluster:
         self.counters = SyncCounters()
         self.server_id = f"{socket.gethostname()}:{config.udp_notify_port}"
         self.stats_path = wake_directory(config.port) / "cluster.json"
-        self.mode = self._choose_mode(config) if gateway else "sibling"
+        self.mode = _choose_mode(config, explain=gateway)
         self.outgoing: Debouncer[WakeTarget] = Debouncer(WAKE_WINDOW_S, self._send_wakes)
         self.incoming: Debouncer[WakeTarget] = Debouncer(WAKE_WINDOW_S, self._deliver_wakes)
         self.endpoint = Endpoint(
@@ -103,23 +104,16 @@ class Cluster:
             counters=self.counters,
         )
 
-    @staticmethod
-    def _choose_mode(config: Config) -> str:
-        if config.sync_peers_listed:
-            if config.sync_secret or config.sync_allow_insecure:
-                if config.sync_secret and len(config.sync_secret) < MIN_SECRET_LENGTH:
-                    log.warning("QUEEN_SYNC_SECRET is shorter than 32 characters: use a longer one")
-                return "udp"
-            log.error(
-                "QUEEN_UDP_PEERS is set but QUEEN_SYNC_SECRET is not: UDP sync stays off "
-                "(set a secret, or QUEEN_SYNC_ALLOW_INSECURE=true to run unsigned)"
-            )
-            return "off"
-        return "pg_notify" if config.sync_pg_notify else "off"
+    @property
+    def speaks(self) -> bool:
+        """Whether this worker talks to other instances (worker 0, with a transport)."""
+        return self.gateway and self.mode in ("udp", "pg_notify")
 
     def children(self) -> list[Child]:
         """The actors this worker runs for the cluster (none outside worker 0): one-for-one
         like every other child; a crashed peer link restarts alone."""
+        if not self.gateway:
+            return []
         if self.mode == "udp":
             transport = [
                 Child("sync-receiver", self.endpoint.run),
@@ -142,10 +136,12 @@ class Cluster:
     # Outward -----------------------------------------------------------------------------------
     def publish(self, targets: Iterable[WakeTarget]) -> None:
         """Messages may be available (group None) or a lease of `group` ended, here."""
-        if self.mode in ("udp", "pg_notify"):
+        if self.speaks:
             self.outgoing.offer(target for target in targets if target[0])
 
     def announce(self, event: Event) -> None:
+        if not self.gateway:
+            return
         if self.mode == "pg_notify":
             self.pg.send([], [event])
         elif self.mode == "udp":
@@ -197,12 +193,17 @@ class Cluster:
     # Stats -------------------------------------------------------------------------------------
     def shared_state(self) -> dict[str, Any]:
         """The original's shared-state object (D-U10) plus `mode` and `counters`; in a sibling
-        worker, worker 0's last snapshot."""
+        worker, worker 0's last snapshot (none while it is older than 3 s: worker 0 is
+        gone, or the file is a previous run's)."""
+        off = {"enabled": False, "running": False, "server_id": self.server_id, "mode": "off"}
+        if self.mode == "off":
+            return off
         if not self.gateway:
             with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                state: dict[str, Any] = orjson.loads(self.stats_path.read_bytes())
-                return state
-            return {"enabled": False, "running": False, "server_id": self.server_id}
+                if time.time() - self.stats_path.stat().st_mtime < STATS_STALE_S:
+                    state: dict[str, Any] = orjson.loads(self.stats_path.read_bytes())
+                    return state
+            return {**off, "enabled": True, "mode": self.mode}
         running = self.endpoint.running if self.mode == "udp" else self.pg.listening
         state = {
             "enabled": self.mode in ("udp", "pg_notify"),
@@ -270,3 +271,20 @@ def _message_for(event: Event) -> Message:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _choose_mode(config: Config, *, explain: bool) -> str:
+    """udp, pg_notify or off; `explain`: log why UDP sync will not run or is weak (once per
+    instance: worker 0 does)."""
+    if config.sync_peers_listed:
+        if config.sync_secret or config.sync_allow_insecure:
+            if explain and config.sync_secret and len(config.sync_secret) < MIN_SECRET_LENGTH:
+                log.warning("QUEEN_SYNC_SECRET is shorter than 32 characters: use a longer one")
+            return "udp"
+        if explain:
+            log.error(
+                "QUEEN_UDP_PEERS is set but QUEEN_SYNC_SECRET is not: UDP sync stays off "
+                "(set a secret, or QUEEN_SYNC_ALLOW_INSECURE=true to run unsigned)"
+            )
+        return "off"
+    return "pg_notify" if config.sync_pg_notify else "off"
