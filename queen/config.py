@@ -410,6 +410,41 @@ class Config:
         "*",
         "origins browsers may call from (comma-separated); * = any, as the original",
     )
+    # Cluster sync (docs/cluster.md)
+    udp_peers: str = _env(
+        "QUEEN_UDP_PEERS",
+        "",
+        "comma list of peers (`host`, `host:port`, `[v6]:port`, DNS names re-resolved every 30 s);"
+        " empty: no UDP sync",
+    )
+    udp_notify_port: int = _env(
+        "QUEEN_UDP_NOTIFY_PORT", 6633, "local UDP port and default peer port", min=1, max=65535
+    )
+    udp_bind: str = _env("QUEEN_UDP_BIND", "0.0.0.0", "address the UDP sync socket binds")
+    sync_enabled: bool = _env("QUEEN_SYNC_ENABLED", True, "UDP sync runs when peers are listed")
+    sync_secret: str = _env(
+        "QUEEN_SYNC_SECRET",
+        "",
+        "HMAC-SHA256 key of sync packets (its bytes as written)",
+        secret=True,
+    )
+    sync_allow_insecure: bool = _env(
+        "QUEEN_SYNC_ALLOW_INSECURE", False, "run UDP sync without a secret (unsigned packets)"
+    )
+    sync_heartbeat_ms: int = _env(
+        "QUEEN_SYNC_HEARTBEAT_MS", 1000, "heartbeat period to each peer (ms)", min=10
+    )
+    sync_dead_threshold_ms: int = _env(
+        "QUEEN_SYNC_DEAD_THRESHOLD_MS", 5000, "silence after which a peer counts as dead", min=10
+    )
+    sync_recv_buffer_mb: int = _env(
+        "QUEEN_SYNC_RECV_BUFFER_MB", 8, "requested UDP receive buffer (MiB)", min=1, max=1024
+    )
+    sync_pg_notify: bool = _env(
+        "QUEEN_SYNC_PG_NOTIFY",
+        True,
+        "without UDP peers, wake other instances through PostgreSQL LISTEN/NOTIFY",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -445,6 +480,10 @@ class Config:
         connection budget is better spent on the hot path, so the share is capped (and the cap
         is logged at start-up when it applies, and documented with the variable)."""
         return max(1, min(MAX_ADMIN_SLOTS_PER_WORKER, self.db_pool_size // self.num_workers))
+
+    @property
+    def sync_peers_listed(self) -> bool:
+        return self.sync_enabled and self.udp_peers.strip() != ""
 
     def with_database(self, host: str, port: int, user: str, password: str, db: str) -> Config:
         return dataclasses.replace(

@@ -33,13 +33,25 @@ class QueueScopes:
         self._known: dict[str, tuple[str, str, float]] = {}
         self._wanted: set[str] = set()
         self._asked = trio.Event()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._known)
+
+    def forget(self, queue: str) -> None:
+        """`queue` was changed elsewhere: look it up again at its next use."""
+        self._known.pop(queue, None)
 
     def scope_of(self, queue: str) -> tuple[str, str] | None:
         """(namespace, task) of `queue`, or None while it is not known (a lookup is then asked
         for, and the caller must assume it may be any)."""
         entry = self._known.get(queue)
         if entry is not None and trio.current_time() < entry[2]:
+            self.hits += 1
             return entry[0], entry[1]
+        self.misses += 1
         if len(self._wanted) < MAX_WANTED:
             self._wanted.add(queue)
             self._asked.set()

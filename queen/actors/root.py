@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from queen.actors.batcher import Batcher
+from queen.actors.cluster import Cluster
 from queen.actors.consumer_groups import ConsumerGroups
 from queen.actors.counters import Counters
 from queen.actors.encryption import Encryption
@@ -48,6 +49,7 @@ from queen.ids import uuid7_str
 from queen.metrics.families import open_families, run_directory
 from queen.metrics.recorder import Recorder
 from queen.storage.file_buffer import worker_directory
+from queen.sync.events import Event, QueueChanged, SwitchChanged
 from queen.sync.siblings import SiblingWakeups, WakeTarget
 
 log = logging.getLogger("queen.root")
@@ -67,13 +69,13 @@ class Services:
         worker started on its own draws one. `metrics_directory` is shared by the workers of
         one `queen serve` (queen/metrics/families.py); by default this process's own."""
         name = f"queen-w{worker_id}"
+        instance = instance_id or uuid7_str()
         self.config = config
         self.worker_id = worker_id
         self.shutting_down = trio.Event()
         self.started_at = time.monotonic()
         self.counters = Counters()
-        instance_id = instance_id or uuid7_str()
-        self.metrics = open_families(metrics_directory or run_directory(os.getpid(), instance_id))
+        self.metrics = open_families(metrics_directory or run_directory(os.getpid(), instance))
         self.recorder = Recorder(self.metrics)
         self.admin = SlotPool(
             "admin",
@@ -91,7 +93,7 @@ class Services:
         )
         self.lease_reclaim = LeaseReclaim(
             self,
-            lease_slot(instance_id, worker_id),
+            lease_slot(instance, worker_id),
             on_released=lambda queues: self.notify_many((queue, None) for queue in queues),
         )
         self.encryption = Encryption(config, self.hot)
@@ -118,8 +120,20 @@ class Services:
             on_undelivered=self._pop_undelivered,
             queue_scopes=self.queue_scopes,
         )
+        self.cluster = Cluster(
+            config,
+            ConnectParams.from_config(config, f"{name}-cluster"),
+            instance,
+            gateway=worker_id == 0,
+            on_wakes=self._cluster_woke,
+            on_event=self._cluster_event,
+        )
         self.siblings = SiblingWakeups(
-            config.port, worker_id, config.num_workers, on_wake=self.consumer_groups.wake
+            config.port,
+            worker_id,
+            config.num_workers,
+            on_wake=self._sibling_woke,
+            on_event=self._sibling_event,
         )
         self.file_buffer = FileBuffer(
             config,
@@ -128,7 +142,11 @@ class Services:
             maintenance_on=lambda: self.flags.maintenance,
             orphans=worker_orphans(config, worker_id),
         )
-        self.flags = SystemFlags(self.admin, on_maintenance_off=self.file_buffer.wake)
+        self.flags = SystemFlags(
+            self.admin,
+            on_maintenance_off=self.file_buffer.wake,
+            on_set=lambda key, enabled: self.announce(SwitchChanged(key, enabled)),
+        )
         self.ingest = PushPath(
             config, self.batcher.push.submit, self.file_buffer, self.flags, self.encryption
         )
@@ -169,6 +187,7 @@ class Services:
             Child("queue-scopes", self.queue_scopes.run),
             Child("consumer-groups", self.consumer_groups.run),
             Child("system-flags", self.flags.run),
+            *self.cluster.children(),
             Child("file-buffer", self.file_buffer.run),
             Child("retention", self.retention.run),
             Child("counters", self.counters.run),
@@ -197,6 +216,39 @@ class Services:
             self.consumer_groups.wake(queue, group)
         if unique:
             self.siblings.notify(unique)
+            self.cluster.publish(unique)
+
+    def announce(self, event: Event) -> None:
+        """Something other instances' caches hold changed here (it is already applied here)."""
+        self.siblings.announce(event)
+        self.cluster.announce(event)
+
+    # What the sibling link and the cluster report -----------------------------------------------
+    def _sibling_woke(self, queue: str | None, group: str | None) -> None:
+        """A sibling's news; worker 0 passes on what happened in its instance to the others
+        (what a sibling heard from worker 0 came from outside and goes no further)."""
+        self.consumer_groups.wake(queue, group)
+        self.cluster.publish([(queue, group)])
+
+    def _sibling_event(self, event: Event) -> None:
+        self._apply(event)
+        self.cluster.announce(event)
+
+    def _cluster_woke(self, targets: list[WakeTarget]) -> None:
+        for queue, group in targets:
+            self.consumer_groups.wake(queue, group)
+        self.siblings.notify(targets)
+
+    def _cluster_event(self, event: Event) -> None:
+        self._apply(event)
+        self.siblings.announce(event)
+
+    def _apply(self, event: Event) -> None:
+        """Hints only (D-U4): forget what the event concerns, re-read it from PostgreSQL."""
+        if isinstance(event, QueueChanged):
+            self.queue_scopes.forget(event.queue)
+        else:
+            self.flags.poke()
 
     def count_in_flight(self, change: int) -> None:
         self.in_flight += change

@@ -2,8 +2,9 @@
 
 The truth is `queen.system_state` in PostgreSQL; this actor re-reads it every second, so a toggle
 made through any instance reaches every instance within a second (the original only propagated it
-over UDP sync, quirk O24). Readers get the last known values; while the database is unreachable
-they stay as they were.
+over UDP sync, quirk O24). A peer's word that a switch flipped (`poke`) only brings the next
+re-read forward, at most once a second: what a packet says is never applied as such (D-U4).
+Readers get the last known values; while the database is unreachable they stay as they were.
 """
 
 from __future__ import annotations
@@ -25,12 +26,19 @@ POP_MAINTENANCE = "pop_maintenance_mode"
 
 
 class SystemFlags:
-    def __init__(self, pool: Runner, on_maintenance_off: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        pool: Runner,
+        on_maintenance_off: Callable[[], None],
+        on_set: Callable[[str, bool], None] = lambda _key, _enabled: None,
+    ) -> None:
         self.pool = pool
         self.maintenance = False
         self.pop_maintenance = False
         self.on_maintenance_off = on_maintenance_off
+        self.on_set = on_set
         self._changed = trio.Event()
+        self._last_poke = -POLL_INTERVAL_S
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -49,9 +57,17 @@ class SystemFlags:
         )
         self._apply(values.get(MAINTENANCE, False), values.get(POP_MAINTENANCE, False))
 
+    def poke(self) -> None:
+        """Someone says a switch flipped: re-read now, unless a poke did so within a second."""
+        now = trio.current_time()
+        if now - self._last_poke >= POLL_INTERVAL_S:
+            self._last_poke = now
+            self._changed.set()
+
     async def set(self, key: str, enabled: bool) -> None:
-        """Persist a switch for the whole cluster and apply it here at once."""
+        """Persist a switch for the whole cluster, apply it here at once and tell the others."""
         await system.write_flag(self.pool, key, enabled, timeout_s=CALL_TIMEOUT_S)
+        self.on_set(key, enabled)
         if key == MAINTENANCE:
             self._apply(enabled, self.pop_maintenance)
         else:

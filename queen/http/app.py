@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 
 from queen.actors.root import Services
 from queen.http import (
+    cluster,
     consumer_groups,
     dead_letters,
     maintenance,
@@ -66,6 +67,7 @@ def create_app(services: Services) -> QuartTrio:
         streams,
         status,
         prometheus,
+        cluster,
     ):
         app.register_blueprint(module.blueprint)
     web_root = services.config.webapp_root

@@ -34,6 +34,7 @@ from queen.http.responses import (
     raw_body,
 )
 from queen.ids import uuid7_str
+from queen.sync.events import QueueChanged, original_config
 
 blueprint = Blueprint("messaging", __name__, url_prefix="/api/v1")
 
@@ -44,6 +45,8 @@ async def configure() -> Response:
     svc = services()
     result = await queues.configure_queue(svc, spec)
     svc.queue_scopes.learn(spec["queue"], spec["namespace"], spec["task"])
+    config = original_config(spec["namespace"], spec["task"], spec["options"])
+    svc.announce(QueueChanged(spec["queue"], config=config))
     return json_response(result)
 
 

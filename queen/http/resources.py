@@ -11,6 +11,7 @@ from queen.errors import BadRequest
 from queen.http import validate
 from queen.http.context import services
 from queen.http.responses import json_response
+from queen.sync.events import QueueChanged
 
 blueprint = Blueprint("resources", __name__, url_prefix="/api/v1/resources")
 
@@ -43,4 +44,7 @@ async def queue_detail(queue: str) -> Response:
 @blueprint.delete("/queues/<queue>")
 async def delete_queue(queue: str) -> Response:
     queue = validate.name(queue, "queue")
-    return json_response(await queues.delete_queue(services(), queue))
+    svc = services()
+    result = await queues.delete_queue(svc, queue)
+    svc.announce(QueueChanged(queue, deleted=True))
+    return json_response(result)

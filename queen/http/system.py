@@ -49,12 +49,7 @@ async def health() -> Response:
         "server": SERVER_NAME,
         "worker_id": svc.worker_id,
         "version": __version__,
-        "shared_state": {
-            "enabled": False,
-            "running": False,
-            "maintenance_mode": svc.flags.maintenance,
-            "pop_maintenance_mode": svc.flags.pop_maintenance,
-        },
+        "shared_state": _public_shared_state(),
         "queen": {"worker_id": svc.worker_id, "status": "active"},
         "fileBuffer": _buffer_state(),
     }
@@ -101,6 +96,12 @@ async def metrics() -> Response:
         "cpu": {"user": int(usage.ru_utime * 1_000_000), "system": int(usage.ru_stime * 1_000_000)},
     }
     return json_response(body)
+
+
+def _public_shared_state() -> dict[str, Any]:
+    """Only whether sync runs (D-J13): peers, ids and counters are for the ADMIN route."""
+    state = services().cluster.shared_state()
+    return {"enabled": state.get("enabled", False), "running": state.get("running", False)}
 
 
 def _buffer_state() -> dict[str, Any]:

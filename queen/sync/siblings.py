@@ -5,7 +5,8 @@ for it may be parked in any other worker. Each worker binds a unix datagram sock
 directory named after the HTTP port, and after anything that makes messages available sends the
 (queue, consumer group or null) pairs concerned to its siblings, as a JSON array, and they wake
 their parked pops at once instead of at their next backoff re-check. Datagrams are best effort: a
-lost one only costs that re-check.
+lost one only costs that re-check. The same arrays carry cluster events (queue settings changed,
+a switch flipped; queen/sync/events.py) as JSON objects among the pairs.
 
 One in flight per target and sibling: while the last datagram sent to a sibling is still unread
 (its socket's queue holds it: the kernel charges an unread datagram to the sender's socket, so
@@ -15,6 +16,7 @@ committed and wakes its parked pops then (a pop between its empty look and parki
 seeing the wake count moved), so dropping the repeat delays no one. A push burst into a busy
 sibling costs one datagram per read, not one per push batch; each datagram carries every target
 sent since the sibling last caught up, which is what makes "the last one is unread" enough.
+Events are rare and always sent.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from pathlib import Path
 
 import orjson
 import trio
+
+from queen.sync import events as cluster_events
+from queen.sync.events import Event
 
 log = logging.getLogger("queen.siblings")
 
@@ -53,10 +58,12 @@ class SiblingWakeups:
         worker_id: int,
         num_workers: int,
         on_wake: Callable[[str | None, str | None], None],
+        on_event: Callable[[Event], None] = lambda _event: None,
     ) -> None:
         self.directory = wake_directory(port)
         self.worker_id = worker_id
         self.on_wake = on_wake
+        self.on_event = on_event
         self.siblings = [
             _Sibling(str(self.directory / f"w{index}.sock"))
             for index in range(num_workers)
@@ -73,6 +80,14 @@ class SiblingWakeups:
         wanted = set(targets)
         for sibling in self.siblings:
             self.sent += sibling.notify(wanted)
+
+    def announce(self, event: Event) -> None:
+        """Tell every sibling about a cluster event; never blocks, never raises."""
+        if not self._open:
+            return
+        datagram = orjson.dumps([cluster_events.to_json(event)])
+        for sibling in self.siblings:
+            self.sent += sibling.send(datagram)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if not self.siblings:
@@ -91,8 +106,11 @@ class SiblingWakeups:
             while True:
                 datagram = await receiver.recv(MAX_DATAGRAM)
                 self.received += 1
-                for queue, group in _unpack(datagram):
+                targets, events = _unpack(datagram)
+                for queue, group in targets:
                     self.on_wake(queue, group)
+                for event in events:
+                    self.on_event(event)
         finally:
             receiver.close()
             self._open = False
@@ -143,14 +161,19 @@ class _Sibling:
             return 0
         carried = self.in_flight | targets
         datagrams = _pack(carried)
-        sent = 0
-        for datagram in datagrams:
-            with contextlib.suppress(OSError):
-                self._socket.sendto(datagram, self.path)
-                sent += 1
+        sent = sum(self.send(datagram) for datagram in datagrams)
         # Only a single datagram that arrived whole can stand for everything in flight.
         self.in_flight = carried if sent == 1 == len(datagrams) else set()
         return sent
+
+    def send(self, datagram: bytes) -> int:
+        """One datagram to the sibling: 1 if the kernel took it, else 0 (never raises)."""
+        if self._socket is None:
+            return 0
+        with contextlib.suppress(OSError):
+            self._socket.sendto(datagram, self.path)
+            return 1
+        return 0
 
     def _unread(self) -> bool:
         assert self._socket is not None
@@ -184,19 +207,25 @@ def _pack(targets: Iterable[WakeTarget]) -> list[bytes]:
     return datagrams
 
 
-def _unpack(datagram: bytes) -> list[WakeTarget]:
+def _unpack(datagram: bytes) -> tuple[list[WakeTarget], list[Event]]:
     """What a sibling sent; anything malformed is dropped (a lost wake-up costs one re-check)."""
     try:
-        pairs = orjson.loads(datagram)
+        entries = orjson.loads(datagram)
     except orjson.JSONDecodeError:
-        return []
-    if not isinstance(pairs, list):
-        return []
-    return [
+        return [], []
+    if not isinstance(entries, list):
+        return [], []
+    targets: list[WakeTarget] = [
         (pair[0], pair[1])
-        for pair in pairs
+        for pair in entries
         if isinstance(pair, list)
         and len(pair) == 2
         and (pair[0] is None or isinstance(pair[0], str))
         and (pair[1] is None or isinstance(pair[1], str))
     ]
+    events = [
+        event
+        for entry in entries
+        if isinstance(entry, dict) and (event := cluster_events.from_json(entry)) is not None
+    ]
+    return targets, events

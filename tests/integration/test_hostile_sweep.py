@@ -161,6 +161,8 @@ READS: dict[str, Reads] = {
     "maintenance.set_pop_maintenance": Reads(body={"enabled": False}, fields=(("enabled",),)),
     "maintenance.buffer_status": Reads(),
     "maintenance.refresh_stats": Reads(),
+    "cluster.get_shared_state": Reads(),
+    "cluster.notify": Reads(body={"queue": "q"}, fields=(("queue",),)),
     "consumer_groups.list_groups": Reads(),
     "consumer_groups.lagging": Reads(query={"minLagSeconds": "60"}),
     "consumer_groups.group_detail": Reads(),

@@ -15,6 +15,7 @@ import trio
 
 from queen.storage.pgcluster import PgCluster
 from tests.integration.api import unique
+from tests.integration.cluster_helpers import wait_parked_in_some_worker
 from tests.support import SLOW_RECHECK, ServerProcess, running_server
 
 ROUNDS = 8
@@ -24,16 +25,6 @@ ROUNDS = 8
 def server(pg_cluster: PgCluster, database: str) -> Iterator[ServerProcess]:
     with running_server(pg_cluster, database, NUM_WORKERS="2", **SLOW_RECHECK) as process:
         yield process
-
-
-async def wait_parked_somewhere(url: str) -> None:
-    """/metrics is per worker: probe on fresh connections until one lands where the pop waits."""
-    with trio.fail_after(10):
-        while True:
-            async with httpx.AsyncClient(base_url=url, timeout=5) as probe:
-                if (await probe.get("/metrics")).json()["longPolls"]["parked"] > 0:
-                    return
-            await trio.sleep(0.01)
 
 
 async def one_round(url: str) -> float:
@@ -52,7 +43,7 @@ async def one_round(url: str) -> float:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pop)
-            await wait_parked_somewhere(url)
+            await wait_parked_in_some_worker(url)
             pushed_at = trio.current_time()
             response = await producer.post(
                 "/api/v1/push", json={"items": [{"queue": queue, "payload": {"x": 1}}]}

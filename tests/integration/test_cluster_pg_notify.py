@@ -1,0 +1,81 @@
+"""Instances with no peer list (behind a plain load balancer) still wake each other, through
+PostgreSQL LISTEN/NOTIFY; with that off too, a pop parked on another instance waits for its own
+re-check. Long-polls here re-check every 5 s (1 s on the instance with sync off).
+
+NOTIFY goes through PostgreSQL and a connection actor on each side, so it is slower than UDP (the
+low-latency path when peers are listed); what it must do is beat the re-check by far.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from queen.storage.pgcluster import PgCluster
+from tests.integration.api import Api
+from tests.integration.cluster_helpers import one_wake, p99, shared_state, summary
+from tests.support import SLOW_RECHECK, ServerProcess, running_server, wait_until
+
+TRIES = 50
+SYNC_OFF_TRIES = 3
+SYNC_OFF = {
+    "QUEEN_SYNC_PG_NOTIFY": "false",
+    "POP_WAIT_INITIAL_INTERVAL_MS": "1000",
+    "POP_WAIT_MAX_INTERVAL_MS": "1000",
+}
+
+
+@pytest.fixture(scope="module")
+def a(pg_cluster: PgCluster, database: str) -> Iterator[ServerProcess]:
+    with running_server(pg_cluster, database, **SLOW_RECHECK) as process:
+        wait_until(lambda: shared_state(process)["running"], 10, "A listening")
+        yield process
+
+
+@pytest.fixture(scope="module")
+def b(pg_cluster: PgCluster, database: str) -> Iterator[ServerProcess]:
+    with running_server(pg_cluster, database, NUM_WORKERS="2", **SLOW_RECHECK) as process:
+        wait_until(lambda: shared_state(process)["running"], 10, "B listening")
+        yield process
+
+
+@pytest.fixture(scope="module")
+def quiet(pg_cluster: PgCluster, database: str) -> Iterator[ServerProcess]:
+    with running_server(pg_cluster, database, **SYNC_OFF) as process:
+        yield process
+
+
+@pytest.mark.timeout(90)
+async def test_a_push_wakes_another_instance_through_postgresql(
+    a: ServerProcess, b: ServerProcess
+) -> None:
+    """B runs two workers: the NOTIFY reaches its worker 0, pops may be parked in worker 1."""
+    latencies: list[float] = []
+    delivered: Counter[str] = Counter()
+    async with Api(a.url) as producer, Api(b.url) as consumer:
+        for _ in range(TRIES):
+            latency, _, ids = await one_wake(producer, consumer, any_worker=True)
+            latencies.append(latency)
+            delivered.update(ids)
+    print(f"wake-up over LISTEN/NOTIFY, {TRIES} tries: {summary(latencies)}")
+    assert p99(latencies) < 0.250
+    assert sum(delivered.values()) == TRIES and max(delivered.values()) == 1
+    state = shared_state(a)
+    assert state["mode"] == "pg_notify" and state["running"] and "transport" not in state
+    assert state["counters"]["notifies_sent"] > 0
+
+
+@pytest.mark.timeout(60)
+async def test_with_sync_off_a_pop_on_another_instance_waits_for_its_recheck(
+    a: ServerProcess, quiet: ServerProcess
+) -> None:
+    latencies = []
+    async with Api(a.url) as producer, Api(quiet.url) as consumer:
+        for _ in range(SYNC_OFF_TRIES):
+            latency, _, _ = await one_wake(producer, consumer)
+            latencies.append(latency)
+    print(f"wake-up with sync off, {SYNC_OFF_TRIES} tries: {summary(latencies)}")
+    assert min(latencies) > 0.2
+    assert shared_state(quiet)["enabled"] is False
