@@ -1,5 +1,6 @@
 """The `queen` command: `serve` (the server, with an embedded PostgreSQL when PG_HOST is unset),
-`migrate` (apply the schema and exit), and the internal `worker` entry of each worker process.
+`migrate` (apply the schema and exit), `proxy` (the auth proxy and its user/token commands), and
+the internal `worker` entry of each worker process.
 
 `serve` is the parent of the worker processes: it owns the embedded cluster, applies migrations,
 starts NUM_WORKERS workers, restarts one that dies, and on SIGINT/SIGTERM stops them gracefully and
@@ -26,6 +27,7 @@ from queen.actors.supervisor import backoff_delays
 from queen.config import Config, ConfigError
 from queen.db.connect import ConnectParams, connect
 from queen.ids import uuid7_str
+from queen.proxy import commands as proxy_commands
 from queen.storage import migrations
 from queen.storage.file_buffer import BufferLocked, lock_directory
 from queen.storage.pgcluster import ClusterError, PgCluster, find_bindir
@@ -48,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (overrides HOST)")
     serve.add_argument("--dev", action="store_true", help="debug logging")
     commands.add_parser("migrate", help="apply pending schema migrations and exit")
+    proxy_commands.add_parser(commands)
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("--index", type=int, required=True)
     worker.add_argument("--parent", type=int, required=True)
@@ -57,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "proxy":
+        # The proxy reads its own environment (PORT, JWT_SECRET mean other things to it).
+        logs.configure(os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "text"))
+        return proxy_commands.main(args)
     try:
         config = Config.from_env(
             port=getattr(args, "port", None),
