@@ -258,11 +258,15 @@ def create_proxy_app(services: ProxyServices) -> QuartTrio:
         async def forward_auth() -> Response:
             return await forward_auth_answer(config, services.auth, services.tokens, request)
 
+    @app.websocket("/", defaults={"path": ""})
+    @app.websocket("/<path:path>")
+    async def no_websockets(path: str) -> Response:
+        """The broker has no WebSocket routes, and the original let upgrades skip the gate."""
+        return _json({"error": "WebSocket upgrades are not proxied"}, 400)
+
     @app.route("/", defaults={"path": ""}, methods=_ALL_METHODS)
     @app.route("/<path:path>", methods=_ALL_METHODS)
     async def gated(path: str) -> Response:
-        if request.headers.get("upgrade", "").lower() == "websocket":
-            return _json({"error": "WebSocket upgrades are not proxied"}, 400)
         presented = presented_token(request.headers, request.cookies)
         if presented is None:
             return unauthenticated("Authentication required")
