@@ -6,19 +6,25 @@ import pytest
 
 from queen.storage.pgcluster import PgCluster
 from tests.proxy.support import ProxyProcess, create_user, proxy_env, running_proxy
-from tests.support import ServerProcess
+from tests.support import ServerProcess, create_database, running_server
 
 
-@pytest.fixture(scope="module")
-def proxy_env_base(pg_cluster: PgCluster, database: str, server: ServerProcess) -> dict[str, str]:
-    """The proxy's environment: its tables beside the broker's, in the module's database."""
-    return proxy_env(pg_cluster, database, server.url)
+@pytest.fixture(scope="package")
+def proxied_broker(pg_cluster: PgCluster) -> Iterator[tuple[PgCluster, str, ServerProcess]]:
+    """One broker (its own auth off) for the proxy tests, on a database it shares with the proxy
+    tables; started once for the package: the proxy's behaviour, not the broker's, is on test."""
+    database = create_database(pg_cluster, "queen_proxy_test")
+    with running_server(pg_cluster, database) as server:
+        yield pg_cluster, database, server
 
 
-@pytest.fixture(scope="module")
-def proxy(proxy_env_base: dict[str, str]) -> Iterator[ProxyProcess]:
-    """A proxy in front of the module's broker (whose own auth is off), with one user per role."""
+@pytest.fixture(scope="package")
+def proxy(proxied_broker: tuple[PgCluster, str, ServerProcess]) -> Iterator[ProxyProcess]:
+    """A proxy in front of that broker, with one user per role (named admin, read_write,
+    read_only; password tests.proxy.support.PASSWORD)."""
+    cluster, database, server = proxied_broker
+    env = proxy_env(cluster, database, server.url)
     for role in ("admin", "read-write", "read-only"):
-        create_user(proxy_env_base, role.replace("-", "_"), role)
-    with running_proxy(proxy_env_base) as process:
+        create_user(env, role.replace("-", "_"), role)
+    with running_proxy(env) as process:
         yield process
