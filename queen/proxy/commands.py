@@ -47,6 +47,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def main(args: argparse.Namespace) -> int:
     command = getattr(args, "proxy_command", None)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request
     try:
         if command is None:
             environ = dict(os.environ)

@@ -55,6 +55,8 @@ def proxy(pg_cluster: PgCluster, database: str, idp: FakeIdp) -> Iterator[ProxyP
         GOOGLE_ALLOWED_DOMAINS="example.com",
         GOOGLE_AUTO_PROVISION="true",
         GOOGLE_DEFAULT_ROLE="read-write",
+        FORWARD_AUTH_ENABLED="true",
+        FORWARD_AUTH_EMIT_HEADERS="Authorization,X-Auth-User,X-Auth-Role",
     )
     create_user(env, "alice", "read-write")
     with running_proxy(env) as process:
@@ -219,6 +221,27 @@ def test_google_sign_in_provisions_and_lands_on_next(proxy: ProxyProcess, idp: F
     cookie = session_cookie(answer)
     me = httpx.get(f"{proxy.url}/api/me", headers={"Cookie": f"token={cookie}"}, timeout=10)
     assert me.json() == {"username": "frank@example.com", "role": "read-write"}
+
+
+def test_forward_auth_answers_with_identity_headers(proxy: ProxyProcess, idp: FakeIdp) -> None:
+    probe = f"{proxy.url}/api/auth/forward-auth"
+    assert httpx.get(probe, timeout=10).status_code == 401
+    cookie = login(proxy.url, "alice")
+    allowed = httpx.get(probe, headers={"Cookie": f"token={cookie}"}, timeout=10)
+    assert allowed.status_code == 200
+    assert allowed.headers["x-auth-user"] == "alice"
+    assert allowed.headers["x-auth-role"] == "read-write"
+    minted = allowed.headers["authorization"].removeprefix("Bearer ")
+    assert jwt.decode(minted, SECRET, algorithms=["HS256"])["purpose"] == "upstream"
+    # A token shaped like an OAuth state (a nonce, no role) is no session here either.
+    state_like = jwt.encode({"nonce": "n", "next": "/", "exp": int(time.time()) + 60}, SECRET)
+    forged = httpx.get(probe, headers={"Authorization": f"Bearer {state_like}"}, timeout=10)
+    assert forged.status_code == 401
+    reader = idp.sign({"iss": "https://idp.test", "aud": "queen", "sub": "r", "role": "read-only"})
+    gated = {"Authorization": f"Bearer {reader}", "X-Forward-Auth-RBAC": "method"}
+    assert httpx.get(probe, headers=gated, timeout=10).status_code == 200
+    post = {**gated, "X-Forwarded-Method": "POST"}
+    assert httpx.get(probe, headers=post, timeout=10).status_code == 403
 
 
 def test_eleventh_failed_login_is_throttled(proxy: ProxyProcess) -> None:
