@@ -1,6 +1,6 @@
 """The `queen` command: `serve` (the server, with an embedded PostgreSQL when PG_HOST is unset),
-`migrate` (apply the schema and exit), `proxy` (the auth proxy and its user/token commands), and
-the internal `worker` entry of each worker process.
+`migrate` (apply the schema and exit), `token` (mint a signed bearer token), `proxy` (the auth
+proxy and its user/token commands), and the internal `worker` entry of each worker process.
 
 `serve` is the parent of the worker processes: it owns the embedded cluster, applies migrations,
 starts NUM_WORKERS workers, restarts one that dies, and on SIGINT/SIGTERM stops them gracefully and
@@ -10,6 +10,7 @@ then stops PostgreSQL, so Ctrl-C leaves no process behind.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -24,10 +25,13 @@ import trio_asyncio
 
 from queen import __version__, logs
 from queen.actors.supervisor import backoff_delays
-from queen.config import Config, ConfigError
+from queen.config import Config, ConfigError, comma_list
 from queen.db.connect import ConnectParams, connect
 from queen.ids import uuid7_str
 from queen.proxy import commands as proxy_commands
+from queen.security.keys import UnusableKey
+from queen.security.minting import duration_s, mint
+from queen.security.tokens import Verifier
 from queen.storage import migrations
 from queen.storage.file_buffer import BufferLocked, lock_directory
 from queen.storage.pgcluster import ClusterError, PgCluster, find_bindir
@@ -51,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev", action="store_true", help="debug logging")
     commands.add_parser("migrate", help="apply pending schema migrations and exit")
     proxy_commands.add_parser(commands)
+    token = commands.add_parser(
+        "token", help="print a signed bearer token (HS256 with JWT_SECRET, or EdDSA)"
+    )
+    token.add_argument("--sub", required=True, help="subject: stamped as producerSub on pushes")
+    token.add_argument("--role", default="read-write", help="role claim (default read-write)")
+    token.add_argument("--expires", default="1h", help="lifetime: 30m, 12h, 7d, 1y or never")
+    token.add_argument("--algorithm", choices=("HS256", "EdDSA"), default="HS256")
+    token.add_argument("--key-file", type=Path, help="EdDSA: Ed25519 private key (PEM)")
+    token.add_argument("--kid", default="", help="key id header (EdDSA with a JWKS)")
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("--index", type=int, required=True)
     worker.add_argument("--parent", type=int, required=True)
@@ -71,6 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level="debug" if getattr(args, "dev", False) else None,
         )
     except ConfigError as error:
+        print(f"queen: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "token":
+        return _print_token(args, config)
+    try:
+        Verifier(config)  # a key that cannot be loaded refuses to start, naming the variable
+    except UnusableKey as error:
         print(f"queen: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(config.log_level, config.log_format)
@@ -97,6 +117,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(cause, KeyboardInterrupt):
             return 130
         raise
+
+
+def _print_token(args: argparse.Namespace, config: Config) -> int:
+    """The first JWT_ISSUER and JWT_AUDIENCE entries are claimed, so the token passes this
+    server's own checks."""
+    try:
+        token = mint(
+            sub=args.sub,
+            role=args.role,
+            expires_in_s=duration_s(args.expires),
+            algorithm=args.algorithm,
+            secret=config.jwt_secret,
+            private_key_pem=args.key_file.read_bytes() if args.key_file else b"",
+            issuer=next(iter(comma_list(config.jwt_issuer)), ""),
+            audience=next(iter(comma_list(config.jwt_audience)), ""),
+            kid=args.kid,
+        )
+    except (ValueError, OSError) as error:
+        print(f"queen token: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(token)
+    return 0
 
 
 def _sole_cause(error: BaseException) -> BaseException:
@@ -282,6 +324,36 @@ class PortInUse(RuntimeError):
     """Another process listens on our port; with SO_REUSEPORT we would silently share it."""
 
 
+def _warn_about_exposure(config: Config) -> None:
+    """Loud, once: every route, the administrative ones included, is open to whoever can reach a
+    non-loopback address while JWT is off. Weak settings (spec D-J2) get a warning too."""
+    if not config.jwt_enabled and not _is_loopback(config.host):
+        log.warning(
+            "JWT_ENABLED is false and queen listens on a non-loopback address: anyone who can "
+            "reach this port can push, pop, delete queues and switch maintenance on. Set "
+            "JWT_ENABLED=true (docs/security.md) or HOST=127.0.0.1",
+            extra={"host": config.host, "port": config.port},
+        )
+    if not config.jwt_enabled:
+        return
+    if config.jwt_secret and len(config.jwt_secret.encode()) < 32:
+        log.warning("JWT_SECRET is shorter than 32 bytes: easy to guess offline")
+    if (config.jwt_public_key or config.jwt_jwks_url) and not (
+        config.jwt_issuer and config.jwt_audience
+    ):
+        log.warning(
+            "JWT_ISSUER or JWT_AUDIENCE is not set: tokens the same issuer made for other "
+            "applications are accepted"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _check_port_free(config: Config) -> None:
     """Bind once *without* SO_REUSEPORT: that fails while anyone (another queen's workers
     included) listens on the port, so a second instance refuses to start instead of taking half
@@ -304,6 +376,7 @@ async def _serve(config: Config) -> int:
         "queen starting",
         extra={"version": __version__, "port": config.port, "workers": config.num_workers},
     )
+    _warn_about_exposure(config)
     if config.db_pool_size // config.num_workers > config.admin_slots_per_worker():
         log.info(
             "DB_POOL_SIZE is more than admin work uses: capped",

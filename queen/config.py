@@ -19,6 +19,8 @@ from typing import Any
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
 LOG_FORMATS = ("text", "json")
 SUBSCRIPTION_MODES = ("", "all", "new", "new-only", "from_beginning")
+JWT_ALGORITHMS = ("hs256", "rs256", "eddsa", "auto")
+ENCRYPTION_KEY_HEX = 64
 MAX_ADMIN_SLOTS_PER_WORKER = 4
 
 
@@ -26,8 +28,18 @@ class ConfigError(ValueError):
     """A variable holds a value queen cannot use; the message names the variable."""
 
 
-def _env(name: str, default: Any, doc: str, **limits: Any) -> Any:
-    return field(default=default, metadata={"env": name, "doc": doc, **limits})
+def _env(name: str, default: Any, doc: str, *, secret: bool = False, **limits: Any) -> Any:
+    """A secret's value is kept out of the object's repr and out of every refusal message."""
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"env": name, "doc": doc, "secret": secret, **limits},
+    )
+
+
+def comma_list(raw: str) -> list[str]:
+    """The entries of a comma-separated setting, trimmed, empty ones dropped."""
+    return [entry.strip() for entry in raw.split(",") if entry.strip()]
 
 
 def _parse_bool(raw: str) -> bool:
@@ -286,6 +298,81 @@ class Config:
         "EVICTION_BATCH_SIZE", 1000, "messages one eviction batch deletes at most", min=1
     )
 
+    # Security (docs/security.md)
+    jwt_enabled: bool = _env(
+        "JWT_ENABLED", False, "verify a bearer token and its role on every non-public route"
+    )
+    jwt_algorithm: str = _env(
+        "JWT_ALGORITHM",
+        "HS256",
+        "HS256 (also HS384/512), RS256 (also RS384/512, ES256/384), EdDSA, or auto",
+        choices=JWT_ALGORITHMS,
+    )
+    jwt_secret: str = _env(
+        "JWT_SECRET", "", "HMAC key of the HS* algorithms (raw bytes)", secret=True
+    )
+    jwt_public_key: str = _env(
+        "JWT_PUBLIC_KEY", "", "PEM public key (RSA, EC or Ed25519); tried before the JWKS"
+    )
+    jwt_jwks_url: str = _env("JWT_JWKS_URL", "", "JWKS endpoint, fetched in the background")
+    jwt_issuer: str = _env("JWT_ISSUER", "", "accepted `iss` values, comma-separated; empty: any")
+    jwt_audience: str = _env(
+        "JWT_AUDIENCE", "", "accepted `aud` values, comma-separated; empty: any"
+    )
+    jwt_clock_skew: int = _env(
+        "JWT_CLOCK_SKEW", 30, "leeway for exp, nbf and iat (seconds)", min=0, max=3600
+    )
+    jwt_skip_paths: str = _env(
+        "JWT_SKIP_PATHS",
+        "/health,/metrics/prometheus,/metrics,/",
+        "paths exempt from the token check (an entry ending in / is a prefix)",
+    )
+    jwt_jwks_refresh_interval: int = _env(
+        "JWT_JWKS_REFRESH_INTERVAL", 3600, "periodic JWKS refresh (seconds)", min=30
+    )
+    jwt_jwks_timeout_ms: int = _env(
+        "JWT_JWKS_TIMEOUT_MS", 5000, "connect and read timeout of a JWKS fetch (ms)", min=100
+    )
+    jwt_roles_claim: str = _env(
+        "JWT_ROLES_CLAIM", "role", "claim holding one role (a dotted path reaches nested claims)"
+    )
+    jwt_roles_array_claim: str = _env(
+        "JWT_ROLES_ARRAY_CLAIM", "roles", "claim holding a list of roles (dotted path allowed)"
+    )
+    jwt_role_admin: str = _env("JWT_ROLE_ADMIN", "admin", "role value of the ADMIN level")
+    jwt_role_read_write: str = _env(
+        "JWT_ROLE_READ_WRITE", "read-write", "role value of the READ_WRITE level"
+    )
+    jwt_role_read_only: str = _env(
+        "JWT_ROLE_READ_ONLY", "read-only", "role value of the READ_ONLY level"
+    )
+    jwt_require_exp: bool = _env("JWT_REQUIRE_EXP", False, "refuse tokens without `exp`")
+    metrics_require_auth: bool = _env(
+        "QUEEN_METRICS_REQUIRE_AUTH", False, "with JWT on, /metrics* need a READ_ONLY token"
+    )
+    encryption_key: str = _env(
+        "QUEEN_ENCRYPTION_KEY",
+        "",
+        "AES-256-GCM key of queues with encryptionEnabled: 64 hex characters",
+        secret=True,
+    )
+    encryption_previous_keys: str = _env(
+        "QUEEN_ENCRYPTION_PREVIOUS_KEYS",
+        "",
+        "earlier keys (comma-separated, 64 hex each), still read after a rotation",
+        secret=True,
+    )
+    encryption_allow_plaintext: bool = _env(
+        "QUEEN_ENCRYPTION_ALLOW_PLAINTEXT",
+        False,
+        "store pushes to an encrypted queue in clear when no key is loaded (else 503)",
+    )
+    cors_origins: str = _env(
+        "QUEEN_CORS_ORIGINS",
+        "*",
+        "origins browsers may call from (comma-separated); * = any, as the original",
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Parse every variable; raise ConfigError naming the first one that is unusable."""
@@ -300,6 +387,9 @@ class Config:
             if value is not None:
                 values[name] = _check_limits(_field(name), value)
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        _check_security(self)
 
     @property
     def embedded_postgres(self) -> bool:
@@ -340,8 +430,39 @@ def _parse_field(spec: dataclasses.Field[Any], raw: str) -> Any:
             "float": "a number",
             "bool": "true or false",
         }[type_name]
-        raise ConfigError(f"{env_name}={raw!r} is not {kind}") from None
+        shown = "<secret>" if spec.metadata["secret"] else repr(raw)
+        raise ConfigError(f"{env_name}={shown} is not {kind}") from None
     return _check_limits(spec, value)
+
+
+def _check_security(config: Config) -> None:
+    """Settings that only make sense together (spec D-J2, D-E1): refused at start, naming the
+    variables and never echoing a secret."""
+    for name, raw in (
+        ("QUEEN_ENCRYPTION_KEY", config.encryption_key),
+        *(
+            ("QUEEN_ENCRYPTION_PREVIOUS_KEYS", key)
+            for key in comma_list(config.encryption_previous_keys)
+        ),
+    ):
+        if raw and not _is_key_hex(raw.strip()):
+            raise ConfigError(f"{name} must be exactly {ENCRYPTION_KEY_HEX} hexadecimal characters")
+    if not config.jwt_enabled:
+        return
+    algorithm = config.jwt_algorithm.lower()
+    asymmetric = bool(config.jwt_public_key or config.jwt_jwks_url)
+    if algorithm == "hs256" and not config.jwt_secret:
+        raise ConfigError("JWT_ALGORITHM=HS256 needs JWT_SECRET")
+    if algorithm in ("rs256", "eddsa") and not asymmetric:
+        raise ConfigError(
+            f"JWT_ALGORITHM={config.jwt_algorithm} needs JWT_PUBLIC_KEY or JWT_JWKS_URL"
+        )
+    if algorithm == "auto" and not (asymmetric or config.jwt_secret):
+        raise ConfigError("JWT_ALGORITHM=auto needs JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL")
+
+
+def _is_key_hex(raw: str) -> bool:
+    return len(raw) == ENCRYPTION_KEY_HEX and all(c in "0123456789abcdefABCDEF" for c in raw)
 
 
 def _check_limits(spec: dataclasses.Field[Any], value: Any) -> Any:

@@ -53,11 +53,22 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+# Control characters in logged values (a request path, a header) are written as escapes, so a
+# value cannot end the line and forge one that looks like the server's own.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+
+
+def _escaped(value: Any) -> str:
+    return str(value).translate(_ESCAPES)
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = _timestamp(record).replace("T", " ").rstrip("Z")
-        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
-        line = f"[{stamp}] [{record.levelname.lower()}] {record.name}: {record.getMessage()}"
+        extras = " ".join(f"{k}={_escaped(v)}" for k, v in _extras(record).items())
+        line = (
+            f"[{stamp}] [{record.levelname.lower()}] {record.name}: {_escaped(record.getMessage())}"
+        )
         if extras:
             line = f"{line} {extras}"
         if record.exc_info:

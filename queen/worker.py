@@ -23,7 +23,9 @@ from hypercorn.trio import serve
 from queen import __version__
 from queen.actors.root import Services
 from queen.config import Config
+from queen.http.access import AccessGate
 from queen.http.app import create_app
+from queen.security.tokens import Verifier
 
 log = logging.getLogger("queen.worker")
 
@@ -89,6 +91,13 @@ def _tune_garbage_collection() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
+def _verifier(config: Config, services: Services) -> Verifier | None:
+    """The gate's token check, reading the JWKS actor's keys; None with JWT off."""
+    if not config.jwt_enabled:
+        return None
+    return Verifier(config, services.jwks.snapshot, services.jwks.request_refresh)
+
+
 async def run_worker(
     config: Config, worker_id: int, parent_pid: int | None = None, instance_id: str | None = None
 ) -> None:
@@ -111,7 +120,9 @@ async def run_worker(
             extra={"worker_id": worker_id, "port": config.port, "version": __version__},
         )
         await serve(
-            create_app(services), _hypercorn_config(sock), shutdown_trigger=shutdown_trigger
+            AccessGate(create_app(services), config, _verifier(config, services)),
+            _hypercorn_config(sock),
+            shutdown_trigger=shutdown_trigger,
         )
         log.info("worker stopped", extra={"worker_id": worker_id})
         root.cancel_scope.cancel()

@@ -36,7 +36,16 @@ import trio
 from queen.actors.concurrency import AdaptiveLimit
 from queen.actors.mailbox import Reply, deliver
 from queen.config import Config
-from queen.db.batches import ACK, PUSH, RENEW, TRANSACTION, Procedure, Results, pop_owned_by
+from queen.db.batches import (
+    ACK,
+    PUSH,
+    RENEW,
+    TRANSACTION,
+    OpenPops,
+    Procedure,
+    Results,
+    pop_owned_by,
+)
 from queen.db.errors import DatabaseError, TransientDatabaseError
 from queen.db.runner import Runner
 
@@ -67,7 +76,9 @@ class LaneSpec:
     max_concurrent: int
 
 
-def lane_table(config: Config, lease_owner: str) -> tuple[LaneSpec, ...]:
+def lane_table(
+    config: Config, lease_owner: str, open_pops: OpenPops | None = None
+) -> tuple[LaneSpec, ...]:
     """Every lane and its limits, all from Config (QUEEN_<TYPE>_* with the original's defaults;
     a hold not set per type is SIDECAR_MICRO_BATCH_WAIT_MS, as in the original). Pops record
     `lease_owner` on the leases they take (queen/actors/lease_reclaim.py)."""
@@ -87,7 +98,7 @@ def lane_table(config: Config, lease_owner: str) -> tuple[LaneSpec, ...]:
         ),
         LaneSpec(
             "pop",
-            pop_owned_by(lease_owner),
+            pop_owned_by(lease_owner, open_pops),
             hold_s(config.pop_max_hold_ms),
             config.pop_max_batch_size,
             items,
@@ -250,8 +261,10 @@ class Batcher:
         on_transaction: Delivered,
         on_pop_undelivered: Callable[[Any], None],
         lease_owner: str,
+        open_pops: OpenPops | None = None,
     ) -> None:
-        specs = {spec.name: spec for spec in lane_table(config, lease_owner)}
+        """`open_pops` decrypts what pops deliver (queen/actors/encryption.py)."""
+        specs = {spec.name: spec for spec in lane_table(config, lease_owner, open_pops)}
         self.push = Lane(specs["push"], pool, on_results=on_pushed)
         self.pop = Lane(specs["pop"], pool, on_undelivered=on_pop_undelivered)
         self.ack = Lane(specs["ack"], pool, on_results=on_acked)

@@ -10,7 +10,9 @@ during replay never doubles a message. A file that fails for lack of a database 
 `failed/` under its own name and comes back for another try, and no newer file replays while it
 waits (a partition's order holds across files); a record PostgreSQL rejects outright (five times)
 is quarantined in `failed/poison_*.buf` so it cannot block the rest, and stays there (still
-counted as pending) until an operator replays it.
+counted as pending) until an operator replays it. Replay stores through the push path's
+`store`, which encrypts what a record of an encrypted queue still holds in clear (written by an
+earlier version) and never a record marked encrypted.
 
 Order across an outage: the actor counts, per (queue, partition), the records it holds that
 replay has not stored or quarantined yet (counted at append, recounted from the files whenever it
@@ -386,6 +388,8 @@ def buffer_record(item: PushItem) -> dict[str, Any]:
         record["traceId"] = item.trace_id
     if item.producer_sub:
         record["producerSub"] = item.producer_sub
+    if item.is_encrypted:
+        record["isEncrypted"] = True
     return record
 
 
@@ -429,6 +433,7 @@ def _push_item(record: dict[str, Any]) -> PushItem | None:
         trace_id=record.get("traceId") or None,
         producer_sub=record.get("producerSub") or None,
         skip_capacity=True,
+        is_encrypted=record.get("isEncrypted") is True,
     )
 
 

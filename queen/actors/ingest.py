@@ -14,6 +14,10 @@ buffered that costs one check per push.
 
 A push given up on at the deadline may still commit later (its call was only presumed dead); the
 buffered copy then replays as a duplicate of the same transactionId, never as a second message.
+
+Payloads of encrypted queues are sealed first (queen/actors/encryption.py), so whichever way a
+push goes, PostgreSQL or the disk buffer, it goes as envelopes; `store` is the same step for the
+buffer's replay.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from typing import Any
 
 import trio
 
+from queen.actors.encryption import Encryption
 from queen.actors.file_buffer import FileBuffer, buffer_record
 from queen.actors.system_flags import SystemFlags
 from queen.config import Config
 from queen.db.connect import call_deadline_s
-from queen.db.errors import is_availability_error
+from queen.db.errors import EncryptionRequired, is_availability_error
 from queen.db.items import PushItem
 from queen.errors import ServiceUnavailable
 
@@ -55,14 +60,31 @@ class PushOutcome:
 
 class PushPath:
     def __init__(
-        self, config: Config, submit: SubmitPush, file_buffer: FileBuffer, flags: SystemFlags
+        self,
+        config: Config,
+        submit: SubmitPush,
+        file_buffer: FileBuffer,
+        flags: SystemFlags,
+        encryption: Encryption,
     ) -> None:
         self.deadline_s = call_deadline_s(config) or math.inf
         self.submit = submit
         self.file_buffer = file_buffer
         self.flags = flags
+        self.encryption = encryption
+
+    async def store(self, items: Items) -> list[Any]:
+        """Seal and store in PostgreSQL, nothing else (the buffer's replay)."""
+        return await self._submit(await self.encryption.seal(items))
+
+    async def _submit(self, items: Items) -> list[Any]:
+        try:
+            return await self.submit(items)
+        except EncryptionRequired:  # the flag changed under a cached view: look again, once
+            return await self.submit(await self.encryption.seal(items, fresh=True))
 
     async def push(self, items: Items) -> PushOutcome:
+        items = await self.encryption.seal(items)
         buffer = self.file_buffer
         if self.flags.maintenance:
             return await self._to_disk(items)
@@ -72,7 +94,7 @@ class PushPath:
             return await self._to_disk(items)
         try:
             with trio.fail_after(self.deadline_s):
-                results = await self.submit(items)
+                results = await self._submit(items)
         except Exception as error:
             if not (isinstance(error, trio.TooSlowError) or is_availability_error(error)):
                 raise

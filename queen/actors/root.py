@@ -25,8 +25,10 @@ import trio
 from queen.actors.batcher import Batcher
 from queen.actors.consumer_groups import ConsumerGroups
 from queen.actors.counters import Counters
+from queen.actors.encryption import Encryption
 from queen.actors.file_buffer import FileBuffer, worker_orphans
 from queen.actors.ingest import PushPath
+from queen.actors.jwks import JwksKeys
 from queen.actors.lease_reclaim import LeaseReclaim, lease_slot
 from queen.actors.queue_scopes import QueueScopes
 from queen.actors.retention import RetentionServices
@@ -38,6 +40,7 @@ from queen.config import Config
 from queen.db import consumer_groups as groups
 from queen.db import queues
 from queen.db.connect import ConnectParams
+from queen.db.items import PushItem
 from queen.ids import uuid7_str
 from queen.storage.file_buffer import worker_directory
 from queen.sync.siblings import SiblingWakeups, WakeTarget
@@ -76,9 +79,14 @@ class Services:
             lease_slot(instance_id or uuid7_str(), worker_id),
             on_released=lambda queues: self.notify_many((queue, None) for queue in queues),
         )
+        self.encryption = Encryption(config, self.hot)
+        self.jwks = JwksKeys(config)
         self.batcher = Batcher(
             config,
             self.hot,
+            open_pops=self.encryption.open_pop_results
+            if self.encryption.keyring.can_decrypt
+            else None,
             on_pushed=self._pushed,
             on_acked=self._acked,
             on_transaction=self._transacted,
@@ -98,12 +106,14 @@ class Services:
         self.file_buffer = FileBuffer(
             config,
             worker_directory(Path(config.file_buffer_dir), worker_id),
-            self.batcher.push.submit,
+            self._replay,
             maintenance_on=lambda: self.flags.maintenance,
             orphans=worker_orphans(config, worker_id),
         )
         self.flags = SystemFlags(self.admin, on_maintenance_off=self.file_buffer.wake)
-        self.ingest = PushPath(config, self.batcher.push.submit, self.file_buffer, self.flags)
+        self.ingest = PushPath(
+            config, self.batcher.push.submit, self.file_buffer, self.flags, self.encryption
+        )
         self.retention = RetentionServices(config, self.admin.params, worker_id=worker_id)
         self.supervisor = Supervisor(f"worker-{worker_id}", self.children())
         self._nursery: trio.Nursery | None = None
@@ -122,6 +132,7 @@ class Services:
             Child("file-buffer", self.file_buffer.run),
             Child("retention", self.retention.run),
             Child("counters", self.counters.run),
+            Child("jwks", self.jwks.run),
         ]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -130,6 +141,7 @@ class Services:
             await nursery.start(self.supervisor.run)
             # One-shot, not a supervised actor: it finishes once the predecessor's leases are back.
             nursery.start_soon(self.lease_reclaim.run)
+            nursery.start_soon(self.encryption.check_keys)
             task_status.started()
 
     def notify(self, queue: str | None, group: str | None = None) -> None:
@@ -147,6 +159,10 @@ class Services:
     def begin_shutdown(self) -> None:
         self.shutting_down.set()
         self.consumer_groups.drain()
+
+    async def _replay(self, items: list[PushItem]) -> list[dict[str, Any]]:
+        """The disk buffer's replay stores through the push path (built after the buffer)."""
+        return await self.ingest.store(items)
 
     # What the batcher reports after each call ---------------------------------------------------
     def _pushed(self, _items: Sequence[Any], results: list[Any]) -> None:

@@ -18,6 +18,7 @@ from queen.db.items import PopRequest
 from queen.db.runner import CallKind, Runner
 
 Results = list[Any]
+OpenPops = Callable[[Results], Results]
 
 
 def _json_array(items: Sequence[Any]) -> tuple[tuple[Any, ...], None]:
@@ -51,14 +52,22 @@ ACK = Procedure("SELECT queen.ack_items($1::jsonb)")
 RENEW = Procedure("SELECT queen.renew_leases($1::jsonb)")
 
 
-def pop_owned_by(owner: str) -> Procedure:
+def pop_owned_by(owner: str, open_pops: OpenPops | None = None) -> Procedure:
     """POP recording every lease it takes as taken by `owner`, the worker incarnation, so that
-    a successor can give them back if this one crashes (queen.release_previous_leases)."""
+    a successor can give them back if this one crashes (queen.release_previous_leases).
+    `open_pops` turns stored envelopes back into payloads, for every pop whichever route or
+    parked waiter asked."""
 
     def encode(items: Sequence[PopRequest]) -> tuple[tuple[Any, ...], None]:
         return _json_array([msgspec.structs.replace(item, lease_owner=owner) for item in items])
 
-    return Procedure(POP.sql, encode)
+    if open_pops is None:
+        return Procedure(POP.sql, encode)
+
+    def decode(raw: Any, items: Sequence[Any], state: None) -> Results:
+        return open_pops(_json_results(raw, items, state))
+
+    return Procedure(POP.sql, encode, decode)
 
 
 TRANSACTION = Procedure("SELECT jsonb_build_array(queen.run_transaction($1::jsonb -> 0))")

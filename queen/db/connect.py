@@ -69,6 +69,11 @@ class ConnectParams:
                 "timezone": "UTC",
                 # Read by queen.pop_byte_budget (sql/functions/05_pop.sql).
                 "queen.pop_max_bytes": str(config.pop_max_bytes),
+                # Read by queen.push_batch (sql/functions/04_push.sql): refuse plaintext for a
+                # queue with encryptionEnabled, unless the operator allowed it without a key.
+                "queen.encryption_guard": "off"
+                if config.encryption_allow_plaintext and not config.encryption_key
+                else "on",
             },
         )
 

@@ -35,6 +35,11 @@ class StateConflict(Refused):
     that way)."""
 
 
+class EncryptionRequired(Refused):
+    """QN412: a push would have stored a plaintext payload in a queue with encryptionEnabled
+    (sql/functions/04_push.sql); the caller's view of the queue's flag was stale."""
+
+
 class InvalidData(DatabaseError):
     """SQLSTATE class 22: a value the request supplied cannot be stored or compared as given
     (out of range, malformed for its type). Retrying the same request fails the same way."""
@@ -51,7 +56,11 @@ class TransientDatabaseError(DatabaseError):
 
 
 # Our own SQLSTATEs, raised by the procedures in sql/ (see sql/functions/10_messages.sql).
-_REFUSALS: dict[str, type[Refused]] = {"QN404": RecordNotFound, "QN409": StateConflict}
+_REFUSALS: dict[str, type[Refused]] = {
+    "QN404": RecordNotFound,
+    "QN409": StateConflict,
+    "QN412": EncryptionRequired,
+}
 
 # Transient SQLSTATEs, by exact code or by class prefix, with the short reason a client is told.
 _TRANSIENT: dict[str, str] = {

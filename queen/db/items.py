@@ -15,7 +15,8 @@ import msgspec
 class PushItem(msgspec.Struct, frozen=True, rename="camel"):
     """One message to store. `payload` is its JSON as it will be stored; `skip_capacity` is set
     on replays from the disk buffer, which were accepted before a queue's maxSize could refuse
-    them."""
+    them. `producer_sub` and `is_encrypted` are the server's to set (the verified token's
+    subject; the encryption step, queen/actors/encryption.py), never read from a client."""
 
     queue: str
     partition: str
@@ -25,6 +26,7 @@ class PushItem(msgspec.Struct, frozen=True, rename="camel"):
     trace_id: str | None = None
     producer_sub: str | None = None
     skip_capacity: bool = False
+    is_encrypted: bool = False
 
 
 class AckItem(msgspec.Struct, frozen=True, rename="camel"):

@@ -71,7 +71,7 @@ def encode(items: Sequence[PushItem]) -> tuple[tuple[Any, ...], Plan]:
         _optional([item.trace_id for item in sent]),
         PAYLOAD_SEPARATOR.join([item.payload for item in sent]).decode(),
         _optional([item.producer_sub for item in sent]),
-        None,  # is_encrypted: nothing encrypts yet
+        _optional([item.is_encrypted for item in sent]),
         _optional([item.skip_capacity for item in sent]),
     )
     return args, Plan(target_of, sent_as)

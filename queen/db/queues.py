@@ -11,6 +11,8 @@ from queen.db.errors import RecordNotFound
 from queen.db.runner import Pools, Runner, procedure_value
 
 _SCOPES = queries.named("queues", "scopes")
+_ENCRYPTED_AMONG = queries.named("queues", "encrypted_among")
+_ENCRYPTED_COUNT = queries.named("queues", "encrypted_count")
 
 
 async def configure_queue(db: Pools, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -57,3 +59,14 @@ async def queue_scopes(db: Runner, names: list[str]) -> dict[str, tuple[str, str
     """(namespace, task) of each of `names` that exists; '' where the queue has none."""
     rows = await db.call(_SCOPES, names)
     return {row["name"]: (row["namespace"], row["task"]) for row in rows}
+
+
+async def encrypted_among(db: Runner, names: list[str]) -> set[str]:
+    """Those of `names` whose queue has encryptionEnabled (unknown queues have not)."""
+    rows = await db.call(_ENCRYPTED_AMONG, names)
+    return {row["name"] for row in rows}
+
+
+async def encrypted_count(db: Runner) -> int:
+    count: int = await db.call(_ENCRYPTED_COUNT, kind="fetchval")
+    return count

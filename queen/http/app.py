@@ -1,4 +1,5 @@
-"""The quart-trio application: route blueprints, one error table, CORS, and an access log.
+"""The quart-trio application: route blueprints, one error table, and an access log (CORS and
+access checks are the access gate's, queen/http/access.py, which wraps this application).
 
 Every error leaves as `{"error": "..."}` with the status its type names (queen.errors); an
 unexpected exception becomes a 500 carrying only an id that also appears in the log next to the
@@ -33,7 +34,7 @@ from queen.http import (
 )
 from queen.http.body_budget import BodyBudget, BodyRefused, BudgetedBody, budgeted_request_class
 from queen.http.context import BODY_BUDGET_KEY, EXTENSION_KEY
-from queen.http.responses import CORS_HEADERS, error_response
+from queen.http.responses import error_response
 
 log = logging.getLogger("queen.http")
 access_log = logging.getLogger("queen.access")
@@ -131,10 +132,6 @@ def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
     async def start_clock() -> Response | None:
         request.environ_started = time.perf_counter()  # type: ignore[attr-defined]
         services.counters.requests += 1
-        if request.method == "OPTIONS":  # CORS preflight, on any path
-            response = Response(b"", status=204)
-            response.headers["Access-Control-Max-Age"] = "86400"
-            return response
         if _body(request).refused:  # nothing of the request is done (queen.http.body_budget)
             raise BodyRefused()
         return None
@@ -146,7 +143,6 @@ def _install_cross_cutting(app: QuartTrio, services: Services) -> None:
         # share back when its body is collected (BudgetedBody.__del__). A teardown hook would
         # cost every request quart's teardown machinery.
         _body(request).settle()
-        response.headers.update(CORS_HEADERS)
         if access_log.isEnabledFor(logging.DEBUG):
             started = getattr(request, "environ_started", time.perf_counter())
             access_log.debug(

@@ -24,7 +24,9 @@ async def list_dead_letters() -> Response:
             queue=("queue",), consumerGroup=("consumerGroup",), partition=("partition",)
         ),
     }
-    result = await messages.list_dead_letters(services(), filters)
+    svc = services()
+    result = await messages.list_dead_letters(svc, filters)
+    svc.encryption.open_all(result["messages"], "data")
     for message in result["messages"]:
         message.pop("isEncrypted", None)
     return json_response(result)

@@ -47,9 +47,13 @@ async def list_messages() -> Response:
 
 @blueprint.get("/messages/<partition>/<path:transaction>")
 async def message_detail(partition: str, transaction: str) -> Response:
+    svc = services()
     result = await messages.message_detail(
-        services(), partition_id(partition), transaction_id(transaction)
+        svc, partition_id(partition), transaction_id(transaction)
     )
+    flagged = result.get("isEncrypted") is True
+    svc.encryption.open_field(result, "payload", flagged)
+    svc.encryption.open_field(result, "data", flagged)
     return json_response(result)
 
 

@@ -37,7 +37,9 @@ async def configure() -> Response:
 @blueprint.post("/push")
 async def push() -> Response:
     svc = services()
-    items = push_body.push_items(await raw_body(), svc.config.max_request_items)
+    items = push_body.push_items(
+        await raw_body(), svc.config.max_request_items, push_body.producer_sub_of(request.scope)
+    )
     if not items:
         return json_response([], 201)
     outcome = await svc.ingest.push(items)
@@ -149,8 +151,12 @@ def _ack_result(index: int, result: dict[str, Any]) -> dict[str, Any]:
 
 @blueprint.post("/transaction")
 async def transaction() -> Response:
-    ops = validate.transaction_ops(await json_body(), services().config.max_request_items)
-    results = await services().batcher.transaction.submit([ops])
+    svc = services()
+    ops = validate.transaction_ops(
+        await json_body(), svc.config.max_request_items, push_body.producer_sub_of(request.scope)
+    )
+    ops = await svc.encryption.seal_transaction(ops)
+    results = await svc.batcher.transaction.submit([ops])
     outcome: dict[str, Any] = results[0]
     body = {"transactionId": uuid7_str(), **outcome}
     for entry in body.get("results", []):

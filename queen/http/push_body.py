@@ -24,12 +24,14 @@ before this path existed.)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
 from queen.db.items import PushItem
 from queen.http import validate
+from queen.http.access import identity_of
 from queen.http.responses import parse_json
 from queen.ids import uuid7_strs
 
@@ -52,15 +54,26 @@ class _Body(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_Body)
 
 
-def push_items(raw: bytes, max_items: int | None = None) -> list[PushItem]:
+def push_items(
+    raw: bytes, max_items: int | None = None, producer_sub: str | None = None
+) -> list[PushItem]:
     """The body's items in the form `validate.push_item` gives them; more than `max_items` is
-    refused (413) before any item is built, each costing far more than its bytes."""
-    items = _raw_items(raw, max_items)
+    refused (413) before any item is built, each costing far more than its bytes. Every item
+    carries `producer_sub`, the verified token's subject (`producer_sub_of`); what the client
+    wrote as producerSub, isEncrypted or messageId is never read."""
+    items = _raw_items(raw, max_items, producer_sub)
     if items is not None:
         return items
     body = parse_json(raw)
     _check_count(body.get("items") if isinstance(body, dict) else None, max_items)
-    return validate.push_items(body)
+    return validate.push_items(body, producer_sub)
+
+
+def producer_sub_of(scope: Mapping[str, Any]) -> str | None:
+    """The producerSub a request's pushes carry: its verified token's `sub` (spec D-J11),
+    None with JWT off."""
+    identity = identity_of(scope)
+    return identity.sub if identity is not None else None
 
 
 def _check_count(items: Any, max_items: int | None) -> None:
@@ -68,7 +81,9 @@ def _check_count(items: Any, max_items: int | None) -> None:
         validate.within_limit(len(items), max_items, "items")
 
 
-def _raw_items(raw: bytes, max_items: int | None) -> list[PushItem] | None:
+def _raw_items(
+    raw: bytes, max_items: int | None, producer_sub: str | None
+) -> list[PushItem] | None:
     """The items with their payloads as sent, or None where only the full parse can answer."""
     body = _plain_body(raw)
     if body is None:
@@ -91,6 +106,7 @@ def _raw_items(raw: bytes, max_items: int | None) -> list[PushItem] | None:
                 item.traceId,
                 message_id,
                 payload=msgspec.Raw(payload),
+                producer_sub=producer_sub,
             )
         )
     if _may_overflow([item.payload for item in items]):

@@ -87,7 +87,10 @@ async def traces_by_name(name: str) -> Response:
         "from": timestamp("from"),
         "to": timestamp("to"),
     }
-    return json_response(await traces.traces_by_name(services(), query))
+    svc = services()
+    result = await traces.traces_by_name(svc, query)
+    svc.encryption.open_all(result.get("traces") or (), "message_payload")
+    return json_response(result)
 
 
 @blueprint.get("/traces/<partition>/<path:transaction>")

@@ -158,9 +158,9 @@ def group_name(value: Any) -> str:
     return group
 
 
-def push_item(item: Any, message_id: str) -> PushItem:
+def push_item(item: Any, message_id: str, producer_sub: str | None = None) -> PushItem:
     """One push item, normalised (`push_fields`), its payload serialised: the JSON PostgreSQL
-    will store."""
+    will store. Any producerSub, isEncrypted or messageId the client sent is not read."""
     if not isinstance(item, dict):
         raise BadRequest("Each item must be an object")
     return push_fields(
@@ -170,6 +170,7 @@ def push_item(item: Any, message_id: str) -> PushItem:
         item.get("traceId"),
         message_id,
         payload=msgspec.Raw(_checked_json(item.get("payload"), "payload")),
+        producer_sub=producer_sub,
     )
 
 
@@ -181,10 +182,12 @@ def push_fields(
     message_id: str,
     *,
     payload: msgspec.Raw,
+    producer_sub: str | None = None,
 ) -> PushItem:
     """A push item from its fields and its payload's checked JSON: partition defaulted, traceId
     checked, and a missing transactionId the message id, so generated ones are time-ordered too.
-    Runs once per message of every push: the common checks are inline."""
+    `producer_sub` is the verified token's subject (spec D-J11). Runs once per message of every
+    push: the common checks are inline."""
     if partition is None or partition == "":
         partition = DEFAULT_PARTITION
     elif not isinstance(partition, str):
@@ -215,15 +218,19 @@ def push_fields(
         message_id=message_id,
         payload=payload,
         trace_id=trace_id or None,
+        producer_sub=producer_sub,
     )
 
 
-def push_items(body: Any) -> list[PushItem]:
+def push_items(body: Any, producer_sub: str | None = None) -> list[PushItem]:
     items = body.get("items") if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise BadRequest("items array is required")
     ids = uuid7_strs(len(items))
-    return [push_item(item, message_id) for item, message_id in zip(items, ids, strict=True)]
+    return [
+        push_item(item, message_id, producer_sub)
+        for item, message_id in zip(items, ids, strict=True)
+    ]
 
 
 def ack_item(item: Any, group: str | None = None) -> AckItem:
@@ -282,7 +289,8 @@ def ack_batch(body: Any, max_items: int) -> list[AckItem]:
     return items
 
 
-def transaction_ops(body: Any, max_items: int) -> Transaction:
+def transaction_ops(body: Any, max_items: int, producer_sub: str | None = None) -> Transaction:
+    """The operations of a transaction; its pushes carry `producer_sub` like any push."""
     operations = body.get("operations") if isinstance(body, dict) else None
     if not isinstance(operations, list):
         raise BadRequest("operations array required")
@@ -306,7 +314,7 @@ def transaction_ops(body: Any, max_items: int) -> Transaction:
             if not isinstance(raw_items, list) or not raw_items:
                 raise BadRequest("push operation needs a non-empty items array")
             for raw in raw_items:
-                item = push_item(raw, uuid7_str())
+                item = push_item(raw, uuid7_str(), producer_sub)
                 if "payload" not in raw:  # a transaction's push without a payload stores {}
                     item = msgspec.structs.replace(item, payload=msgspec.Raw(b"{}"))
                 ops.append(TransactionPush(item))

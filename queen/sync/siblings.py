@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -66,7 +67,7 @@ class SiblingWakeups:
         if not self.siblings:
             task_status.started()
             return
-        self.directory.mkdir(mode=0o700, exist_ok=True)
+        _private_directory(self.directory)
         own_path = self.directory / f"w{self.worker_id}.sock"
         own_path.unlink(missing_ok=True)
         receiver = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -86,6 +87,18 @@ class SiblingWakeups:
             self._sender = None
             with contextlib.suppress(OSError):
                 os.unlink(own_path)
+
+
+def _private_directory(path: Path) -> None:
+    """The sockets' directory sits in the shared temporary directory: another local user who
+    created it first (or planted a symlink there) could read or forge wake-ups, so an existing
+    one must be a real directory of ours that nobody else may enter."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(
+            f"{path} must be a directory owned by this user with mode 0700; remove it"
+        )
 
 
 def _pack(targets: Iterable[WakeTarget]) -> list[bytes]:

@@ -20,6 +20,10 @@
 --    stored: `seq` may have gaps, and every reader steps over gaps (retention leaves them too).
 -- The caller lists each (target, transactionId) at most once per call: repeats within one call
 -- are its to resolve (the first wins).
+-- Encryption at rest (spec D-E5): when the session setting queen.encryption_guard is 'on' (queen's
+-- own connections), an item for a queue with encryption_enabled that is not marked encrypted
+-- fails the call with QN412, so a stale view of the flag in the server can never leave a
+-- plaintext row; the server then re-reads the flag and encrypts.
 
 -- Targets: p_target_queue, p_target_partition (distinct) and p_target_count (items of each).
 -- Per item, in item order: p_targets (1-based index into the targets), p_offsets (1, 2, ... per
@@ -45,6 +49,7 @@ DECLARE
     v_now timestamptz;
     v_full_queue text;
     v_max_size integer;
+    v_plain_queue text;
 BEGIN
     IF cardinality(v_target) <> v_count OR cardinality(v_offset) <> v_count
        OR cardinality(v_payload) <> v_count OR cardinality(p_txid) <> v_count THEN
@@ -91,6 +96,20 @@ BEGIN
                 USING ERRCODE = 'serialization_failure';
         END IF;
     END LOOP;
+
+    IF current_setting('queen.encryption_guard', true) = 'on'
+       AND EXISTS (SELECT 1 FROM queen.queues q
+                   WHERE q.name = ANY (p_target_queue) AND q.encryption_enabled) THEN
+        SELECT q.name INTO v_plain_queue
+        FROM unnest(v_target, p_encrypted) u(t, encrypted)
+        JOIN queen.queues q ON q.name = p_target_queue[u.t]
+        WHERE q.encryption_enabled AND NOT coalesce(u.encrypted, false)
+        LIMIT 1;
+        IF v_plain_queue IS NOT NULL THEN
+            RAISE EXCEPTION 'Queue ''%'' requires encryption', v_plain_queue
+                USING ERRCODE = 'QN412';
+        END IF;
+    END IF;
 
     -- Capacity (maxSize): refuse a push that would leave more than maxSize messages pending in
     -- queue mode. Pending is counted from sequence numbers, so it errs on the full side after

@@ -142,7 +142,12 @@ async def test_bad_trace_input_is_refused_and_records_nothing(
         for body, status, error in cases:
             code, result = await api.request("POST", "/api/v1/traces", json=body)
             assert (code, error in result["error"]) == (status, True), (body, result)
-        code, result = await api.request("POST", "/api/v1/traces", content=b"{broken")
+        code, result = await api.request(
+            "POST",
+            "/api/v1/traces",
+            content=b"{broken",
+            headers={"content-type": "application/json"},
+        )
         assert code == 400 and result["error"].startswith("Invalid JSON")
 
         reads: list[tuple[str, dict[str, Any], int, str]] = [

@@ -25,6 +25,7 @@ LAYERS = {
     "queen.db": 1,
     "queen.storage": 1,
     "queen.sync": 1,
+    "queen.security": 1,
     "queen.config": 0,
     "queen.ids": 0,
     "queen.logs": 0,

@@ -34,6 +34,11 @@ def script_args() -> dict[str, Any]:
 
 
 def new_client() -> Queen:
+    """Bound to QUEEN_URL; with QUEEN_BEARER_TOKEN set, the client sends it as a bearer token
+    (given by keyword: both clients ignore the other keywords beside a positional URL)."""
+    token = os.environ.get("QUEEN_BEARER_TOKEN")
+    if token:
+        return Queen(url=server_url(), bearer_token=token)
     return Queen(server_url())
 
 
