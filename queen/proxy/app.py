@@ -286,7 +286,14 @@ def create_proxy_app(services: ProxyServices) -> QuartTrio:
             bearer = presented.token
         else:
             bearer = services.tokens.mint_upstream(identity)
-        return await forward(services.client, config.queen_server_url, request, identity, bearer)
+        return await forward(
+            services.client,
+            config.queen_server_url,
+            request,
+            identity,
+            bearer,
+            from_cookie=presented.from_cookie,
+        )
 
     def _forward_auth_only(path: str) -> Response:
         if path == "/":

@@ -55,12 +55,16 @@ def upstream_headers(
     bearer: str,
     client_address: str,
     scheme: str,
+    from_cookie: bool,
 ) -> list[tuple[str, str]]:
+    """The headers the broker gets. A cookie session's `Origin` has passed the proxy's own CSRF
+    check and names the proxy, not the broker, whose browser guard would take it for a foreign
+    page; so it is dropped like `Cookie` and `Referer`. A bearer caller's stays for CORS."""
+    dropped = _DROPPED_FROM_CLIENT | ({"origin"} if from_cookie else set())
     headers = [
         (name, value)
         for name, value in request_headers.items()
-        if name.lower() not in _DROPPED_FROM_CLIENT
-        and not name.lower().startswith(_STRIPPED_PREFIXES)
+        if name.lower() not in dropped and not name.lower().startswith(_STRIPPED_PREFIXES)
     ]
     headers.append(("authorization", f"Bearer {bearer}"))
     headers.append(("x-proxy-user", identity.username or identity.sub or "unknown"))
@@ -91,6 +95,8 @@ async def forward(
     request: Request,
     identity: Identity,
     bearer: str,
+    *,
+    from_cookie: bool,
 ) -> Response:
     """Send `request` on to the broker and stream its answer back."""
     raw_path = request.scope.get("raw_path") or request.path.encode()
@@ -105,6 +111,7 @@ async def forward(
             bearer=bearer,
             client_address=(request.remote_addr or ""),
             scheme=request.scheme,
+            from_cookie=from_cookie,
         ),
         content=_request_body(request) if _has_body(request) else None,
     )

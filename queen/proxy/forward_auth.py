@@ -11,9 +11,10 @@ from quart import Request, Response
 
 from queen.proxy.config import ProxyConfig
 from queen.proxy.gate import COOKIE_NAME, Authenticator
-from queen.proxy.levels import ROLE_LEVELS, Level
+from queen.proxy.levels import ROLE_LEVELS
 from queen.proxy.redirects import sanitise
 from queen.proxy.tokens import Identity, TokenService
+from queen.security.tokens import Level
 
 _READ_ONLY_METHODS = ("GET", "HEAD", "OPTIONS")
 
