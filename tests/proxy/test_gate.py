@@ -27,6 +27,12 @@ def _call(
     return httpx.request(method, proxy.url + path, headers=headers, timeout=30, **kwargs)
 
 
+@pytest.fixture(scope="module")
+def service_token(proxy: ProxyProcess) -> str:
+    """A read-write service token made by `queen proxy create-token`."""
+    return create_token(proxy.env, "gate_service", "read-write")
+
+
 def _push(queue: str, payload: Any = None) -> dict[str, Any]:
     return {"items": [{"queue": queue, "payload": payload or {"n": 1}}]}
 
@@ -79,7 +85,7 @@ def test_anonymous_callers_are_sent_to_login(proxy: ProxyProcess) -> None:
     assert bad.json() == {"error": "Invalid or expired token"}
 
 
-def test_cookie_calls_from_other_sites_are_refused(proxy: ProxyProcess) -> None:
+def test_cookie_calls_from_other_sites_are_refused(proxy: ProxyProcess, service_token: str) -> None:
     cookie = login(proxy.url, "read_write")
     queue = f"csrf_{uuid.uuid4().hex[:8]}"
     for headers in (
@@ -108,8 +114,7 @@ def test_cookie_calls_from_other_sites_are_refused(proxy: ProxyProcess) -> None:
         ).status_code
         == 201
     )
-    token = create_token(proxy.env, "csrf_service", "read-write")
-    bearer = {"Authorization": f"Bearer {token}", "Sec-Fetch-Site": "cross-site"}
+    bearer = {"Authorization": f"Bearer {service_token}", "Sec-Fetch-Site": "cross-site"}
     assert (
         _call(proxy, "POST", "/api/v1/push", headers=bearer, json=_push(queue)).status_code == 201
     )
@@ -186,9 +191,8 @@ def test_login_keeps_a_local_redirect(proxy: ProxyProcess) -> None:
     assert answer.json()["redirect_uri"] == "/q?x=1"
 
 
-def test_a_large_push_streams_through(proxy: ProxyProcess) -> None:
-    token = create_token(proxy.env, "bulk_service", "read-write")
-    headers = {"Authorization": f"Bearer {token}"}
+def test_a_large_push_streams_through(proxy: ProxyProcess, service_token: str) -> None:
+    headers = {"Authorization": f"Bearer {service_token}"}
     queue = f"bulk_{uuid.uuid4().hex[:8]}"
     blob = "x" * (1536 * 1024)
     pushed = _call(
@@ -200,14 +204,13 @@ def test_a_large_push_streams_through(proxy: ProxyProcess) -> None:
     assert popped.json()["messages"][0]["data"]["blob"] == blob
 
 
-def test_websocket_upgrades_are_not_proxied(proxy: ProxyProcess) -> None:
-    token = create_token(proxy.env, "ws_service", "read-only")
+def test_websocket_upgrades_are_not_proxied(proxy: ProxyProcess, service_token: str) -> None:
     answer = _call(
         proxy,
         "GET",
         "/ws",
         headers={
-            "Authorization": f"Bearer {token}",
+            "Authorization": f"Bearer {service_token}",
             "Connection": "Upgrade",
             "Upgrade": "websocket",
             "Sec-WebSocket-Version": "13",
