@@ -17,6 +17,7 @@ import httpx
 import trio
 from quart import Response, jsonify, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
 
 from queen.proxy import levels
 from queen.proxy.config import ProxyConfig
@@ -110,6 +111,9 @@ def create_proxy_app(services: ProxyServices) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
+        """JSON bodies only, never a traceback (D-P12)."""
+        if isinstance(error, HTTPException):
+            return _json({"error": error.name}, error.code or 500)
         log.exception("proxy request failed", extra={"path": request.path})
         return _json({"error": "Internal server error"}, 500)
 
@@ -130,7 +134,13 @@ def create_proxy_app(services: ProxyServices) -> QuartTrio:
     @app.get("/login")
     @app.get("/login.html")
     async def login_page() -> Response:
-        return Response(_login_page(), content_type="text/html; charset=utf-8")
+        # Framing the page that takes passwords is refused (clickjacking).
+        headers = {
+            "Content-Security-Policy": "frame-ancestors 'none'",
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+        }
+        return Response(_login_page(), content_type="text/html; charset=utf-8", headers=headers)
 
     @app.post("/api/login")
     async def login() -> Response:
