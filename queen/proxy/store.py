@@ -28,15 +28,6 @@ log = logging.getLogger("queen.proxy")
 
 _LOCK_KEY = 0x5150525859  # "QPRXY": serialises proxy migrations across instances
 SESSION_CACHE_S = 30.0
-_BOOKKEEPING = """
-CREATE SCHEMA IF NOT EXISTS queen_proxy;
-CREATE TABLE IF NOT EXISTS queen_proxy.schema_migrations (
-    version INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    checksum TEXT NOT NULL,
-    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -88,13 +79,11 @@ class ProxyStore:
     async def _migrate(self) -> list[str]:
         applied: list[str] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-            await conn.execute(_BOOKKEEPING)
+            await conn.execute(named("proxy", "migration_lock"), _LOCK_KEY)
+            await conn.execute(named("proxy", "migration_bookkeeping"))
             recorded = {
                 row["version"]: row["checksum"]
-                for row in await conn.fetch(
-                    "SELECT version, checksum FROM queen_proxy.schema_migrations"
-                )
+                for row in await conn.fetch(named("proxy", "recorded_migrations"))
             }
             for migration in proxy_migrations():
                 if migration.version in recorded:
@@ -106,8 +95,7 @@ class ProxyStore:
                     continue
                 await conn.execute(migration.sql)
                 await conn.execute(
-                    "INSERT INTO queen_proxy.schema_migrations (version, name, checksum)"
-                    " VALUES ($1, $2, $3)",
+                    named("proxy", "record_migration"),
                     migration.version,
                     migration.name,
                     migration.checksum,

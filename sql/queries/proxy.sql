@@ -4,6 +4,25 @@
 -- name: ping
 SELECT 1;
 
+-- name: migration_lock
+-- Instances starting together apply the proxy migrations one at a time.
+SELECT pg_advisory_xact_lock($1);
+
+-- name: migration_bookkeeping
+CREATE SCHEMA IF NOT EXISTS queen_proxy;
+CREATE TABLE IF NOT EXISTS queen_proxy.schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- name: recorded_migrations
+SELECT version, checksum FROM queen_proxy.schema_migrations;
+
+-- name: record_migration
+INSERT INTO queen_proxy.schema_migrations (version, name, checksum) VALUES ($1, $2, $3);
+
 -- name: user_by_username
 SELECT id, username, password_hash, role, email FROM queen_proxy.users WHERE username = $1;
 
