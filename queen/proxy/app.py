@@ -155,14 +155,21 @@ def create_proxy_app(services: ProxyServices) -> QuartTrio:
         address_key = "addr:" + (request.remote_addr or "")
         wait = services.throttle.retry_after(user_key, address_key)
         if wait is not None:
+            log.warning(
+                "login throttled", extra={"username": username, "address": request.remote_addr}
+            )
             response = _json({"error": "Too many login attempts"}, 429)
             response.headers["Retry-After"] = str(wait)
             return response
         user = await services.store.user_by_username(username)
         if not await verify(password, user.password_hash if user else None) or user is None:
             services.throttle.failed(user_key, address_key)
+            log.warning(
+                "login failed", extra={"username": username, "address": request.remote_addr}
+            )
             return _json({"error": "Invalid credentials"}, 401)
         services.throttle.succeeded(user_key)
+        log.info("login", extra={"username": username, "address": request.remote_addr})
         token, lifetime = await start_session(user)
         raw_redirect = body.get("redirect_uri") or request.args.get("redirect_uri")
         redirect = sanitise(
@@ -252,7 +259,11 @@ def create_proxy_app(services: ProxyServices) -> QuartTrio:
                 request.cookies.get(BINDING_COOKIE),
             )
         except SignInRefused as refused:
+            log.warning("Google sign-in refused", extra={"reason": refused.code})
             return _to_login(refused.code)
+        except Exception:
+            log.exception("Google sign-in failed")
+            return _to_login("google_failed")
         token, lifetime = await start_session(signed_in.user)
         response = Response("", status=302, headers={"Location": signed_in.next_url})
         set_session_cookie(response, token, lifetime)
