@@ -33,6 +33,8 @@ _HOP_BY_HOP = frozenset(
     )
 )
 _DROPPED_FROM_CLIENT = _HOP_BY_HOP | {"host", "cookie", "referer", "authorization"}
+# hypercorn sets these on every answer itself: the broker's would be duplicates on the wire.
+_DROPPED_FROM_BROKER = _HOP_BY_HOP | {"date", "server"}
 _STRIPPED_PREFIXES = ("x-proxy-", "x-auth-", "x-forwarded-")
 
 
@@ -125,6 +127,17 @@ async def forward(
             content_type="application/json",
         )
 
+    headers = [
+        (name, value)
+        for name, value in answer.headers.multi_items()
+        if name.lower() not in _DROPPED_FROM_BROKER
+    ]
+    if request.method == "HEAD" or answer.status_code in (204, 304):
+        # No body will be sent, so none is read: the upstream connection goes back at once
+        # instead of waiting on a body iterator the server never starts.
+        await answer.aclose()
+        return _response(b"", answer.status_code, headers)
+
     async def relay() -> AsyncIterator[bytes]:
         try:
             async for chunk in answer.aiter_raw():
@@ -132,12 +145,14 @@ async def forward(
         finally:
             await answer.aclose()
 
-    headers = [
-        (name, value)
-        for name, value in answer.headers.multi_items()
-        if name.lower() not in _HOP_BY_HOP
-    ]
-    response = Response(relay(), status=answer.status_code)
+    return _response(relay(), answer.status_code, headers)
+
+
+def _response(
+    body: bytes | AsyncIterator[bytes], status: int, headers: list[tuple[str, str]]
+) -> Response:
+    """The broker's answer with exactly the broker's end-to-end headers."""
+    response = Response(body, status=status)
     response.headers.clear()
     for name, value in headers:
         response.headers.add(name, value)

@@ -218,3 +218,15 @@ def test_websocket_upgrades_are_not_proxied(proxy: ProxyProcess, service_token: 
         },
     )
     assert answer.status_code == 400
+
+
+def test_bodiless_answers_pass_and_free_the_upstream(
+    proxy: ProxyProcess, service_token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {service_token}"}
+    empty = f"/api/v1/pop/queue/empty_{uuid.uuid4().hex[:8]}?wait=false"
+    # Repeated on one proxy: answers without a body are relayed without waiting for one.
+    for _ in range(3):
+        head = _call(proxy, "HEAD", "/api/v1/resources/queues", headers=headers)
+        assert head.status_code == 200 and head.content == b""
+        assert _call(proxy, "GET", empty, headers=headers).status_code == 204
