@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import trio
 import trio_asyncio
 
@@ -25,6 +26,7 @@ from queen.proxy.passwords import PasswordRejected, hash_password
 from queen.proxy.server import run_proxy
 from queen.proxy.store import ProxyStore, UsernameTaken, open_store
 from queen.proxy.tokens import TokenService
+from queen.storage.migrations import MigrationError
 
 log = logging.getLogger("queen.proxy")
 
@@ -63,6 +65,20 @@ def main(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        # The proxy cannot work without its database: one log line, not a group traceback.
+        failure = _database_failure(error)
+        if failure is None:
+            raise
+        log.error("proxy database unusable: %s", failure)
+        return 1
+
+
+def _database_failure(error: BaseException) -> BaseException | None:
+    """The database error inside (possibly nested) exception groups, if that is what stopped us."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error if isinstance(error, OSError | asyncpg.PostgresError | MigrationError) else None
 
 
 def _menu(prompt: str, options: tuple[str, ...], read: Callable[[str], str], default: int) -> str:
