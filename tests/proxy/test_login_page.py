@@ -3,55 +3,38 @@ the broker's `/` through the proxy with a working session, and logging out revok
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import httpx
-from playwright.sync_api import sync_playwright
 
 from tests.proxy.support import PASSWORD, ProxyProcess
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.support import REPO
 
 
 def test_sign_in_and_out_in_a_browser(proxy: ProxyProcess) -> None:
     # localhost is a secure context for Chromium, so the proxy's Secure cookie is kept over http.
     base = f"http://localhost:{proxy.port}"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            page.goto(f"{base}/")
-            assert page.url == f"{base}/login"  # not signed in: sent to the login page
-
-            page.fill("#username", "read_only")
-            page.fill("#password", "not the password")
-            page.click("#submit")
-            page.wait_for_function(
-                "document.getElementById('error').textContent === 'Invalid credentials'"
-            )
-            assert page.url == f"{base}/login"
-
-            page.fill("#password", PASSWORD)
-            page.click("#submit")
-            page.wait_for_url(f"{base}/")
-            listing = page.evaluate("fetch('/api/v1/resources/queues').then(r => r.status)")
-            assert listing == 200  # the session cookie reaches the broker through the proxy
-            cookie = next(c for c in page.context.cookies() if c["name"] == "token")
-            assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Lax"
-
-            logout = page.evaluate("fetch('/api/logout', {method: 'POST'}).then(r => r.status)")
-            assert logout == 200
-            stale = httpx.get(
-                f"{proxy.url}/api/me", headers={"Cookie": f"token={cookie['value']}"}, timeout=10
-            )
-            assert stale.status_code == 401
-        finally:
-            browser.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.proxy.browser_story", base, "read_only", PASSWORD],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["anonymous_lands_on"] == f"{base}/login"
+    assert seen["error_shown"] == "Invalid credentials"
+    assert seen["after_wrong_password"] == f"{base}/login"
+    assert seen["signed_in_lands_on"] == f"{base}/"
+    assert seen["listing_status"] == 200  # the session cookie reaches the broker via the proxy
+    cookie = seen["cookie"]
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Lax"
+    assert seen["logout_status"] == 200
+    stale = httpx.get(
+        f"{proxy.url}/api/me", headers={"Cookie": f"token={cookie['value']}"}, timeout=10
+    )
+    assert stale.status_code == 401
