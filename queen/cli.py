@@ -1,6 +1,6 @@
 """The `queen` command: `serve` (the server, with an embedded PostgreSQL when PG_HOST is unset),
-`migrate` (apply the schema and exit), `token` (mint a signed bearer token), and the internal
-`worker` entry of each worker process.
+`migrate` (apply the schema and exit), `token` (mint a signed bearer token), `proxy` (the auth
+proxy and its user/token commands), and the internal `worker` entry of each worker process.
 
 `serve` is the parent of the worker processes: it owns the embedded cluster, applies migrations,
 starts NUM_WORKERS workers, restarts one that dies, and on SIGINT/SIGTERM stops them gracefully and
@@ -30,6 +30,7 @@ from queen import __version__, logs
 from queen.actors.supervisor import backoff_delays
 from queen.config import Config, ConfigError, comma_list
 from queen.ids import uuid7_str
+from queen.proxy.arguments import add_parser as add_proxy_parser
 from queen.storage.file_buffer import BufferLocked, lock_directory
 from queen.storage.pgcluster import ClusterError, PgCluster, find_bindir
 
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (overrides HOST)")
     serve.add_argument("--dev", action="store_true", help="debug logging")
     commands.add_parser("migrate", help="apply pending schema migrations and exit")
+    add_proxy_parser(commands)
     token = commands.add_parser(
         "token", help="print a signed bearer token (HS256 with JWT_SECRET, or EdDSA)"
     )
@@ -69,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "proxy":
+        # The proxy reads its own environment (PORT, JWT_SECRET mean other things to it).
+        logs.configure(os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "text"))
+        from queen.proxy import commands as proxy_commands  # noqa: PLC0415  (parent stays small)
+
+        return proxy_commands.main(args)
     try:
         config = Config.from_env(
             port=getattr(args, "port", None),

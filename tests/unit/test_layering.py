@@ -18,6 +18,8 @@ LAYERS = {
     "queen.__main__": 4,
     "queen.docs": 4,
     "queen.http": 3,
+    # The auth proxy is an HTTP app of its own; it applies http's route level table.
+    "queen.proxy": 3,
     "queen.actors": 2,
     # Client-facing error types, and the table turning database failures into them: actors raise
     # them, the database layer must not know them.
