@@ -128,8 +128,8 @@ _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*
 def env_file(path: Path) -> dict[str, str]:
     """KEY=value lines of a dotenv file; comments and blank lines skipped."""
     values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             name, _, value = line.partition("=")
             values[name.strip()] = value.strip()

@@ -91,13 +91,14 @@ def test_build_stage_makes_a_complete_wheel_from_the_build_context(tmp_path: Pat
             (context / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(artifacts.REPO / relative, context / relative)
     assert not (context / "tests").exists() and not (context / ".venv").exists()
+    wheel_dir = tmp_path / "wheels"
+    pip_wheel = ["pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-        + ["--wheel-dir", str(tmp_path / "wheels"), str(context)],
+        [sys.executable, "-m", *pip_wheel, "--wheel-dir", str(wheel_dir), str(context)],
         check=True,
         timeout=120,
     )
-    (wheel,) = (tmp_path / "wheels").glob("queen-*.whl")
+    (wheel,) = wheel_dir.glob("queen-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
