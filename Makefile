@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 COMPAT := .venv-compat
 
-.PHONY: install run test lint fmt bench compat-clients clean
+.PHONY: install run test lint fmt bench compat-clients manifests clean
 
 install: $(BIN)/queen
 
@@ -42,6 +42,10 @@ test: install compat-clients lint
 
 bench: install
 	$(BIN)/python -m ops.bench.run
+
+# ops/k8s/queen.yaml is the Helm chart rendered (Helm's Go SDK from a wheel: no helm binary).
+manifests: install
+	$(BIN)/python -m ops.k8s.render
 
 clean:
 	rm -rf $(VENV) $(COMPAT) .queen .mypy_cache .ruff_cache
