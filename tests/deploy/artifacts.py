@@ -8,11 +8,10 @@ systemd unit.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,24 +35,61 @@ SYSTEMD_ENV = REPO / "ops" / "systemd" / "queen.env"
 SECRET_PLACEHOLDER = "0123456789abcdef" * 4
 
 
+class RecordingEnvironment(dict[str, str]):
+    """An environment that remembers every name a configuration parser asks it for: the set of
+    variables a parser reads, however it spells its lookups."""
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        super().__init__(values or {})
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.asked.add(key)
+        return super().__contains__(key)
+
+
 def broker_variables() -> set[str]:
-    return {spec.metadata["env"] for spec in dataclasses.fields(Config)}
+    environment = RecordingEnvironment()
+    Config.from_env(environment)
+    return environment.asked
 
 
-def proxy_variables() -> set[str] | None:
-    """Variables of the auth proxy's configuration (queen/proxy), None while it does not exist.
-
-    Read from the dataclass fields of `queen.proxy.config` whose metadata names a variable, the
-    convention of queen/config.py."""
+def proxy_parser() -> Callable[[Mapping[str, str]], object] | None:
+    """`from_env` of the auth proxy's configuration (queen/proxy/config.py), None without one."""
     try:
         module = importlib.import_module("queen.proxy.config")
     except ModuleNotFoundError:
         return None
-    names: set[str] = set()
-    for value in vars(module).values():
-        if isinstance(value, type) and dataclasses.is_dataclass(value):
-            names |= {f.metadata["env"] for f in dataclasses.fields(value) if "env" in f.metadata}
-    return names
+    parsers = [
+        value.from_env
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and value.__module__ == module.__name__
+        and "from_env" in vars(value)
+    ]
+    assert len(parsers) == 1, "queen.proxy.config should hold one configuration class"
+    parser: Callable[[Mapping[str, str]], object] = parsers[0]
+    return parser
+
+
+def proxy_variables() -> set[str] | None:
+    """Variables the auth proxy reads, None while queen/proxy does not exist. The proxy refuses
+    to start without JWT_SECRET, so one is given for the survey."""
+    parser = proxy_parser()
+    if parser is None:
+        return None
+    environment = RecordingEnvironment({"JWT_SECRET": SECRET_PLACEHOLDER})
+    parser(environment)
+    return environment.asked
 
 
 # --- Dockerfile ----------------------------------------------------------------------------
