@@ -103,7 +103,13 @@ def test_build_stage_makes_a_complete_wheel_from_the_build_context(tmp_path: Pat
         names = set(archive.namelist())
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "queen = queen.cli:main" in archive.read(entry_points).decode()
-    assert "queen/cli.py" in names
+    packages = {
+        str(init.parent.relative_to(artifacts.REPO))
+        for init in (artifacts.REPO / "queen").rglob("__init__.py")
+    }
+    assert {p for p in packages if f"{p}/__init__.py" not in names} == set(), (
+        "packages missing from the wheel: list them in pyproject.toml [tool.setuptools]"
+    )
     shipped_sql = {
         p.relative_to(artifacts.REPO / "sql") for p in (artifacts.REPO / "sql").rglob("*.sql")
     }

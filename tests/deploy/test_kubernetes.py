@@ -60,6 +60,21 @@ def test_chart_refuses_to_render_without_a_database() -> None:
         artifacts.rendered_objects({"postgresql": {"host": ""}})
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"replicas": 3},
+        {"replicaCount": "3"},
+        {"queen": {"logLevel": "loud"}},
+        {"extraEnv": {"x": 1}},
+    ],
+)
+def test_values_schema_refuses_misspelt_or_mistyped_values(values: dict[str, Any]) -> None:
+    """values.schema.json: a typo in a values file stops `helm install` instead of being ignored."""
+    with pytest.raises(helm.HelmValuesError):
+        artifacts.rendered_objects(values)
+
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_rendered_chart_validates(variant: str, version: str) -> None:
