@@ -18,9 +18,11 @@ RUN groupadd --system --gid 10001 queen \
        --shell /usr/sbin/nologin queen \
     && mkdir -p /var/lib/queen/buffers /var/lib/queen/pg \
     && chown -R queen:queen /var/lib/queen
-# The wheels are bind-mounted from the build stage, so no layer of this image keeps them.
+# The wheels are bind-mounted from the build stage, so no layer of this image keeps them; the
+# packaging tools go once queen is in (nothing at run time imports them).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels /wheels/queen-*.whl
+    pip install --no-cache-dir --no-index --find-links /wheels /wheels/queen-*.whl \
+    && pip uninstall --yes setuptools wheel pip
 
 # Only variables queen reads (queen/config.py); tests/deploy checks that this stays true.
 # PG_HOST is left unset on purpose: the image then runs an embedded PostgreSQL in QUEEN_DATA_DIR,

@@ -41,6 +41,7 @@ def test_final_stage_is_slim_unprivileged_and_tool_free() -> None:
     # The wheels arrive through a bind mount of the build stage: no layer keeps them.
     assert final.arguments("COPY") == []
     assert "--mount=type=bind,from=build" in runs and "--no-cache-dir" in runs
+    assert "pip uninstall --yes setuptools wheel pip" in runs
 
 
 def test_buffer_directory_is_a_volume() -> None:
