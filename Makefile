@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 COMPAT := .venv-compat
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test lint fmt bench bench-three compat-clients chromium screenshots clean
+.PHONY: install run test lint fmt bench bench-three compat-clients chromium screenshots manifests clean
 
 install: $(BIN)/queen
 
@@ -62,6 +62,10 @@ bench: install
 # ops/bench/RESULTS.md.
 bench-three: install
 	for run in 1 2 3; do $(BIN)/python -m ops.bench.run --wait-quiet 120 --write-results || exit 1; done
+
+# ops/k8s/queen.yaml is the Helm chart rendered (Helm's Go SDK from a wheel: no helm binary).
+manifests: install
+	$(BIN)/python -m ops.k8s.render
 
 clean:
 	rm -rf $(VENV) $(COMPAT) .queen .mypy_cache .ruff_cache

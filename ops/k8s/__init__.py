@@ -1,0 +1,1 @@
+"""Plain Kubernetes manifests rendered from the Helm chart, for clusters managed without Helm."""
