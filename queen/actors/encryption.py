@@ -96,6 +96,10 @@ class Encryption:
             TransactionPush(next(sealed)) if isinstance(op, TransactionPush) else op for op in ops
         ]
 
+    def forget(self, queue: str) -> None:
+        """Another worker or instance changed the queue's settings: look its flag up again."""
+        self._encrypted.pop(queue, None)
+
     async def _encrypted_queues(self, names: set[str], fresh: bool) -> set[str]:
         now = trio.current_time()
         stale = [

@@ -247,6 +247,7 @@ class Services:
         """Hints only (D-U4): forget what the event concerns, re-read it from PostgreSQL."""
         if isinstance(event, QueueChanged):
             self.queue_scopes.forget(event.queue)
+            self.encryption.forget(event.queue)
         else:
             self.flags.poke()
 
