@@ -31,7 +31,8 @@ def read_all(sibling: socket.socket) -> list[list[tuple[str | None, str | None]]
     datagrams = []
     while True:
         try:
-            datagrams.append(_unpack(sibling.recv(MAX_DATAGRAM)))
+            targets, _events = _unpack(sibling.recv(MAX_DATAGRAM))
+            datagrams.append(targets)
         except BlockingIOError:
             return datagrams
 
