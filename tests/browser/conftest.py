@@ -11,7 +11,6 @@ thread of its own with the standard loop, and a test hands it the browser part o
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,18 +21,9 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Playwright, sync_playwright
 
 from queen.storage.pgcluster import PgCluster
+from tests.chromium import CHROMIUM, CHROMIUM_FLAGS
 from tests.support import ServerProcess, running_server
 
-CHROMIUM = os.environ.get("QUEEN_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1400, "height": 900}
 T = TypeVar("T")
 

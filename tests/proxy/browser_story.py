@@ -13,16 +13,7 @@ from typing import Any
 
 from playwright.sync_api import sync_playwright
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.chromium import CHROMIUM, CHROMIUM_FLAGS
 
 
 def story(base: str, username: str, password: str) -> dict[str, Any]:
