@@ -25,7 +25,7 @@ import trio
 from queen.storage.pgcluster import PgCluster
 from tests.faults.harness import HeldRowLock, eventually, new_database, sql
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, server_env
+from tests.support import ServerProcess, server_env, sessions_waiting_for_a_lock
 
 pytestmark = pytest.mark.faults
 
@@ -177,13 +177,10 @@ async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgC
                         nursery.start_soon(attempt, name)
 
                     async def waiting_on_lock() -> bool:
-                        rows = await sql(
-                            pg_cluster,
-                            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 "
-                            "AND application_name LIKE 'queen-w%' AND wait_event_type = 'Lock'",
-                            database,
+                        waiting = await trio.to_thread.run_sync(
+                            sessions_waiting_for_a_lock, pg_cluster, database, "queen-w%"
                         )
-                        return bool(rows[0]["n"] == BLOCKED)
+                        return waiting == BLOCKED
 
                     await eventually(waiting_on_lock, 10, "transactions blocked inside PostgreSQL")
                     acks_in_flight = 0
