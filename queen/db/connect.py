@@ -34,6 +34,14 @@ def call_deadline_s(config: Config) -> float | None:
     return config.db_statement_timeout / 1000 + INFLIGHT_GRACE_S
 
 
+def ssl_mode(use_ssl: bool, reject_unauthorized: bool) -> str | bool:
+    """asyncpg's `ssl` for PG_USE_SSL / PG_SSL_REJECT_UNAUTHORIZED (the broker's and the proxy's
+    databases alike): a certificate is verified unless the operator said not to."""
+    if not use_ssl:
+        return False
+    return "verify-full" if reject_unauthorized else "require"
+
+
 @dataclass(frozen=True)
 class ConnectParams:
     host: str
@@ -49,16 +57,13 @@ class ConnectParams:
     @classmethod
     def from_config(cls, config: Config, application_name: str) -> ConnectParams:
         assert config.pg_host is not None, "the embedded cluster must be started first"
-        ssl: str | bool = False
-        if config.pg_use_ssl:
-            ssl = "verify-full" if config.pg_ssl_reject_unauthorized else "require"
         return cls(
             host=config.pg_host,
             port=config.pg_port,
             user=config.pg_user,
             password=config.pg_password,
             database=config.pg_db,
-            ssl=ssl,
+            ssl=ssl_mode(config.pg_use_ssl, config.pg_ssl_reject_unauthorized),
             connect_timeout_s=config.db_connection_timeout / 1000,
             call_deadline_s=call_deadline_s(config),
             server_settings={

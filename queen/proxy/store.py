@@ -20,9 +20,10 @@ import asyncpg
 import trio
 import trio_asyncio
 
+from queen.db.connect import ssl_mode
 from queen.db.queries import named
 from queen.proxy.config import ProxyConfig
-from queen.storage.migrations import Migration, MigrationError, _migrations_in
+from queen.storage.migrations import Migration, MigrationError, migrations_in
 
 log = logging.getLogger("queen.proxy")
 
@@ -49,7 +50,7 @@ class UsernameTaken(ValueError):
 
 def proxy_migrations() -> list[Migration]:
     directory = resources.files("queen.sql").joinpath("proxy")
-    return sorted(_migrations_in(directory), key=lambda m: m.version)
+    return migrations_in(directory)
 
 
 def _utc_naive(moment: dt.datetime) -> dt.datetime:
@@ -157,16 +158,13 @@ class ProxyStore:
 @asynccontextmanager
 async def open_store(config: ProxyConfig) -> AsyncIterator[ProxyStore]:
     """A store on the proxy database; call inside trio_asyncio.open_loop()."""
-    ssl: str | bool = False
-    if config.pg_use_ssl:
-        ssl = "verify-full" if config.pg_ssl_reject_unauthorized else "require"
     pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
         host=config.pg_host,
         port=config.pg_port,
         user=config.pg_user,
         password=config.pg_password,
         database=config.pg_db,
-        ssl=ssl,
+        ssl=ssl_mode(config.pg_use_ssl, config.pg_ssl_reject_unauthorized),
         min_size=1,
         max_size=4,
         timeout=2.0,
