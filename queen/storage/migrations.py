@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -96,7 +95,7 @@ class SqlTree:
 
     @classmethod
     def load(cls, root: Traversable, release: str = __version__) -> SqlTree:
-        migrations = sorted(_migrations_in(root / "migrations"), key=lambda m: m.version)
+        migrations = migrations_in(root / "migrations")
         versions = [m.version for m in migrations]
         if len(set(versions)) != len(versions):
             raise MigrationError(f"two migration files share a version: {versions}")
@@ -132,13 +131,17 @@ def _sql_files(root: Traversable, folder: str) -> tuple[SqlFile, ...]:
     return tuple(SqlFile(f"{folder}/{e.name}", e.read_text()) for e in entries)
 
 
-def _migrations_in(directory: Traversable) -> Iterator[Migration]:
+def migrations_in(directory: Traversable) -> list[Migration]:
+    """The numbered migration files of `directory` (the broker's series, or the proxy's), in
+    version order."""
     if not directory.is_dir():  # an installed package has no folder while no migration exists
-        return
+        return []
+    migrations = []
     for entry in directory.iterdir():
         match = _FILE_NAME.match(entry.name)
         if match:
-            yield Migration(int(match.group(1)), match.group(2), entry.read_text())
+            migrations.append(Migration(int(match.group(1)), match.group(2), entry.read_text()))
+    return sorted(migrations, key=lambda migration: migration.version)
 
 
 def _release_key(release: str) -> tuple[int, ...]:
