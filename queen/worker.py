@@ -18,13 +18,13 @@ import socket
 import trio
 import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from queen import __version__
 from queen.actors.root import Services
 from queen.config import Config
 from queen.http.access import AccessGate
 from queen.http.asgi import build_asgi
+from queen.http.serving import Server
 from queen.ids import uuid7_str
 from queen.metrics.asgi import Observed
 from queen.metrics.families import remove_stale_directories, run_directory
@@ -47,15 +47,15 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _hypercorn_config(sock: socket.socket) -> HypercornConfig:
+def _hypercorn_config() -> HypercornConfig:
     hc = HypercornConfig()
-    hc.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the descriptor from here on
     hc.graceful_timeout = GRACEFUL_TIMEOUT_S
     hc.keep_alive_timeout = 75
     hc.read_timeout = None
     hc.backlog = 1024
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.include_server_header = False  # the fast path names no server either
     return hc
 
 
@@ -133,11 +133,6 @@ async def run_worker(
             config.access_log,
             services.count_in_flight,
         )
-        await serve(
-            app,
-            _hypercorn_config(sock),
-            shutdown_trigger=shutdown_trigger,
-            mode="asgi",
-        )
+        await Server(app, _hypercorn_config()).serve(sock, shutdown_trigger)
         log.info("worker stopped", extra={"worker_id": worker_id})
         root.cancel_scope.cancel()

@@ -1,0 +1,309 @@
+"""The fast HTTP/1.1 loop over a real socket pair, with small ASGI apps standing for queen's: the
+framing of answers, keep-alive and pipelining, disconnects, failures and shutdown. (The loop in
+front of the real server, handover to hypercorn included: tests/integration/test_fast_http.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from queen.http.h1_connection import H1Connection, Message, ServerState
+
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
+
+TIMEOUT = 10
+
+
+async def echo(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """Answers with the method, path, query and body it was given."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    text = b"%s %s ?%s %s" % (
+        scope["method"].encode(),
+        scope["path"].encode(),
+        scope["query_string"],
+        body,
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
+    await send({"type": "http.response.body", "body": text})
+
+
+class Client:
+    """The client's end, reading answers strictly: a status line, headers, then exactly the
+    body the framing announces (Content-Length or chunks), nothing more."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def send(self, raw: bytes) -> None:
+        await self.stream.send_all(raw)
+
+    async def _until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError
+            self.buffer += data
+        taken, _, self.buffer = self.buffer.partition(marker)
+        return taken
+
+    async def _exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError
+            self.buffer += data
+        taken, self.buffer = self.buffer[:size], self.buffer[size:]
+        return taken
+
+    async def answer(self) -> tuple[int, dict[bytes, bytes], bytes]:
+        status_line, *lines = (await self._until(b"\r\n\r\n")).split(b"\r\n")
+        version, status, _ = status_line.split(b" ", 2)
+        assert version == b"HTTP/1.1"
+        headers: dict[bytes, bytes] = {}
+        for line in lines:
+            name, _, value = line.partition(b": ")
+            assert name == name.lower() and name not in headers
+            headers[name] = value
+        if b"content-length" in headers:
+            assert b"transfer-encoding" not in headers
+            return int(status), headers, await self._exactly(int(headers[b"content-length"]))
+        if headers.get(b"transfer-encoding") == b"chunked":
+            body = b""
+            while size := int(await self._until(b"\r\n"), 16):
+                body += await self._exactly(size)
+                assert await self._exactly(2) == b"\r\n"
+            assert await self._exactly(2) == b"\r\n"
+            return int(status), headers, body
+        return int(status), headers, b""
+
+    async def closed(self) -> bool:
+        return self.buffer == b"" and await self.stream.receive_some(65536) == b""
+
+
+class Outcome:
+    """What the connection's `run` returned (None, or the bytes handed over), once it ended."""
+
+    def __init__(self) -> None:
+        self.ended = trio.Event()
+        self.value: bytes | None = None
+
+
+@asynccontextmanager
+async def connection(
+    app: App, keep_alive: float = 30
+) -> AsyncIterator[tuple[Client, ServerState, Outcome]]:
+    """A fast connection serving `app` on one end of a socket pair."""
+    ours, theirs = trio.socket.socketpair()
+    state = ServerState(app, keep_alive, {})
+    outcome = Outcome()
+
+    async def serve() -> None:
+        outcome.value = await H1Connection(trio.SocketStream(ours), state, None, None).run()
+        outcome.ended.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            stream = trio.SocketStream(theirs)
+            yield Client(stream), state, outcome
+            await stream.aclose()
+
+
+def request(path: str = "/a", body: bytes = b"", extra: bytes = b"") -> bytes:
+    method = b"POST" if body else b"GET"
+    length = b"Content-Length: %d\r\n" % len(body) if body else b""
+    return b"%s %s HTTP/1.1\r\nHost: t\r\n%s%s\r\n%s" % (method, path.encode(), length, extra, body)
+
+
+async def test_keep_alive_and_pipelined_requests_are_answered_in_order() -> None:
+    async with connection(echo) as (client, _, _):
+        await client.send(
+            request("/one", b"1") + request("/two%20x?q=2") + request("/three", b"333")
+        )
+        for expected in (b"POST /one ? 1", b"GET /two x ?q=2 ", b"POST /three ? 333"):
+            status, headers, body = await client.answer()
+            assert (status, body) == (200, expected)
+            assert headers[b"content-length"] == str(len(expected)).encode()
+            assert b"date" in headers and b"connection" not in headers
+
+
+async def test_a_body_arriving_in_pieces_is_given_as_it_comes() -> None:
+    pieces: list[bytes] = []
+    first_piece = trio.Event()
+
+    async def recorder(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            pieces.append(message["body"])
+            first_piece.set()
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with connection(recorder) as (client, _, _):
+        await client.send(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nabc")
+        await first_piece.wait()
+        await client.send(b"def")
+        status, headers, body = await client.answer()
+        assert (status, body) == (204, b"") and b"content-length" not in headers
+    assert b"".join(pieces) == b"abcdef" and pieces[0] == b"abc"
+
+
+async def test_a_streamed_answer_is_chunked() -> None:
+    async def streaming(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"ab", b"", b"cd"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b"e", "more_body": False})
+
+    async with connection(streaming) as (client, _, _):
+        for _ in range(2):
+            await client.send(request())
+            status, headers, body = await client.answer()
+            assert (status, body, headers[b"transfer-encoding"]) == (200, b"abcde", b"chunked")
+
+
+async def test_an_app_failure_is_500_and_the_connection_ends() -> None:
+    async def failing(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        raise ValueError("boom")
+
+    async with connection(failing) as (client, _, outcome):
+        await client.send(request())
+        status, headers, body = await client.answer()
+        assert (status, body, headers[b"connection"]) == (500, b"", b"close")
+        assert await client.closed()
+    assert outcome.ended.is_set() and outcome.value is None
+
+
+async def test_an_app_that_answers_nothing_is_500() -> None:
+    async def silent(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        return None
+
+    async with connection(silent) as (client, _, _):
+        await client.send(request())
+        assert (await client.answer())[0] == 500
+        assert await client.closed()
+
+
+async def test_an_unread_body_ends_the_connection_after_the_answer() -> None:
+    async def refusing(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    async with connection(refusing) as (client, _, _):
+        await client.send(request(body=b"x" * 5000))
+        status, headers, body = await client.answer()
+        assert (status, body, headers[b"connection"]) == (401, b"no", b"close")
+        assert await client.closed()
+
+
+async def test_a_wrong_content_length_from_the_app_ends_the_connection() -> None:
+    async def lying(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"ab"})
+
+    async with connection(lying) as (client, _, _):
+        await client.send(request())
+        assert (await client.answer())[2] == b"ab"
+        await client.send(request())
+        assert (await client.answer())[2] == b"ab"
+
+
+async def test_a_header_with_a_line_break_is_never_written() -> None:
+    async def injecting(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"x", b"a\r\nSet-Cookie: b")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"ab"})
+
+    async with connection(injecting) as (client, _, _):
+        await client.send(request())
+        status, headers, _ = await client.answer()
+        assert status == 500 and b"set-cookie" not in headers
+
+
+async def test_after_the_body_receive_waits_for_the_client_to_leave() -> None:
+    left = trio.Event()
+
+    async def parked(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "http.request"
+        assert (await receive())["type"] == "http.disconnect"
+        left.set()
+
+    async with connection(parked) as (client, _, _):
+        await client.send(request())
+        await client.stream.send_eof()
+        await left.wait()
+
+
+async def test_a_declined_request_hands_over_every_byte_read() -> None:
+    chunked = (
+        b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    async with connection(echo) as (client, _, outcome):
+        await client.send(request("/first") + chunked)
+        assert (await client.answer())[2] == b"GET /first ? "
+        await outcome.ended.wait()
+    assert outcome.value == chunked
+
+
+async def test_an_overlong_head_is_handed_over() -> None:
+    async with connection(echo) as (client, _, outcome):
+        huge = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000
+        await client.send(huge)
+        await outcome.ended.wait()
+    assert outcome.value is not None and outcome.value.startswith(huge[:1000])
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    async with connection(echo, keep_alive=0.2) as (client, _, outcome):
+        await client.send(request())
+        await client.answer()
+        assert await client.closed()
+    assert outcome.ended.is_set() and outcome.value is None
+
+
+async def test_shutdown_closes_idle_connections_and_tells_busy_ones() -> None:
+    release = trio.Event()
+
+    async def slow(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["path"] == "/slow":
+            await release.wait()
+        await echo(scope, receive, send)
+
+    async with connection(slow) as (idle, state, _), connection(slow) as (busy, busy_state, _):
+        await idle.send(request())
+        await idle.answer()
+        await busy.send(request("/slow"))
+        await trio.sleep(0.05)
+        state.terminate()
+        assert await idle.closed()
+        busy_state.terminate()
+        release.set()
+        status, headers, _ = await busy.answer()
+        assert (status, headers[b"connection"]) == (200, b"close")
+        assert await busy.closed()
