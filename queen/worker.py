@@ -117,10 +117,6 @@ async def run_worker(
             root.start_soon(_watch_parent, stop, parent_pid)
         await root.start(services.run)
 
-        async def shutdown_trigger() -> None:
-            await stop.wait()
-            services.begin_shutdown()
-
         _tune_garbage_collection()
         log.info(
             "worker serving",
@@ -133,6 +129,6 @@ async def run_worker(
             config.access_log,
             services.count_in_flight,
         )
-        await Server(app, _hypercorn_config()).serve(sock, shutdown_trigger)
+        await Server(app, _hypercorn_config()).serve(sock, stop.wait, services.begin_shutdown)
         log.info("worker stopped", extra={"worker_id": worker_id})
         root.cancel_scope.cancel()

@@ -78,8 +78,13 @@ class Server:
         self.fast = ServerState(app, config.keep_alive_timeout, self.lifespan_state)
 
     async def serve(
-        self, sock: socket.socket, shutdown_trigger: Callable[[], Awaitable[None]]
+        self,
+        sock: socket.socket,
+        shutdown_trigger: Callable[[], Awaitable[None]],
+        stopping: Callable[[], None],
     ) -> None:
+        """Serve until `shutdown_trigger` returns, then call `stopping` (which answers parked
+        long-polls): by then every fast answer ends its connection, so those do too."""
         lifespan = Lifespan(self.wrapped, self.config, self.lifespan_state)
         async with trio.open_nursery() as lifespan_nursery:
             await lifespan_nursery.start(lifespan.handle_lifespan)
@@ -94,8 +99,9 @@ class Server:
                         [listener],
                     )
                     await shutdown_trigger()
+                    self.fast.terminate()
+                    stopping()
                     accepting.cancel_scope.cancel()
-                self.fast.terminate()
                 await self.context.terminated.set()
                 connections.cancel_scope.deadline = (
                     trio.current_time() + self.config.graceful_timeout
