@@ -9,6 +9,11 @@ verifying at its next refresh.
 
 Nothing here does I/O: the JWKS comes in as a snapshot function, and an unknown `kid` only asks
 the JWKS actor (queen/actors/jwks.py) to refetch in the background.
+
+PyJWT and cryptography (some 12 MB per worker) are imported where a token is checked and where
+a key is loaded, not at the top: the gate's types are needed by every worker, a Verifier only by
+one with JWT on (issue 20). The check runs once per token, since identities are cached, so the
+import statement's lookup is nothing next to the signature it verifies.
 """
 
 from __future__ import annotations
@@ -20,8 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
 from queen.config import Config, comma_list
 from queen.security.keys import (
     ASYMMETRIC_ALGORITHMS,
@@ -31,7 +34,6 @@ from queen.security.keys import (
     RSA_ALGORITHMS,
     KeySet,
     VerifyingKey,
-    load_public_key,
 )
 
 log = logging.getLogger("queen.auth")
@@ -115,7 +117,7 @@ class Verifier:
         self.config = config
         self.algorithms = allowed_algorithms(config)
         self.secret = config.jwt_secret.encode()
-        self.public_key = load_public_key(config.jwt_public_key) if config.jwt_public_key else None
+        self.public_key = _public_key(config.jwt_public_key) if config.jwt_public_key else None
         self.uses_jwks = bool(config.jwt_jwks_url)
         self.jwks = jwks
         self.on_unknown_kid = on_unknown_kid
@@ -147,6 +149,8 @@ class Verifier:
         return identity
 
     def _verify(self, token: str, keys: KeySet | None) -> tuple[Identity, float]:
+        import jwt  # noqa: PLC0415 -- see the module doc
+
         if len(token) > MAX_TOKEN_CHARS:
             raise _invalid()
         try:
@@ -208,6 +212,8 @@ class Verifier:
         return found + matching[:KEYS_WITHOUT_KID]
 
     def _decode(self, token: str, algorithm: str, key: Any) -> dict[str, Any]:
+        import jwt  # noqa: PLC0415 -- see the module doc
+
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -254,6 +260,12 @@ class Verifier:
             if level > best:
                 best, best_role = level, role
         return best, best_role
+
+
+def _public_key(pem: str) -> VerifyingKey:
+    from queen.security.key_loading import load_public_key  # noqa: PLC0415 -- see the module doc
+
+    return load_public_key(pem)
 
 
 def _claim(claims: dict[str, Any], path: str) -> Any:
