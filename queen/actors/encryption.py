@@ -66,7 +66,7 @@ class Encryption:
 
     @property
     def can_decrypt(self) -> bool:
-        return self.keyring is not None
+        return self.keyring is not None and self.keyring.can_decrypt
 
     # Writes -------------------------------------------------------------------------------------
     async def seal(self, items: list[PushItem], *, fresh: bool = False) -> list[PushItem]:

@@ -10,10 +10,10 @@ verifying at its next refresh.
 Nothing here does I/O: the JWKS comes in as a snapshot function, and an unknown `kid` only asks
 the JWKS actor (queen/actors/jwks.py) to refetch in the background.
 
-PyJWT and cryptography (some 12 MB per worker) are imported where a token is checked and where
-a key is loaded, not at the top: the gate's types are needed by every worker, a Verifier only by
-one with JWT on (issue 20). The check runs once per token, since identities are cached, so the
-import statement's lookup is nothing next to the signature it verifies.
+PyJWT and cryptography (some 12 MB per worker) are not imported at the top: the gate's types
+are needed by every worker, a Verifier only by one with JWT on (issue 20). Building a Verifier
+loads them, at start-up rather than at the first token; the methods that call PyJWT then only
+bind the loaded module, once per token (identities are cached), nothing next to a signature.
 """
 
 from __future__ import annotations
@@ -117,7 +117,11 @@ class Verifier:
         self.config = config
         self.algorithms = allowed_algorithms(config)
         self.secret = config.jwt_secret.encode()
-        self.public_key = _public_key(config.jwt_public_key) if config.jwt_public_key else None
+        from queen.security import key_loading  # noqa: PLC0415 -- see the module doc
+
+        self.public_key = (
+            key_loading.load_public_key(config.jwt_public_key) if config.jwt_public_key else None
+        )
         self.uses_jwks = bool(config.jwt_jwks_url)
         self.jwks = jwks
         self.on_unknown_kid = on_unknown_kid
@@ -260,12 +264,6 @@ class Verifier:
             if level > best:
                 best, best_role = level, role
         return best, best_role
-
-
-def _public_key(pem: str) -> VerifyingKey:
-    from queen.security.key_loading import load_public_key  # noqa: PLC0415 -- see the module doc
-
-    return load_public_key(pem)
 
 
 def _claim(claims: dict[str, Any], path: str) -> Any:
