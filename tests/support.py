@@ -309,6 +309,12 @@ def descendants(root_pid: int) -> list[ProcessInfo]:
     return found
 
 
+def maps_cryptography(pid: int) -> bool:
+    """Whether a live process has cryptography's compiled core mapped: a worker loads it for
+    AES-GCM keys and through PyJWT (which imports it whenever it is installed)."""
+    return "cryptography/hazmat/bindings/_rust" in Path(f"/proc/{pid}/maps").read_text()
+
+
 def alive(pid: int) -> bool:
     info = _read_process(pid)
     return info is not None and info.state != "Z"

@@ -18,6 +18,9 @@ Sealing 1000 small payloads takes about 1.2 ms on one core and opening them 1.8 
 call each, timeit). It is done inline on the trio thread: measured through worker threads, four
 concurrent sealers got no more done (the per-item Python work around each call holds the GIL)
 and the loop's lag improved only in part (ops/bench/RESULTS.md).
+
+Without any key there is no keyring, and cryptography (some 9 MB per worker) is never imported
+(issue 20): the flags are still read, so a push to an encrypted queue is still refused.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
@@ -36,7 +39,10 @@ from queen.db.errors import is_availability_error
 from queen.db.items import PushItem, Transaction, TransactionPush
 from queen.db.runner import Runner
 from queen.errors import ServiceUnavailable
-from queen.security.envelope import Keyring, is_envelope
+from queen.security.envelope import is_envelope
+
+if TYPE_CHECKING:
+    from queen.security.keyring import Keyring
 
 log = logging.getLogger("queen.encryption")
 
@@ -48,13 +54,19 @@ WARNING_INTERVAL_S = 60.0
 
 class Encryption:
     def __init__(self, config: Config, pool: Runner) -> None:
-        self.keyring = Keyring.from_hex(
-            config.encryption_key, comma_list(config.encryption_previous_keys)
-        )
+        self.keyring = _keyring(config)
         self.allow_plaintext = config.encryption_allow_plaintext
         self.pool = pool
         self._encrypted: dict[str, tuple[bool, float]] = {}
         self._last_warning = -WARNING_INTERVAL_S
+
+    @property
+    def can_encrypt(self) -> bool:
+        return self.keyring is not None and self.keyring.can_encrypt
+
+    @property
+    def can_decrypt(self) -> bool:
+        return self.keyring is not None and self.keyring.can_decrypt
 
     # Writes -------------------------------------------------------------------------------------
     async def seal(self, items: list[PushItem], *, fresh: bool = False) -> list[PushItem]:
@@ -64,7 +76,8 @@ class Encryption:
         )
         if not wanted:
             return items
-        if not self.keyring.can_encrypt:
+        keyring = self.keyring
+        if keyring is None or not keyring.can_encrypt:
             if self.allow_plaintext:
                 return items
             queue = min(wanted)
@@ -76,7 +89,7 @@ class Encryption:
             for index, item in enumerate(items)
             if item.queue in wanted and not item.is_encrypted
         ]
-        envelopes = self.keyring.seal([bytes(items[index].payload) for index in positions])
+        envelopes = keyring.seal([bytes(items[index].payload) for index in positions])
         sealed = list(items)
         for index, envelope in zip(positions, envelopes, strict=True):
             sealed[index] = msgspec.structs.replace(
@@ -126,13 +139,11 @@ class Encryption:
         a queue if there is one, else encrypted whenever a key is loaded, so that no plaintext
         of an encrypted queue reaches the disk; an envelope in a plain queue is still read
         back as its payload (D-E7)."""
-        return {
-            name for name in names if self._encrypted.get(name, (self.keyring.can_encrypt, 0.0))[0]
-        }
+        return {name for name in names if self._encrypted.get(name, (self.can_encrypt, 0.0))[0]}
 
     async def check_keys(self) -> None:
         """At start (D-E9): an encrypted queue without a key to write it is an operator error."""
-        if self.keyring.can_encrypt:
+        if self.can_encrypt:
             return
         try:
             count = await queues.encrypted_count(self.pool)
@@ -168,12 +179,13 @@ class Encryption:
         """Replace `holder[field]` by the payload its envelope holds (D-E7: when flagged, or
         when it has the envelope's exact shape)."""
         value = holder.get(field)
-        if not self.keyring.can_decrypt or not (flagged or is_envelope(value)):
+        keyring = self.keyring
+        if keyring is None or not (flagged or is_envelope(value)):
             return
         if not isinstance(value, dict):
             return
         try:
-            holder[field] = self.keyring.open(value)
+            holder[field] = keyring.open(value)
         except ValueError as error:
             self._warn(holder, error)
 
@@ -186,3 +198,13 @@ class Encryption:
                 "an encrypted payload could not be decrypted; returned as stored",
                 extra={"message_id": message_id, "reason": str(error)},
             )
+
+
+def _keyring(config: Config) -> Keyring | None:
+    """The configured keys; None without any, and then cryptography stays unloaded."""
+    previous = comma_list(config.encryption_previous_keys)
+    if not (config.encryption_key.strip() or previous):
+        return None
+    from queen.security.keyring import Keyring  # noqa: PLC0415 -- see the module doc
+
+    return Keyring.from_hex(config.encryption_key, previous)

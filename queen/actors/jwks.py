@@ -19,7 +19,7 @@ import orjson
 import trio
 
 from queen.config import Config
-from queen.security.keys import KeySet, parse_jwks
+from queen.security.keys import KeySet
 
 log = logging.getLogger("queen.jwks")
 
@@ -60,6 +60,9 @@ class JwksKeys:
                 await self._wanted.wait()
 
     async def _fetch_once(self) -> None:
+        # Here, not at the top: a worker with no JWKS URL never loads PyJWT (issue 20).
+        from queen.security.key_loading import parse_jwks  # noqa: PLC0415
+
         self.fetches += 1
         try:
             document = await trio.to_thread.run_sync(

@@ -101,9 +101,7 @@ class Services:
         self.batcher = Batcher(
             config,
             self.hot,
-            open_pops=self.encryption.open_pop_results
-            if self.encryption.keyring.can_decrypt
-            else None,
+            open_pops=self.encryption.open_pop_results if self.encryption.can_decrypt else None,
             on_pushed=self._pushed,
             on_popped=self.recorder.popped,
             on_acked=self._acked,

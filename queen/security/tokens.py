@@ -9,6 +9,11 @@ verifying at its next refresh.
 
 Nothing here does I/O: the JWKS comes in as a snapshot function, and an unknown `kid` only asks
 the JWKS actor (queen/actors/jwks.py) to refetch in the background.
+
+PyJWT and cryptography (some 12 MB per worker) are not imported at the top: the gate's types
+are needed by every worker, a Verifier only by one with JWT on (issue 20). Building a Verifier
+loads them, at start-up rather than at the first token; the methods that call PyJWT then only
+bind the loaded module, once per token (identities are cached), nothing next to a signature.
 """
 
 from __future__ import annotations
@@ -20,8 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
 from queen.config import Config, comma_list
 from queen.security.keys import (
     ASYMMETRIC_ALGORITHMS,
@@ -31,7 +34,6 @@ from queen.security.keys import (
     RSA_ALGORITHMS,
     KeySet,
     VerifyingKey,
-    load_public_key,
 )
 
 log = logging.getLogger("queen.auth")
@@ -115,7 +117,11 @@ class Verifier:
         self.config = config
         self.algorithms = allowed_algorithms(config)
         self.secret = config.jwt_secret.encode()
-        self.public_key = load_public_key(config.jwt_public_key) if config.jwt_public_key else None
+        from queen.security import key_loading  # noqa: PLC0415 -- see the module doc
+
+        self.public_key = (
+            key_loading.load_public_key(config.jwt_public_key) if config.jwt_public_key else None
+        )
         self.uses_jwks = bool(config.jwt_jwks_url)
         self.jwks = jwks
         self.on_unknown_kid = on_unknown_kid
@@ -147,6 +153,8 @@ class Verifier:
         return identity
 
     def _verify(self, token: str, keys: KeySet | None) -> tuple[Identity, float]:
+        import jwt  # noqa: PLC0415 -- see the module doc
+
         if len(token) > MAX_TOKEN_CHARS:
             raise _invalid()
         try:
@@ -208,6 +216,8 @@ class Verifier:
         return found + matching[:KEYS_WITHOUT_KID]
 
     def _decode(self, token: str, algorithm: str, key: Any) -> dict[str, Any]:
+        import jwt  # noqa: PLC0415 -- see the module doc
+
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

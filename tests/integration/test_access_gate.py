@@ -19,7 +19,13 @@ import trio
 from queen.storage.pgcluster import PgCluster
 from tests.integration import keys
 from tests.integration.api import unique
-from tests.support import ServerProcess, run_sql, running_server, wait_until
+from tests.support import (
+    ServerProcess,
+    maps_cryptography,
+    run_sql,
+    running_server,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -170,6 +176,12 @@ def test_public_routes_and_preflight_need_no_token(server: ServerProcess) -> Non
     assert httpx.get(f"{server.url}/health").status_code == 200
     preflight = httpx.options(f"{server.url}/api/v1/push", headers={"Origin": "http://x.test"})
     assert preflight.status_code == 204
+
+
+def test_a_worker_with_jwt_on_loads_pyjwt_and_cryptography(server: ServerProcess) -> None:
+    """The other side of test_encryption's keyless worker, which loads neither (issue 20)."""
+    [worker] = server.worker_pids().values()
+    assert maps_cryptography(worker)
 
 
 def test_every_key_family_verifies(server: ServerProcess) -> None:

@@ -18,7 +18,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from queen.security.envelope import key_id
 from queen.storage.pgcluster import PgCluster
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, run_sql, running_server, wait_until
+from tests.support import (
+    ServerProcess,
+    maps_cryptography,
+    run_sql,
+    running_server,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -208,9 +214,16 @@ async def test_the_disk_buffer_holds_and_replays_only_envelopes(
         assert popped is not None and popped["messages"][0]["data"] == {"secret": MARKER}
 
 
+async def test_a_worker_with_a_key_loads_cryptography(server: ServerProcess) -> None:
+    [worker] = server.worker_pids().values()
+    assert maps_cryptography(worker)
+
+
 async def test_without_a_key_an_encrypted_queue_refuses_pushes(
     server: ServerProcess, pg_cluster: PgCluster, database: str
 ) -> None:
+    """And the keyless worker (JWT off too) never loads cryptography, plain queues and all
+    (issue 20: about 9 MB per worker)."""
     async with Api(server.url) as api:
         queue = await encrypted_queue(api)
     with running_server(pg_cluster, database) as keyless:
@@ -228,6 +241,13 @@ async def test_without_a_key_an_encrypted_queue_refuses_pushes(
                 },
             )
             assert status == 503, body
+            plain = unique("plain")
+            await api.push(plain, [MARKER])
+            popped = await api.pop(plain, wait=False)
+            assert popped is not None and popped["messages"][0]["data"] == MARKER
+            await api.ack(popped["messages"][0])
+        [worker] = keyless.worker_pids().values()
+        assert not maps_cryptography(worker)
     assert rows(pg_cluster, database, queue) == []
 
 

@@ -22,7 +22,8 @@ from queen.config import Config, ConfigError
 from queen.http.app import create_app
 from queen.http.route_levels import API_PREFIXES, declared_level, level_of
 from queen.logs import TextFormatter
-from queen.security.envelope import Keyring, is_envelope, key_id
+from queen.security.envelope import is_envelope, key_id
+from queen.security.keyring import Keyring
 from queen.security.minting import duration_s, mint
 from queen.security.tokens import Level, Rejected, Verifier, token_of
 from queen.sync.siblings import _private_directory

@@ -1,0 +1,24 @@
+"""What a worker imports at start-up (issue 20): PyJWT and cryptography cost some 12 MB per
+worker, so only a worker with JWT on or an encryption key loads them (queen/security/
+key_loading.py, keyring.py). The running worker's side is in test_encryption and
+test_access_gate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_importing_the_worker_loads_neither_pyjwt_nor_cryptography() -> None:
+    probe = (
+        "import sys, queen.worker; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'jwt', 'cryptography'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.strip() == "[]"
