@@ -48,7 +48,7 @@ def serve(config: Config) -> int:
     # Signals are taken over first: one arriving while PostgreSQL starts stops the server once
     # it has started, and PostgreSQL is stopped with it.
     with signals_as_wakeups() as wakeups, embedded_database(config) as resolved:
-        tree = ProcessTree(resolved, wakeups)
+        tree = ProcessTree.of_server(resolved, wakeups)
         tree.run()
     log.info("queen stopped")
     return 1 if tree.fatal else 0

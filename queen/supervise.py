@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -103,8 +103,10 @@ class Child:
 
     name: str
     argv: list[str]
-    env: dict[str, str]
+    backoff: Callable[[int], float]
+    env: dict[str, str] | None = None
     log_extra: dict[str, Any] = field(default_factory=dict)
+    stop_timeout_s: float = WORKER_STOP_TIMEOUT_S
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     due_at: float | None = None
@@ -129,7 +131,7 @@ class Child:
         self.due_at = None
         if self.process is not None:
             self.process.terminate()
-            self.kill_at = now + WORKER_STOP_TIMEOUT_S
+            self.kill_at = now + self.stop_timeout_s
 
     def kill(self) -> None:
         self.due_at, self.kill_at = None, None
@@ -140,30 +142,34 @@ class Child:
 class ProcessTree:
     """The migration and worker children of one `queen serve`, and the loop that tends them."""
 
-    def __init__(self, config: Config, wakeups: Wakeups) -> None:
+    def __init__(self, wakeups: Wakeups, migration: Child, workers: Sequence[Child]) -> None:
         self._wakeups = wakeups
+        self._migration = migration
+        self._workers = list(workers)
+        self._workers_started = False
+        self._stopping = False
+        self.fatal = False
+
+    @classmethod
+    def of_server(cls, config: Config, wakeups: Wakeups) -> ProcessTree:
         env = child_env(config)
-        self._migration = Child("migration", [sys.executable, "-m", "queen", "migrate"], env)
-        self._migration_delay = backoff_delays(0.25, MIGRATION_RETRY_S)
-        self._worker_delay = backoff_delays(0.5, 30.0)
+        command = [sys.executable, "-m", "queen"]
+        migration = Child(
+            "migration", [*command, "migrate"], backoff_delays(0.25, MIGRATION_RETRY_S), env
+        )
         # Drawn per start: instances sharing a database never take each other's leases back.
-        instance_id = uuid7_str()
-        self._workers = [
+        instance = ["--parent", str(os.getpid()), "--instance", uuid7_str()]
+        workers = [
             Child(
                 "worker",
-                [
-                    *(sys.executable, "-m", "queen", "worker"),
-                    *("--index", str(index), "--parent", str(os.getpid())),
-                    *("--instance", instance_id),
-                ],
+                [*command, "worker", "--index", str(index), *instance],
+                backoff_delays(0.5, 30.0),
                 env,
                 {"worker_id": index},
             )
             for index in range(config.num_workers)
         ]
-        self._workers_started = False
-        self._stopping = False
-        self.fatal = False
+        return cls(wakeups, migration, workers)
 
     @property
     def _children(self) -> list[Child]:
@@ -217,7 +223,7 @@ class ProcessTree:
 
     def _migration_ended(self, code: int) -> None:
         if code == EXIT_UNREACHABLE:
-            self._migration.due_at = time.monotonic() + self._migration_delay(
+            self._migration.due_at = time.monotonic() + self._migration.backoff(
                 self._migration.failures
             )
             self._migration.failures += 1
@@ -244,7 +250,7 @@ class ProcessTree:
         now = time.monotonic()
         if now - worker.started_at >= HEALTHY_RUN_S:
             worker.failures = 0
-        delay = self._worker_delay(worker.failures)
+        delay = worker.backoff(worker.failures)
         log.error(
             "worker exited; restarting",
             extra={**worker.log_extra, "exit_code": code, "restart_in_s": delay},
