@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "token":
         return _print_token(args, config)
-    unusable = _unusable_key(config)
+    unusable = _unusable_key_apart(config) if args.command == "serve" else _unusable_key(config)
     if unusable is not None:
         print(f"queen: configuration error: {unusable}", file=sys.stderr)
         return EXIT_CONFIG
@@ -123,6 +124,36 @@ def _unusable_key(config: Config) -> str | None:
     except UnusableKey as error:
         return str(error)
     return None
+
+
+def _unusable_key_apart(config: Config) -> str | None:
+    """`_unusable_key` in a forked child: loading a key imports jwt and cryptography (with ssl,
+    some 15 MB of RSS), which the `serve` parent would otherwise carry for the server's whole
+    life to have checked the key once. The child answers through a pipe."""
+    if not config.jwt_enabled:
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        code = 0
+        try:
+            os.write(write_fd, (_unusable_key(config) or "").encode())
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write_fd)
+    with open(read_fd, "rb") as answer:
+        reason = answer.read().decode()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return "the JWT settings could not be checked (the error is above)"
+    return reason or None
 
 
 def _print_token(args: argparse.Namespace, config: Config) -> int:

@@ -81,6 +81,30 @@ def test_the_serve_parent_loads_neither_trio_nor_the_web_stack_nor_the_driver() 
     assert loaded & heavy == set()
 
 
+def test_serve_with_an_unusable_jwt_key_exits_2_with_one_line() -> None:
+    """Checked in a forked child (the parent must not load jwt and cryptography), answered as
+    any other bad setting: before anything starts."""
+    result = run_queen(
+        "serve", JWT_ENABLED="true", JWT_ALGORITHM="RS256", JWT_PUBLIC_KEY="not a key"
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "queen: configuration error: JWT_PUBLIC_KEY is not a PEM public key"
+    ]
+
+
+def test_checking_the_jwt_key_for_serve_leaves_the_parent_without_jwt_and_ssl() -> None:
+    probe = (
+        "import sys; from queen.cli import _unusable_key_apart; from queen.config import Config;"
+        " print(_unusable_key_apart(Config.from_env({'JWT_ENABLED': 'true', 'JWT_SECRET': 'x'})),"
+        " sorted({'jwt', 'cryptography', 'ssl'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.split() == ["None", "[]"]
+
+
 def test_migrate_without_a_database_exits_3_with_one_line() -> None:
     """`serve` runs `queen migrate` as a child and tries again on 3; an operator sees one line."""
     with socket.socket() as unused:
