@@ -3,7 +3,7 @@
 proxy and its user/token commands), and the internal `worker` entry of each worker process.
 
 `serve` is the parent of the worker processes (queen/serve.py, queen/supervise.py). It stays
-small (some 21 MB against 65 MB for a worker) because trio, the web stack and the database
+small (some 20 MB against 66 MB for a worker) because trio, the web stack and the database
 driver are imported only by the commands that use them (the imports inside `main` and
 `_migrate_once`); an import added at the top of this module lands in the parent too.
 """

@@ -82,6 +82,9 @@ def signals_as_wakeups() -> Iterator[Wakeups]:
 
 @dataclass
 class Wakeups:
+    """The read end of the wake-up pipe: one byte per signal, its number. The loop blocks on it
+    (no polling), the deadline of the next restart or kill as its timeout."""
+
     read_fd: int
     selector: selectors.BaseSelector
 
@@ -152,7 +155,8 @@ class ProcessTree:
 
     @classmethod
     def of_server(cls, config: Config, wakeups: Wakeups) -> ProcessTree:
-        env = child_env(config)
+        """The children of `queen serve`: this interpreter running queen's own commands."""
+        env = _child_env(config)
         command = [sys.executable, "-m", "queen"]
         migration = Child(
             "migration", [*command, "migrate"], backoff_delays(0.25, MIGRATION_RETRY_S), env
@@ -226,7 +230,7 @@ class ProcessTree:
             self._migration.due_at = time.monotonic() + self._migration.backoff(
                 self._migration.failures
             )
-            self._migration.failures += 1
+            self._migration.failures += 1  # and the workers start meanwhile, answering 503
         elif code != 0:
             refused = MigrationRefused(f"`queen migrate` exited with {code}")
             if not self._workers_started:
@@ -278,7 +282,7 @@ class ProcessTree:
                 child.process = None
 
 
-def child_env(config: Config) -> dict[str, str]:
+def _child_env(config: Config) -> dict[str, str]:
     """The children's environment: the parent's, with what the parent resolved (the embedded
     database, the --port/--host/--dev flags) written into the variables they read."""
     env = dict(os.environ)
