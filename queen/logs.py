@@ -1,17 +1,17 @@
 """Process-wide logging set-up: the original's text pattern by default, one JSON object per line
 with LOG_FORMAT=json, so a log shipper never has to parse free text. A line written while a
-request is served carries that request's id (queen/metrics/asgi.py)."""
+request is served carries that request's id (set by queen/metrics/asgi.py; kept here, so the
+`serve` parent, which logs but serves nothing, never loads the metrics stack and its ssl)."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import time
 from typing import Any
 
 import orjson
-
-from queen.metrics.asgi import RequestIdFilter
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -27,6 +27,20 @@ _LEVELS = {
     "off": logging.CRITICAL + 10,
 }
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "queen_request_id", default=None
+)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to a record logged while a request is being served."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = current_request_id.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
 
 
 def _timestamp(record: logging.LogRecord) -> str:

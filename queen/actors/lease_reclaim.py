@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import trio
 
-from queen.actors.supervisor import backoff_delays
+from queen.backoff import backoff_delays
 from queen.db import consumer_groups as groups
 from queen.db.errors import DatabaseError, DatabaseUnavailable
 from queen.db.runner import Pools

@@ -26,7 +26,8 @@ import trio
 import trio_asyncio
 
 from queen.actors.mailbox import Reply, deliver
-from queen.actors.supervisor import Child, Supervisor, backoff_delays
+from queen.actors.supervisor import Child, Supervisor
+from queen.backoff import backoff_delays
 from queen.db.connect import ConnectParams, connect
 from queen.db.errors import DatabaseError, DatabaseUnavailable, from_sqlstate
 from queen.db.runner import CallKind

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import trio
+
+from queen.backoff import backoff_delays
 
 log = logging.getLogger("queen.supervisor")
 
@@ -134,12 +135,3 @@ def _sole_error(error: Exception) -> Exception:
     while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
     return error
-
-
-def backoff_delays(initial_s: float, maximum_s: float) -> Callable[[int], float]:
-    """Delay before attempt n (0-based) of a reconnect loop: exponential, capped."""
-
-    def delay(attempt: int) -> float:
-        return min(maximum_s, initial_s * math.pow(2, min(attempt, 30)))
-
-    return delay

@@ -9,7 +9,6 @@ The request id is the client's own `X-Request-Id` when it is a plausible id (at 
 
 from __future__ import annotations
 
-import contextvars
 import itertools
 import logging
 import re
@@ -18,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from queen.logs import current_request_id
 from queen.metrics.families import Families
 from queen.metrics.pending import Pending, PendingObservations
 
@@ -42,9 +42,6 @@ _FAMILIES = frozenset(
 
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
 
-current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "queen_request_id", default=None
-)
 access_log = logging.getLogger("queen.access")
 
 
@@ -57,16 +54,6 @@ def route_of(path: str) -> str:
     if path.startswith("/metrics"):
         return "metrics"
     return "other"
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to a record logged while a request is being served."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        request_id = current_request_id.get()
-        if request_id is not None and not hasattr(record, "request_id"):
-            record.request_id = request_id
-        return True
 
 
 class Observed:

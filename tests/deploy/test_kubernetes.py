@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from ops.k8s import render
-from queen.cli import WORKER_STOP_TIMEOUT_S
+from queen.supervise import WORKER_STOP_TIMEOUT_S
 from queen.worker import GRACEFUL_TIMEOUT_S
 from tests.deploy import artifacts
 from tests.deploy.test_env_drift import EVERYTHING_ON

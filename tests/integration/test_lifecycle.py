@@ -11,6 +11,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -232,3 +233,11 @@ def test_a_second_instance_on_the_same_port_refuses_to_start(server: ServerProce
     assert second.process is not None
     assert second.process.wait(30) == 1
     assert "is in use" in second.log()
+
+
+def test_the_serve_parent_maps_neither_ssl_nor_libcrypto(server: ServerProcess) -> None:
+    """The parent supervises and nothing more: trio's ssl (and OpenSSL with it) belongs to the
+    workers, some 11 MB of RSS the parent would hold for the server's whole life."""
+    maps = Path(f"/proc/{server.pid}/maps").read_text()
+    assert "_ssl." not in maps and "libssl" not in maps and "libcrypto" not in maps
+    assert "_ssl." in Path(f"/proc/{server.worker_pids()[0]}/maps").read_text()

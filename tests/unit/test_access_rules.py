@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from queen.actors.root import Services
-from queen.cli import _warn_about_exposure
 from queen.config import Config, ConfigError
 from queen.http.app import create_app
 from queen.http.route_levels import API_PREFIXES, declared_level, level_of
@@ -26,6 +25,7 @@ from queen.security.envelope import is_envelope, key_id
 from queen.security.keyring import Keyring
 from queen.security.minting import duration_s, mint
 from queen.security.tokens import Level, Rejected, Verifier, token_of
+from queen.serve import _warn_about_exposure
 from queen.sync.siblings import _private_directory
 
 SECRET = "unit-secret-" + "x" * 40

@@ -64,16 +64,45 @@ def test_missing_command_exits_2() -> None:
     assert run_queen().returncode == 2
 
 
-def test_the_serve_parent_loads_neither_the_web_stack_nor_the_driver() -> None:
-    """The parent lives as long as the server; what only workers and migrations use would cost
-    its memory for nothing (some 25 MB)."""
-    probe = "import sys, queen.cli; print(sorted(m for m in sys.modules if '.' not in m))"
+def test_the_serve_parent_loads_neither_trio_nor_the_web_stack_nor_the_driver() -> None:
+    """The parent lives as long as the server and only supervises: what only workers and
+    migrations use would cost its memory for nothing (trio with ssl and attrs alone some 15 MB,
+    the web stack and driver some 25 MB)."""
+    probe = (
+        "import sys, queen.cli, queen.serve, queen.supervise;"
+        " print(' '.join(sorted(m for m in sys.modules if '.' not in m)))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
     )
-    loaded = set(result.stdout.strip().strip("[]").replace("'", "").split(", "))
-    for heavy in ("asyncpg", "hypercorn", "quart", "quart_trio", "trio_asyncio", "werkzeug"):
-        assert heavy not in loaded
+    loaded = set(result.stdout.split())
+    heavy = {"trio", "ssl", "_ssl", "attr", "attrs", "prometheus_client", "asyncpg", "hypercorn"}
+    heavy |= {"quart", "quart_trio", "trio_asyncio", "werkzeug", "jwt", "cryptography", "hashlib"}
+    assert loaded & heavy == set()
+
+
+def test_serve_with_an_unusable_jwt_key_exits_2_with_one_line() -> None:
+    """Checked in a forked child (the parent must not load jwt and cryptography), answered as
+    any other bad setting: before anything starts."""
+    result = run_queen(
+        "serve", JWT_ENABLED="true", JWT_ALGORITHM="RS256", JWT_PUBLIC_KEY="not a key"
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "queen: configuration error: JWT_PUBLIC_KEY is not a PEM public key"
+    ]
+
+
+def test_checking_the_jwt_key_for_serve_leaves_the_parent_without_jwt_and_ssl() -> None:
+    probe = (
+        "import sys; from queen.cli import _unusable_key_apart; from queen.config import Config;"
+        " print(_unusable_key_apart(Config.from_env({'JWT_ENABLED': 'true', 'JWT_SECRET': 'x'})),"
+        " sorted({'jwt', 'cryptography', 'ssl'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.split() == ["None", "[]"]
 
 
 def test_migrate_without_a_database_exits_3_with_one_line() -> None:

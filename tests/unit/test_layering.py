@@ -14,6 +14,8 @@ PACKAGE = Path(queen.__file__).parent
 # Higher layers may import lower ones and their own; never the other way round.
 LAYERS = {
     "queen.cli": 4,
+    "queen.serve": 4,
+    "queen.supervise": 4,
     "queen.worker": 4,
     "queen.__main__": 4,
     "queen.docs": 4,
@@ -31,6 +33,7 @@ LAYERS = {
     "queen.config": 0,
     "queen.ids": 0,
     "queen.logs": 0,
+    "queen.backoff": 0,
     "queen": 0,
 }
 

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from queen.metrics.asgi import Observed, RequestIdFilter, route_of
+from queen.logs import RequestIdFilter
+from queen.metrics.asgi import Observed, route_of
 from queen.metrics.families import Families, open_families
 from queen.metrics.pending import Pending
 

@@ -8,7 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from queen.actors.supervisor import Child, GaveUp, Supervisor, backoff_delays, supervise
+from queen.actors.supervisor import Child, GaveUp, Supervisor, supervise
+from queen.backoff import backoff_delays
 
 
 class Flaky:
