@@ -104,7 +104,6 @@ class H1Connection:
         self.body_left = 0
         self.body_done = False
         self.peer_gone = False
-        self.method = ""
         self.status = 0
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.response_state = 0  # 0 nothing sent, 1 started, 2 streaming, 3 complete
@@ -164,7 +163,6 @@ class H1Connection:
         """Answer one request; whether the connection may carry another."""
         self.body_left = head.content_length
         self.body_done = False
-        self.method = head.method
         self.response_state = 0
         self.close_after = head.close
         scope: dict[str, Any] = {

@@ -110,6 +110,14 @@ class Server:
             lifespan_nursery.cancel_scope.cancel()
 
     async def _connection(self, stream: trio.SocketStream) -> None:
+        """One client's connection. Whatever goes wrong with it ends it, never the worker."""
+        try:
+            await self._serve_connection(stream)
+        except Exception:
+            log.exception("a connection failed")
+            await stream.aclose()
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
         try:
             client = _address(stream.socket.family, stream.socket.getpeername())
             local = _address(stream.socket.family, stream.socket.getsockname())
