@@ -21,6 +21,7 @@ once the body is in, `receive()` waits for the client to leave and then reports
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
@@ -42,6 +43,10 @@ App = Callable[
 
 RECEIVE_BYTES = 65536
 LINGER_S = 0.5  # how long a close waits for a client's unread bytes, so no reset eats the answer
+DRAIN_LIMIT_BYTES = 65536  # an unread body up to this size is dropped, keeping the connection
+DRAIN_TIMEOUT_S = 1.0
+_HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _NO_BODY_STATUSES = frozenset((204, 304))
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _DISCONNECT: Message = {"type": "http.disconnect"}
@@ -131,32 +136,30 @@ class H1Connection:
             return None
 
     async def _read_head(self) -> int | None:
-        """The end of the next request head in the buffer; 0 when the head grew too large to be
+        """The end of the next request head in the buffer; 0 when the head is too large to be
         one this path serves; None when the client left, stayed idle too long or the worker is
-        stopping."""
+        stopping. A connection counts as idle until a whole head is in, as hypercorn counts it:
+        a stopping worker closes one that sent only part of a head."""
         buffer = self.buffer
         searched = 0
         with trio.move_on_after(self.server.keep_alive_timeout) as waiting:
-            while True:
-                end = buffer.find(b"\r\n\r\n", searched)
-                if end >= 0:
-                    return end + 4
-                if len(buffer) > MAX_HEAD_BYTES:
-                    return 0
-                searched = max(len(buffer) - 3, 0)
-                if buffer:
-                    data = await self.stream.receive_some(RECEIVE_BYTES)
-                else:
+            self.server.idle.add(waiting)
+            try:
+                while True:
+                    end = buffer.find(b"\r\n\r\n", searched)
+                    if end >= 0:
+                        return end + 4 if end + 4 <= MAX_HEAD_BYTES else 0
+                    if len(buffer) > MAX_HEAD_BYTES:
+                        return 0
                     if self.server.terminated:
                         return None
-                    self.server.idle.add(waiting)
-                    try:
-                        data = await self.stream.receive_some(RECEIVE_BYTES)
-                    finally:
-                        self.server.idle.discard(waiting)
-                if not data:
-                    return None
-                buffer += data
+                    searched = max(len(buffer) - 3, 0)
+                    data = await self.stream.receive_some(RECEIVE_BYTES)
+                    if not data:
+                        return None
+                    buffer += data
+            finally:
+                self.server.idle.discard(waiting)
         return None
 
     async def _serve(self, head: RequestHead) -> bool:
@@ -187,12 +190,15 @@ class H1Connection:
             return False
         except Exception:
             log.exception("error while serving a request")
-            if self.response_state == 0:
+            if self.response_state == 0 and not self.peer_gone:
                 await self._answer_failure()
             return False
         if self.response_state == 0:  # the app ended without answering
-            await self._answer_failure()
+            if not self.peer_gone:  # (a pop whose client left answers nobody, by design)
+                await self._answer_failure()
             return False
+        if self.body_left and not self.close_after and not self.peer_gone:
+            await self._drain_body()
         return (
             self.response_state == 3
             and not self.close_after
@@ -200,6 +206,21 @@ class H1Connection:
             and self.body_left == 0
             and not self.server.terminated
         )
+
+    async def _drain_body(self) -> None:
+        """Read and drop a small body the app answered without reading, so the connection can
+        carry the next request (as h11 does); a client too slow to send it is closed."""
+        with trio.move_on_after(DRAIN_TIMEOUT_S):
+            while self.body_left:
+                if not self.buffer:
+                    data = await self.stream.receive_some(RECEIVE_BYTES)
+                    if not data:
+                        self.peer_gone = True
+                        return
+                    self.buffer += data
+                take = min(len(self.buffer), self.body_left)
+                del self.buffer[:take]
+                self.body_left -= take
 
     async def _answer_failure(self) -> None:
         self.status, self.response_headers = 500, [(b"content-length", b"0")]
@@ -214,9 +235,8 @@ class H1Connection:
                 return {"type": "http.request", "body": b"", "more_body": False}
             buffer = self.buffer
             if not buffer:
-                data = await self.stream.receive_some(RECEIVE_BYTES)
+                data = await self._receive_from_client()
                 if not data:
-                    self.peer_gone = True
                     return _DISCONNECT
                 buffer += data
             take = min(len(buffer), self.body_left)
@@ -228,16 +248,26 @@ class H1Connection:
         return await self._wait_for_disconnect()
 
     async def _wait_for_disconnect(self) -> Message:
-        """Read on until the client leaves; bytes of a next (pipelined) request are kept for
-        later, up to one head's worth."""
+        """Read on until the client leaves. Bytes of a next (pipelined) request are kept for
+        later, up to one head's worth; past that they are dropped and the connection ends after
+        this answer, but the client's leaving is still seen."""
         while not self.peer_gone and self.response_state != 3:
-            if len(self.buffer) > MAX_HEAD_BYTES:
-                await trio.sleep_forever()
-            data = await self.stream.receive_some(RECEIVE_BYTES)
-            if not data:
-                self.peer_gone = True
-            self.buffer += data
+            data = await self._receive_from_client()
+            if len(self.buffer) + len(data) > MAX_HEAD_BYTES:
+                self.close_after = True
+            else:
+                self.buffer += data
         return _DISCONNECT
+
+    async def _receive_from_client(self) -> bytes:
+        """The client's next bytes; b"" once it has left (closed or reset)."""
+        try:
+            data = await self.stream.receive_some(RECEIVE_BYTES)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if not data:
+            self.peer_gone = True
+        return bytes(data)
 
     async def _send(self, message: Message) -> None:
         kind = message["type"]
@@ -246,8 +276,8 @@ class H1Connection:
                 raise RuntimeError("http.response.start sent twice")
             headers = list(message.get("headers", ()))
             for name, value in headers:
-                if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-                    raise ValueError("a response header carries a line break")
+                if not _HEADER_NAME.fullmatch(name) or _CONTROL.search(value):
+                    raise ValueError(f"a response header h11 would refuse: {name!r}")
             self.status = int(message["status"])
             self.response_headers = headers
             self.response_state = 1
@@ -266,10 +296,14 @@ class H1Connection:
                 raise RuntimeError("http.response.body outside a response")
             if self.peer_gone or not data:
                 return
+            close_after, self.close_after = self.close_after, True  # until the send completes
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.peer_gone = True  # as hypercorn: the app is not told by an exception
+            self.close_after = close_after
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
 
     def _carries_body(self) -> bool:
         return self.status >= 200 and self.status not in _NO_BODY_STATUSES
@@ -299,8 +333,8 @@ class H1Connection:
                 lines.append(b"content-length: %d\r\n" % length)
         else:
             self.chunked = False
-        if self.body_left or self.server.terminated:
-            self.close_after = True  # an unread body cannot be told from the next request
+        if self.body_left > DRAIN_LIMIT_BYTES or self.server.terminated:
+            self.close_after = True  # too much unread body to drop before the next request
         if self.close_after and not said_close:
             lines.append(b"connection: close\r\n")
         lines.append(b"date: %s\r\n\r\n" % self.server.date.now())

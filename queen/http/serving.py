@@ -115,7 +115,8 @@ class Server:
             await self._serve_connection(stream)
         except Exception:
             log.exception("a connection failed")
-            await stream.aclose()
+        finally:
+            stream.socket.close()  # a no-op when already closed; cancelled, it still closes
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         try:

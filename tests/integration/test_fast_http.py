@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import struct
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -127,6 +129,7 @@ async def test_http_1_0_and_head_are_answered_by_hypercorn(server: ServerProcess
         b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64 + b"\r\n\r\n",
         b"POST /api/v1/push HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+        b"POST /api/v1/push HTTP/1.1\r\nHost: t\r\nContent-Length: " + b"0" * 5000 + b"1\r\n\r\n",
     ],
 )
 async def test_a_malformed_head_is_refused_and_the_worker_serves_on(
@@ -144,6 +147,23 @@ async def test_a_malformed_head_is_refused_and_the_worker_serves_on(
         assert (await client.answer())[0] == 200
 
 
+async def test_a_client_resetting_a_parked_pop_is_no_error(server: ServerProcess) -> None:
+    before = server.log_path.read_text(errors="replace").count("error while serving")
+    async with connected(server) as client:
+        await client.send(
+            b"GET /api/v1/pop/queue/%s?wait=true&timeout=30000 HTTP/1.1\r\nHost: t\r\n\r\n"
+            % unique("reset").encode()
+        )
+        await parked_pops_reach(server, 1)
+        client.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.stream.socket.close()
+    await parked_pops_reach(server, 0, at_most=True)
+    async with connected(server) as client:
+        await client.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert (await client.answer())[0] == 200
+    assert server.log_path.read_text(errors="replace").count("error while serving") == before
+
+
 async def test_a_client_leaving_mid_body_pushes_nothing(server: ServerProcess) -> None:
     queue = unique("leaving")
     whole = push(queue, "never")
@@ -154,7 +174,8 @@ async def test_a_client_leaving_mid_body_pushes_nothing(server: ServerProcess) -
         assert (await client.answer())[0] == 204
 
 
-async def parked_pops_reach(server: ServerProcess, count: int) -> None:
+async def parked_pops_reach(server: ServerProcess, count: int, at_most: bool = False) -> None:
+    """Until the workers hold at least (or, `at_most`, at most) `count` parked long-polls."""
     while True:
         async with connected(server) as client:
             await client.send(b"GET /metrics/prometheus HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -164,7 +185,7 @@ async def parked_pops_reach(server: ServerProcess, count: int) -> None:
             for line in metrics.splitlines()
             if line.startswith("queen_queue_backoff_groups")
         )
-        if parked >= count:
+        if (parked <= count) if at_most else (parked >= count):
             return
         await trio.sleep(0.05)
 

@@ -4,11 +4,16 @@ front of the real server, handover to hypercorn included: tests/integration/test
 
 from __future__ import annotations
 
+import logging
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
+import trio.testing
 
 from queen.http.h1_connection import H1Connection, Message, ServerState
 from tests.http_reader import Client
@@ -150,13 +155,23 @@ async def test_an_app_that_answers_nothing_is_500() -> None:
         assert await client.closed()
 
 
-async def test_an_unread_body_ends_the_connection_after_the_answer() -> None:
-    async def refusing(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 401, "headers": []})
-        await send({"type": "http.response.body", "body": b"no"})
+async def refusing(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """Answers without reading the body, as a handler refusing a request early may."""
+    await send({"type": "http.response.start", "status": 401, "headers": []})
+    await send({"type": "http.response.body", "body": b"no"})
 
+
+async def test_a_small_unread_body_is_dropped_and_the_next_request_served() -> None:
     async with connection(refusing) as (client, _, _):
-        await client.send(request(body=b"x" * 5000))
+        await client.send(request(body=b"x" * 5000) + request("/next"))
+        for _ in range(2):
+            status, headers, body = await client.answer()
+            assert (status, body) == (401, b"no") and b"connection" not in headers
+
+
+async def test_a_large_unread_body_ends_the_connection_after_the_answer() -> None:
+    async with connection(refusing) as (client, _, _):
+        await client.send(request(body=b"x" * 100_000))
         status, headers, body = await client.answer()
         assert (status, body, headers[b"connection"]) == (401, b"no", b"close")
         assert await client.closed()
@@ -176,21 +191,28 @@ async def test_a_wrong_content_length_from_the_app_ends_the_connection() -> None
         assert (await client.answer())[2] == b"ab"
 
 
-async def test_a_header_with_a_line_break_is_never_written() -> None:
+@pytest.mark.parametrize(
+    "header",
+    [(b"x", b"a\r\nSet-Cookie: b"), (b"x", b"a\x00b"), (b"bad name", b"v"), (b"x\n", b"v")],
+)
+async def test_a_header_h11_would_refuse_is_never_written(header: tuple[bytes, bytes]) -> None:
     async def injecting(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"x", b"a\r\nSet-Cookie: b")],
-            }
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": [header]})
         await send({"type": "http.response.body", "body": b"ab"})
 
     async with connection(injecting) as (client, _, _):
         await client.send(request())
         status, headers, _ = await client.answer()
         assert status == 500 and b"set-cookie" not in headers
+
+
+async def test_an_unknown_message_is_an_app_failure() -> None:
+    async def odd(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.trailers", "headers": []})
+
+    async with connection(odd) as (client, _, _):
+        await client.send(request())
+        assert (await client.answer())[0] == 500
 
 
 async def test_after_the_body_receive_waits_for_the_client_to_leave() -> None:
@@ -205,6 +227,70 @@ async def test_after_the_body_receive_waits_for_the_client_to_leave() -> None:
         await client.send(request())
         await client.stream.send_eof()
         await left.wait()
+
+
+async def test_a_client_resetting_while_the_app_waits_is_a_disconnect(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[str] = []
+    left = trio.Event()
+
+    async def parked(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        seen.append((await receive())["type"])
+        seen.append((await receive())["type"])
+        left.set()
+
+    async with connection(parked) as (client, _, outcome):
+        await client.send(request())
+        client.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.stream.socket.close()  # a reset, not an orderly close
+        await left.wait()
+        await outcome.ended.wait()
+    assert seen == ["http.request", "http.disconnect"]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def test_a_client_that_half_closed_gets_no_invented_answer() -> None:
+    async def leaving_unanswered(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await receive()  # the disconnect: the app answers nobody, as a cancelled pop does
+
+    async with connection(leaving_unanswered) as (client, _, outcome):
+        await client.send(request())
+        await client.stream.send_eof()
+        await outcome.ended.wait()
+        assert await client.closed()
+
+
+async def test_a_flood_pipelined_behind_a_waiting_app_does_not_hide_the_client_leaving() -> None:
+    left = trio.Event()
+
+    async def parked(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await receive()
+        left.set()
+
+    async with connection(parked) as (client, _, _):
+        await client.send(request() + request("/" + "a" * 40_000))
+        await client.stream.send_eof()
+        await left.wait()
+
+
+async def test_a_partly_sent_head_does_not_hold_up_shutdown() -> None:
+    async with connection(echo) as (client, state, outcome):
+        await client.send(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        await trio.testing.wait_all_tasks_blocked()
+        state.terminate()
+        await outcome.ended.wait()
+        assert await client.closed()
+
+
+async def test_a_complete_head_over_the_limit_is_handed_over() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    async with connection(echo) as (client, _, outcome):
+        await client.send(head)
+        await outcome.ended.wait()
+    assert outcome.value == head
 
 
 async def test_a_declined_request_hands_over_every_byte_read() -> None:

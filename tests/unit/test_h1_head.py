@@ -41,6 +41,24 @@ def test_connection_close_is_noticed() -> None:
     assert head is not None and head.close and head.content_length == 0
 
 
+def test_close_in_any_connection_header_counts() -> None:
+    raw = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n"
+    head = parse_head(raw)
+    assert head is not None and head.close
+
+
+def test_whitespace_around_a_value_is_dropped_and_inside_kept() -> None:
+    raw = (
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-A: \t"
+        + b" " * 10_000
+        + b"a \t b"
+        + b" " * 10_000
+        + b"\r\n\r\n"
+    )
+    head = parse_head(raw)
+    assert head is not None and head.headers[1] == (b"x-a", b"a \t b")
+
+
 @pytest.mark.parametrize(
     "head",
     [
@@ -59,6 +77,7 @@ def test_connection_close_is_noticed() -> None:
         b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: -5\r\n\r\n",
         b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n",
         b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0x5\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: " + b"0" * 5000 + b"1\r\n\r\n",
         b"POST /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
         b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n",
