@@ -248,12 +248,17 @@ class H1Connection:
         return await self._wait_for_disconnect()
 
     async def _wait_for_disconnect(self) -> Message:
-        """Read on until the client leaves. Bytes of a next (pipelined) request are kept for
-        later, up to one head's worth; past that they are dropped and the connection ends after
-        this answer, but the client's leaving is still seen."""
+        """Read on until the client leaves. What arrives meanwhile is kept for the next request:
+        once the answer is out, the client may well have sent one (a watcher still reading is
+        not yet cancelled). Before any answer, bytes past one head's worth are pipelined
+        requests sent without waiting: they are dropped and this answer ends the connection
+        (RFC 9112 §9.3.2 has the client send them again), so the client's leaving is still
+        seen and the buffer stays bounded."""
         while not self.peer_gone and self.response_state != 3:
+            if self.response_state != 0 and len(self.buffer) > MAX_HEAD_BYTES:
+                await trio.sleep_forever()  # the rest waits until the answer is out
             data = await self._receive_from_client()
-            if len(self.buffer) + len(data) > MAX_HEAD_BYTES:
+            if self.response_state == 0 and len(self.buffer) + len(data) > MAX_HEAD_BYTES:
                 self.close_after = True
             else:
                 self.buffer += data

@@ -276,6 +276,39 @@ async def test_a_flood_pipelined_behind_a_waiting_app_does_not_hide_the_client_l
         await left.wait()
 
 
+async def test_a_request_read_by_a_watcher_after_the_answer_is_kept() -> None:
+    """quart-trio reads receive() in a task of its own until it is cancelled, a moment after the
+    answer: a client's next request (here with a 20 KB body) may arrive in that moment."""
+    next_sent = trio.Event()
+
+    async def watching(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["path"] != "/first":
+            await echo(scope, receive, send)
+            return
+
+        async def watcher() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watcher)
+            await trio.testing.wait_all_tasks_blocked()  # the watcher is reading the socket
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"first"})
+            await next_sent.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+
+    async with connection(watching) as (client, _, _):
+        await client.send(request("/first"))
+        assert (await client.answer())[2] == b"first"
+        await client.send(request("/second", b"y" * 20_000))
+        next_sent.set()
+        status, headers, body = await client.answer()
+        assert (status, body) == (200, b"POST /second ? " + b"y" * 20_000)
+        assert b"connection" not in headers
+
+
 async def test_a_partly_sent_head_does_not_hold_up_shutdown() -> None:
     async with connection(echo) as (client, state, outcome):
         await client.send(b"GET / HTTP/1.1\r\nHost: t\r\n")
