@@ -31,7 +31,7 @@ from urllib.parse import unquote
 
 import trio
 
-from queen.http.h1_head import MAX_HEAD_BYTES, RequestHead, parse_head
+from queen.http.h1_head import MAX_HEAD_BYTES, TOKEN, RequestHead, parse_head
 
 log = logging.getLogger("queen.http")
 
@@ -45,7 +45,7 @@ RECEIVE_BYTES = 65536
 LINGER_S = 0.5  # how long a close waits for a client's unread bytes, so no reset eats the answer
 DRAIN_LIMIT_BYTES = 65536  # an unread body up to this size is dropped, keeping the connection
 DRAIN_TIMEOUT_S = 1.0
-_HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_NAME = re.compile(TOKEN)
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _NO_BODY_STATUSES = frozenset((204, 304))
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -86,10 +86,6 @@ class ServerState:
         self.terminated = True
         for scope in self.idle:
             scope.cancel()
-
-
-class _Handover(Exception):
-    """The request is not one this path serves: hypercorn takes the connection."""
 
 
 class H1Connection:
@@ -211,16 +207,9 @@ class H1Connection:
         """Read and drop a small body the app answered without reading, so the connection can
         carry the next request (as h11 does); a client too slow to send it is closed."""
         with trio.move_on_after(DRAIN_TIMEOUT_S):
-            while self.body_left:
-                if not self.buffer:
-                    data = await self.stream.receive_some(RECEIVE_BYTES)
-                    if not data:
-                        self.peer_gone = True
-                        return
-                    self.buffer += data
-                take = min(len(self.buffer), self.body_left)
-                del self.buffer[:take]
-                self.body_left -= take
+            while not self.body_done:
+                if (await self._receive())["type"] == "http.disconnect":
+                    return
 
     async def _answer_failure(self) -> None:
         self.status, self.response_headers = 500, [(b"content-length", b"0")]

@@ -122,8 +122,7 @@ class Server:
         try:
             client = _address(stream.socket.family, stream.socket.getpeername())
             local = _address(stream.socket.family, stream.socket.getsockname())
-        except OSError:  # the client left before it was accepted
-            await stream.aclose()
+        except OSError:  # the client left before it was accepted; _connection closes it
             return
         already_read = await H1Connection(stream, self.fast, client, local).run()
         if already_read is None:
