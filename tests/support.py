@@ -143,19 +143,31 @@ def create_database(cluster: PgCluster, prefix: str = "queen_test") -> str:
 
 
 @dataclass
-class ServerProcess:
-    """`queen serve` in a child process, configured through its environment like a real deploy."""
+class ChildProcess:
+    """A queen command in a child process of its own session, configured through its environment
+    like a real deploy, its output in a log file the tests can quote when it fails."""
 
     env: Mapping[str, str]
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(
-        default_factory=lambda: Path(tempfile.mkstemp(prefix="queen-server-", suffix=".log")[1])
-    )
+    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(suffix=".log")[1]))
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def spawn(self, argv: list[str], env: Mapping[str, str]) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+
+class ServerProcess(ChildProcess):
+    """`queen serve`."""
 
     def start(self, wait_healthy: bool = True, timeout_s: float = 30.0) -> ServerProcess:
         env = {
@@ -166,14 +178,7 @@ class ServerProcess:
             "LOG_LEVEL": "info",
             **self.env,
         }
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "queen", "serve"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.spawn([sys.executable, "-m", "queen", "serve"], env)
         if wait_healthy:
             self.wait_health(200, timeout_s)
         return self
@@ -191,9 +196,6 @@ class ServerProcess:
             return self.health_status() == status
 
         wait_until(ready, timeout_s, f"/health to answer {status}", every_s=0.1)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
 
     def signal(self, signum: int) -> None:
         assert self.process is not None

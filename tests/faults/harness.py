@@ -30,7 +30,13 @@ import trio
 
 from queen.storage.file_buffer import count_records
 from queen.storage.pgcluster import PgCluster
-from tests.support import ServerProcess, create_database, descendants, run_sql
+from tests.support import (
+    ServerProcess,
+    create_database,
+    descendants,
+    run_sql,
+    sessions_waiting_for_a_lock,
+)
 
 RETRY_PAUSE_S = 0.05
 
@@ -359,6 +365,95 @@ class HeldRowLock:
     ) -> None:
         self.release.set()
         self.thread.join(10)
+
+
+_TERMINATE_WORKER_BACKENDS = (
+    "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+    "WHERE application_name LIKE 'queen-w%' AND datname = $1"
+)
+KILL_EVERY_S = 0.15
+# The rows of a queue's partitions, by name ($1 the queue, $2 the names): a transaction or a
+# streaming cycle acking from one of them waits on this lock with its earlier statements applied.
+LOCK_PARTITIONS = (
+    "SELECT 1 FROM queen.partitions p JOIN queen.queues q ON q.id = p.queue_id "
+    "WHERE q.name = $1 AND p.name = ANY ($2::text[]) FOR UPDATE OF p"
+)
+
+
+async def terminate_worker_backends(cluster: PgCluster, database: str) -> int:
+    """Drop every connection the server's workers hold to `database`; how many there were."""
+    rows = await sql(cluster, _TERMINATE_WORKER_BACKENDS, database)
+    return int(rows[0]["n"])
+
+
+async def dropped_while_blocked(
+    cluster: PgCluster,
+    database: str,
+    attempts: dict[str, Callable[[], Awaitable[str]]],
+    rows_to_lock: tuple[str, tuple[Any, ...]],
+    before_drop: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[dict[str, str], int]:
+    """Start every attempt while a test session holds `rows_to_lock` (SQL, arguments) FOR
+    UPDATE; once each attempt's server session waits on that lock inside PostgreSQL (its earlier
+    statements applied, uncommitted), run `before_drop` and terminate the workers' backends.
+    The attempts' first outcomes, and the backends terminated."""
+    outcomes: dict[str, str] = {}
+    query, args = rows_to_lock
+    with HeldRowLock(cluster, database, query, *args):
+        async with trio.open_nursery() as nursery:
+
+            async def attempt(name: str) -> None:
+                outcomes[name] = await attempts[name]()
+
+            for name in attempts:
+                nursery.start_soon(attempt, name)
+
+            async def all_waiting() -> bool:
+                waiting = await trio.to_thread.run_sync(
+                    sessions_waiting_for_a_lock, cluster, database, "queen-w%"
+                )
+                return waiting == len(attempts)
+
+            await eventually(all_waiting, 10, "every attempt blocked inside PostgreSQL")
+            if before_drop is not None:
+                await before_drop()
+            terminated = await terminate_worker_backends(cluster, database)
+    return outcomes, terminated
+
+
+async def run_under_fire(
+    cluster: PgCluster,
+    database: str,
+    url: str,
+    names: list[str],
+    attempt: Callable[[httpx.AsyncClient, str], Awaitable[str]],
+    *,
+    timeout_s: float,
+) -> tuple[dict[str, str], int]:
+    """Run `attempt` for every name, four clients at a time, while the workers' backends are
+    terminated every KILL_EVERY_S; each name's outcome, and the backends terminated."""
+    settled: dict[str, str] = {}
+    terminated = 0
+    done = trio.Event()
+
+    async def killer() -> None:
+        nonlocal terminated
+        while not done.is_set():
+            await trio.sleep(KILL_EVERY_S)  # the fault's cadence
+            terminated += await terminate_worker_backends(cluster, database)
+
+    async def client(chunk: list[str]) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as own:
+            for name in chunk:
+                settled[name] = await attempt(own, name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(killer)
+        async with trio.open_nursery() as clients:
+            for k in range(4):
+                clients.start_soon(client, names[k::4])
+        done.set()
+    return settled, terminated
 
 
 PAGE = 4096

@@ -15,6 +15,7 @@ compared. Each transaction acks the one message of its own source partition and 
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -23,19 +24,20 @@ import pytest
 import trio
 
 from queen.storage.pgcluster import PgCluster
-from tests.faults.harness import HeldRowLock, eventually, new_database, sql
+from tests.faults.harness import (
+    LOCK_PARTITIONS,
+    dropped_while_blocked,
+    new_database,
+    run_under_fire,
+    sql,
+)
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, server_env, sessions_waiting_for_a_lock
+from tests.support import ServerProcess, server_env
 
 pytestmark = pytest.mark.faults
 
 BLOCKED = 6
 RANDOM = 40
-KILL_EVERY_S = 0.15
-TERMINATE = (
-    "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
-    "WHERE application_name LIKE 'queen-w%' AND datname = $1"
-)
 
 
 async def effects(cluster: PgCluster, database: str, source: str, target: str) -> dict[str, Any]:
@@ -133,7 +135,6 @@ async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgC
     server = ServerProcess(server_env(pg_cluster, database)).start()
     source, target = unique("txsrc"), unique("txdst")
     outcomes: Counter[str] = Counter()
-    terminated = 0
     try:
         async with Api(server.url) as api:
             status, _ = await api.request(
@@ -159,37 +160,21 @@ async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgC
                 n: transaction_body(messages[n], target, ack_first=True, partition=n)
                 for n in blocked
             }
-            first_try: dict[str, str] = {}
-            with HeldRowLock(
+            acks_in_flight = 0
+
+            async def count_acks_in_flight() -> None:
+                nonlocal acks_in_flight
+                for name in blocked:
+                    partition_id = messages[name]["partitionId"]
+                    acks_in_flight += await consumer_row_locked(pg_cluster, database, partition_id)
+
+            first_try, terminated = await dropped_while_blocked(
                 pg_cluster,
                 database,
-                "SELECT 1 FROM queen.partitions p JOIN queen.queues q ON q.id = p.queue_id "
-                "WHERE q.name = $1 AND p.name = ANY ($2::text[]) FOR UPDATE OF p",
-                source,
-                blocked,
-            ):
-                async with trio.open_nursery() as nursery:
-
-                    async def attempt(name: str) -> None:
-                        first_try[name] = await run_transaction(client, bodies[name])
-
-                    for name in blocked:
-                        nursery.start_soon(attempt, name)
-
-                    async def waiting_on_lock() -> bool:
-                        waiting = await trio.to_thread.run_sync(
-                            sessions_waiting_for_a_lock, pg_cluster, database, "queen-w%"
-                        )
-                        return waiting == BLOCKED
-
-                    await eventually(waiting_on_lock, 10, "transactions blocked inside PostgreSQL")
-                    acks_in_flight = 0
-                    for name in blocked:
-                        partition_id = messages[name]["partitionId"]
-                        acks_in_flight += await consumer_row_locked(
-                            pg_cluster, database, partition_id
-                        )
-                    terminated += (await sql(pg_cluster, TERMINATE, database))[0]["n"]
+                {n: partial(run_transaction, client, bodies[n]) for n in blocked},
+                (LOCK_PARTITIONS, (source, blocked)),
+                before_drop=count_acks_in_flight,
+            )
             after_drop = await effects(pg_cluster, database, source, target)
             for name in blocked:
                 outcomes[f"blocked-{first_try[name]}"] += 1
@@ -197,28 +182,16 @@ async def test_connection_drop_mid_transaction_is_all_or_nothing(pg_cluster: PgC
 
             # At random: terminate every KILL_EVERY_S while transactions run.
             rest = names[BLOCKED:]
-            settled: dict[str, str] = {}
-            done = trio.Event()
 
-            async def killer() -> None:
-                nonlocal terminated
-                while not done.is_set():
-                    await trio.sleep(KILL_EVERY_S)  # the fault's cadence
-                    rows = await sql(pg_cluster, TERMINATE, database)
-                    terminated += rows[0]["n"]
+            async def attempt(own: httpx.AsyncClient, name: str) -> str:
+                return await run_transaction(
+                    own, transaction_body(messages[name], target, ack_first=False)
+                )
 
-            async def worker(chunk: list[str]) -> None:
-                async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as own:
-                    for name in chunk:
-                        body = transaction_body(messages[name], target, ack_first=False)
-                        settled[name] = await run_transaction(own, body)
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(killer)
-                async with trio.open_nursery() as workers:
-                    for k in range(4):
-                        workers.start_soon(worker, rest[k::4])
-                done.set()
+            settled, fired = await run_under_fire(
+                pg_cluster, database, server.url, rest, attempt, timeout_s=10.0
+            )
+            terminated += fired
             under_fire = await effects(pg_cluster, database, source, target)
             for name in rest:
                 outcomes[f"random-{settled[name]}"] += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import httpx
@@ -22,19 +23,21 @@ import pytest
 import trio
 
 from queen.storage.pgcluster import PgCluster
-from tests.faults.harness import HeldRowLock, eventually, new_database, sql
+from tests.faults.harness import (
+    LOCK_PARTITIONS,
+    HeldRowLock,
+    dropped_while_blocked,
+    new_database,
+    run_under_fire,
+    sql,
+)
 from tests.integration.api import Api, unique
-from tests.support import ServerProcess, server_env, sessions_waiting_for_a_lock
+from tests.support import ServerProcess, server_env
 
 pytestmark = pytest.mark.faults
 
 BLOCKED = 3
 RANDOM = 16
-KILL_EVERY_S = 0.15
-TERMINATE = (
-    "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
-    "WHERE application_name LIKE 'queen-w%' AND datname = $1"
-)
 
 
 async def effects(
@@ -116,7 +119,6 @@ async def test_connection_drop_mid_cycle_is_all_or_nothing(pg_cluster: PgCluster
     server = ServerProcess(server_env(pg_cluster, database)).start()
     source, sink = unique("cysrc"), unique("cysink")
     outcomes: Counter[str] = Counter()
-    terminated = 0
     try:
         async with Api(server.url) as api:
             client = api.client
@@ -141,57 +143,25 @@ async def test_connection_drop_mid_cycle_is_all_or_nothing(pg_cluster: PgCluster
                 seed.update(push_items=[], ack=None)
                 assert await send(client, seed) == "ok"
             bodies = {n: cycle_body(query_id, messages[n], sink, "delete") for n in blocked}
-            first_try: dict[str, str] = {}
-            with HeldRowLock(
+            first_try, terminated = await dropped_while_blocked(
                 pg_cluster,
                 database,
-                "SELECT 1 FROM queen.partitions p JOIN queen.queues q ON q.id = p.queue_id "
-                "WHERE q.name = $1 AND p.name = ANY ($2::text[]) FOR UPDATE OF p",
-                source,
-                blocked,
-            ):
-                async with trio.open_nursery() as nursery:
-
-                    async def attempt(name: str) -> None:
-                        first_try[name] = await send(client, bodies[name])
-
-                    for name in blocked:
-                        nursery.start_soon(attempt, name)
-
-                    async def waiting_on_lock() -> bool:
-                        waiting = await trio.to_thread.run_sync(
-                            sessions_waiting_for_a_lock, pg_cluster, database, "queen-w%"
-                        )
-                        return waiting == BLOCKED
-
-                    await eventually(waiting_on_lock, 10, "cycles blocked inside PostgreSQL")
-                    terminated += (await sql(pg_cluster, TERMINATE, database))[0]["n"]
+                {n: partial(send, client, bodies[n]) for n in blocked},
+                (LOCK_PARTITIONS, (source, blocked)),
+            )
             after_drop = await effects(pg_cluster, database, query_id, source, sink)
             for name in blocked:
                 await resend_until_settled(client, bodies[name], outcomes)
 
             rest = names[BLOCKED:]
-            settled: dict[str, str] = {}
-            done = trio.Event()
 
-            async def killer() -> None:
-                nonlocal terminated
-                while not done.is_set():
-                    await trio.sleep(KILL_EVERY_S)  # the fault's cadence
-                    terminated += (await sql(pg_cluster, TERMINATE, database))[0]["n"]
+            async def attempt(own: httpx.AsyncClient, name: str) -> str:
+                return await send(own, cycle_body(query_id, messages[name], sink, "upsert"))
 
-            async def worker(chunk: list[str]) -> None:
-                async with httpx.AsyncClient(base_url=server.url, timeout=30.0) as own:
-                    for name in chunk:
-                        body = cycle_body(query_id, messages[name], sink, "upsert")
-                        settled[name] = await send(own, body)
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(killer)
-                async with trio.open_nursery() as workers:
-                    for k in range(4):
-                        workers.start_soon(worker, rest[k::4])
-                done.set()
+            settled, fired = await run_under_fire(
+                pg_cluster, database, server.url, rest, attempt, timeout_s=30.0
+            )
+            terminated += fired
             under_fire = await effects(pg_cluster, database, query_id, source, sink)
             for name in rest:
                 outcomes[f"random-{settled[name][:40]}"] += 1

@@ -10,14 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -26,8 +23,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from queen.storage.pgcluster import PgCluster, free_port
-from tests.support import wait_until
+from queen.storage.pgcluster import PgCluster
+from tests.support import ChildProcess, wait_until
 
 SECRET = "proxy-test-secret-0123456789abcdef0123456789"
 PASSWORD = "correct horse battery"
@@ -47,31 +44,12 @@ def proxy_env(cluster: PgCluster, database: str, upstream: str, **extra: str) ->
     }
 
 
-@dataclass
-class ProxyProcess:
-    """`queen proxy` in a child process, configured through its environment."""
-
-    env: Mapping[str, str]
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(
-        default_factory=lambda: Path(tempfile.mkstemp(prefix="queen-proxy-", suffix=".log")[1])
-    )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+class ProxyProcess(ChildProcess):
+    """`queen proxy`."""
 
     def start(self) -> ProxyProcess:
         env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), **self.env}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "queen", "proxy"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.spawn([sys.executable, "-m", "queen", "proxy"], env)
 
         def healthy() -> bool:
             assert self.process is not None
@@ -84,9 +62,6 @@ class ProxyProcess:
 
         wait_until(healthy, 30.0, "the proxy to be ready", every_s=0.1)
         return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
 
     def stop(self) -> None:
         process, self.process = self.process, None
