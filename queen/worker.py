@@ -18,7 +18,7 @@ import socket
 import trio
 import trio_asyncio
 
-from queen import __version__
+from queen import __version__, memory
 from queen.actors.root import Services
 from queen.config import Config
 from queen.http.access import AccessGate
@@ -81,6 +81,7 @@ def _tune_garbage_collection() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+    memory.give_back()
 
 
 def _verifier(config: Config, services: Services) -> Verifier | None:
