@@ -71,16 +71,16 @@ def _session(contender: Contender) -> None:
             httpx.get(contender.server.url + path, timeout=10.0).raise_for_status()
 
 
-def _dashboard(contender: Contender) -> None:
-    """The first requests a worker leaves to quart also wait for it to be built: their
-    latencies, against the later ones', say what that costs."""
+def _dashboard(contender: Contender) -> list[float]:
+    """Each request's latency in ms: the first requests a worker leaves to quart also wait for
+    it to be built, so theirs against the later ones' say what that costs."""
     latencies_ms = []
     for path in DASHBOARD_PATHS:
         for _ in range(CONNECTIONS):
             started = time.perf_counter()
             httpx.get(contender.server.url + path, timeout=10.0)
             latencies_ms.append(round((time.perf_counter() - started) * 1000, 1))
-    contender.samples["dashboard_ms"] = [(ms, 0.0) for ms in latencies_ms]
+    return latencies_ms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, dict[str, Any]] = {}
     with _servers(args.ref, args.workers) as contenders:
         time.sleep(IDLE_SETTLE_S)
-        for step, action in (("idle", None), ("session", _session), ("dashboard", _dashboard)):
+        latencies: dict[str, list[float]] = {}
+        for step in ("idle", "session", "dashboard"):
             for contender in contenders:
-                if action is not None:
-                    action(contender)
+                if step == "session":
+                    _session(contender)
+                elif step == "dashboard":
+                    latencies[contender.ref] = _dashboard(contender)
             time.sleep(1.0)  # answers sent, buffers settled
             for contender in contenders:
                 figures = _memory(contender)
@@ -105,11 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"{figures['workers']}, total {figures['total']} (PSS {figures['pss_total']})",
                     file=sys.stderr,
                 )
-        for contender in contenders:
-            first = [ms for ms, _ in contender.samples["dashboard_ms"][:CONNECTIONS]]
-            later = sorted(ms for ms, _ in contender.samples["dashboard_ms"][CONNECTIONS:])
-            report[contender.ref]["dashboard_latency_ms"] = {
-                "first_path_max": max(first),
+        for ref, latencies_ms in latencies.items():
+            later = sorted(latencies_ms[CONNECTIONS:])
+            report[ref]["dashboard_latency_ms"] = {
+                "first_path_max": max(latencies_ms[:CONNECTIONS]),
                 "later_median": later[len(later) // 2],
             }
     print(json.dumps(report))

@@ -1,10 +1,10 @@
 """The quart app of a worker, built when the first request the lean path leaves to it arrives.
 
-quart with flask, werkzeug, jinja2 and click, the routes and their modules cost a worker some
-9 MB of RSS; a worker whose clients only configure, push, pop, ack and probe (the lean path,
-queen/http/lean.py) never loads them.
+quart with flask, werkzeug, jinja2 and click, hypercorn (which quart-trio imports), the routes and
+their modules cost a worker some 14 MB of RSS; a worker whose clients only configure, push, pop,
+ack, renew leases and get probed and scraped (the lean path, queen/http/lean.py) never loads them.
 
-The build (imports and routes, 0.15-0.5 s of CPU measured) runs in a worker thread, so the loop
+The build (imports and routes, 0.15-0.5 s measured) runs in a worker thread, so the loop
 goes on serving the lean path meanwhile rather than standing still; the first request starts it,
 and every request arriving before it is done waits for the same build, so it happens once. The
 app's own ASGI lifespan (quart-trio's: the nursery for background tasks, before/after-serving
