@@ -31,5 +31,11 @@ _TRIM = _malloc_trim()
 
 def after_large_body(size: int) -> None:
     """A request whose body was `size` bytes is over: hand its memory back if it was large."""
-    if _TRIM is not None and size >= TRIM_AFTER_BYTES:
+    if size >= TRIM_AFTER_BYTES:
+        give_back()
+
+
+def give_back() -> None:
+    """Hand what glibc keeps free back to the operating system now."""
+    if _TRIM is not None:
         _TRIM(0)

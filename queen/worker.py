@@ -17,9 +17,8 @@ import socket
 
 import trio
 import trio_asyncio
-from hypercorn.config import Config as HypercornConfig
 
-from queen import __version__
+from queen import __version__, memory
 from queen.actors.root import Services
 from queen.config import Config
 from queen.http.access import AccessGate
@@ -33,6 +32,8 @@ from queen.security.tokens import Verifier
 log = logging.getLogger("queen.worker")
 
 GRACEFUL_TIMEOUT_S = 10.0
+KEEP_ALIVE_TIMEOUT_S = 75.0
+LISTEN_BACKLOG = 1024
 GC_YOUNG_THRESHOLD = 50_000
 PARENT_CHECK_INTERVAL_S = 0.5
 
@@ -45,18 +46,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.set_inheritable(False)
     return sock
-
-
-def _hypercorn_config() -> HypercornConfig:
-    hc = HypercornConfig()
-    hc.graceful_timeout = GRACEFUL_TIMEOUT_S
-    hc.keep_alive_timeout = 75
-    hc.read_timeout = None
-    hc.backlog = 1024
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.include_server_header = False  # the fast path names no server either
-    return hc
 
 
 async def _watch_signals(stop: trio.Event, nursery: trio.Nursery) -> None:
@@ -92,6 +81,7 @@ def _tune_garbage_collection() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+    memory.give_back()
 
 
 def _verifier(config: Config, services: Services) -> Verifier | None:
@@ -129,6 +119,12 @@ async def run_worker(
             config.access_log,
             services.count_in_flight,
         )
-        await Server(app, _hypercorn_config()).serve(sock, stop.wait, services.begin_shutdown)
+        server = Server(
+            app,
+            keep_alive_timeout_s=KEEP_ALIVE_TIMEOUT_S,
+            graceful_timeout_s=GRACEFUL_TIMEOUT_S,
+            backlog=LISTEN_BACKLOG,
+        )
+        await server.serve(sock, stop.wait, services.begin_shutdown)
         log.info("worker stopped", extra={"worker_id": worker_id})
         root.cancel_scope.cancel()

@@ -22,7 +22,7 @@ from queen.http import (
     dead_letters,
     maintenance,
     messages,
-    messaging,
+    messaging_routes,
     overview,
     prometheus,
     resources,
@@ -32,31 +32,29 @@ from queen.http import (
     traces,
     web,
 )
-from queen.http.body_budget import (
-    BODY_TIMEOUT_S,
-    BodyBudget,
-    BodyRefused,
-    BudgetedBody,
-    budgeted_request_class,
-)
+from queen.http.body_budget import BODY_TIMEOUT_S, BodyBudget, BodyRefused
 from queen.http.context import BODY_BUDGET_KEY, EXTENSION_KEY
 from queen.http.failures import TOO_LARGE, failure_answer
+from queen.http.quart_body import BudgetedBody, budgeted_request_class
 from queen.http.responses import as_response, error_response
 
 
-def create_app(services: Services) -> QuartTrio:
+def create_app(services: Services, budget: BodyBudget | None = None) -> QuartTrio:
+    """`budget`: the worker's body budget, shared with the lean path; an app served alone (in
+    tests) gets its own."""
+    if budget is None:
+        budget = BodyBudget(services.config.body_budget_bytes)
     app = QuartTrio("queen", static_folder=None)  # no static files: no /static route
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT_S
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.extensions[EXTENSION_KEY] = services
-    budget = BodyBudget(services.config.body_budget_bytes)
     app.extensions[BODY_BUDGET_KEY] = budget
     app.request_class = budgeted_request_class(budget)
     app.url_map.strict_slashes = False
     for module in (
         system,
-        messaging,
+        messaging_routes,
         resources,
         dead_letters,
         maintenance,

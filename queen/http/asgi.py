@@ -1,8 +1,10 @@
 """The HTTP callable a worker serves, built in one place.
 
 The lean path (queen/http/lean.py) sits in front of the quart app and answers the hot routes
-itself; cross-cutting layers (the access gate, request ids and metrics) are ASGI middlewares that
-wrap what `build_asgi` returns here, so they cover both paths alike.
+itself; the quart app is built on the first request the lean path leaves to it
+(queen/http/lazy_app.py), so quart is only imported then. Cross-cutting layers (the access gate,
+request ids and metrics) are ASGI middlewares that wrap what `build_asgi` returns here, so they
+cover both paths alike.
 """
 
 from __future__ import annotations
@@ -10,13 +12,18 @@ from __future__ import annotations
 from typing import cast
 
 from queen.actors.root import Services
-from queen.http.app import create_app
 from queen.http.body_budget import BodyBudget
-from queen.http.context import BODY_BUDGET_KEY
+from queen.http.lazy_app import LazyApp
 from queen.http.lean import ASGIApp, LeanRoutes
+from queen.http.lifespan import App
 
 
 def build_asgi(services: Services) -> ASGIApp:
-    app = create_app(services)
-    budget = cast(BodyBudget, app.extensions[BODY_BUDGET_KEY])
-    return LeanRoutes(services, budget, cast(ASGIApp, app))
+    budget = BodyBudget(services.config.body_budget_bytes)
+
+    def build_quart() -> App:
+        from queen.http.app import create_app  # noqa: PLC0415 - the import is what is deferred
+
+        return create_app(services, budget)
+
+    return LeanRoutes(services, budget, cast(ASGIApp, LazyApp(build_quart)))

@@ -15,7 +15,7 @@ import uuid
 from queen.actors.mailbox import ActorGone
 from queen.db.errors import DatabaseError, DatabaseUnavailable
 from queen.errors import QueenError, TryAgainLater, as_client_error
-from queen.http.responses import Answer, error_answer
+from queen.http.answers import Answer, error_answer
 
 log = logging.getLogger("queen.http")
 

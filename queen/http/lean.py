@@ -1,5 +1,7 @@
-"""The lean path: the hot routes (push, pop, ack, ack batch) answered straight over ASGI, every
-other request handed to quart untouched.
+"""The lean path: the hot routes (push, pop, ack, ack batch) and what clients and probes call in
+steady state (configure, lease extension, /health, /metrics/prometheus) answered straight over
+ASGI, every other request handed to quart untouched (quart is loaded for the first such request
+only: queen/http/lazy_app.py).
 
 A single-message push through quart-trio cost some 1 ms of worker CPU, most of it the framework:
 a request object with parsed headers, routing, app and request contexts, hooks, a response object,
@@ -24,10 +26,11 @@ from urllib.parse import parse_qsl
 import trio
 
 from queen.actors.root import Services
-from queen.http import messaging, push_body
+from queen.http import messaging, probes, push_body
+from queen.http.answers import Answer, error_answer
 from queen.http.body_budget import BODY_TIMEOUT_S, BodyBudget, BodyRefused, BodyShare
 from queen.http.failures import TOO_LARGE, failure_answer
-from queen.http.responses import Answer, error_answer
+from queen.http.undecodable import QUOTE_UNDECODABLE
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -36,6 +39,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _POP_QUEUE = "/api/v1/pop/queue/"
+_LEASE = "/api/v1/lease/"
+_EXTEND = "/extend"
 
 
 class _Disconnected(Exception):
@@ -47,6 +52,7 @@ class _BodyTooLarge(Exception):
 
 
 BodyRoute = Callable[[Services, bytes, Scope], Awaitable[Answer]]
+ProbeRoute = Callable[[Services], Awaitable[Answer]]
 PopRoute = Callable[[Services, Mapping[str, str]], Awaitable[Answer]]
 
 
@@ -69,6 +75,16 @@ async def _push(svc: Services, raw: bytes, scope: Scope) -> Answer:
     return await messaging.push_answer(svc, raw, push_body.producer_sub_of(scope))
 
 
+async def _configure(svc: Services, raw: bytes, _: Scope) -> Answer:
+    return await messaging.configure_answer(svc, raw)
+
+
+async def _extend_lease(svc: Services, raw: bytes, scope: Scope) -> Answer:
+    lease_id = _lease_id(scope["path"])
+    assert lease_id is not None, "routed here by _body_route"
+    return await messaging.extend_answer(svc, lease_id, raw)
+
+
 async def _ack(svc: Services, raw: bytes, _: Scope) -> Answer:
     return await messaging.ack_answer(svc, raw)
 
@@ -78,10 +94,32 @@ async def _ack_batch(svc: Services, raw: bytes, _: Scope) -> Answer:
 
 
 _BODY_ROUTES: dict[str, BodyRoute] = {
+    "/api/v1/configure": _configure,
     "/api/v1/push": _push,
     "/api/v1/ack": _ack,
     "/api/v1/ack/batch": _ack_batch,
 }
+
+
+_PROBE_ROUTES: dict[str, ProbeRoute] = {
+    "/health": probes.health_answer,
+    "/metrics/prometheus": probes.scrape_answer,
+}
+
+
+def _body_route(path: str) -> BodyRoute | None:
+    route = _BODY_ROUTES.get(path)
+    if route is None and _lease_id(path) is not None:
+        return _extend_lease
+    return route
+
+
+def _lease_id(path: str) -> str | None:
+    """The lease id of quart's `/lease/<lease_id>/extend`: one non-empty path segment."""
+    if not (path.startswith(_LEASE) and path.endswith(_EXTEND)):
+        return None
+    lease_id = path[len(_LEASE) : -len(_EXTEND)]
+    return lease_id if lease_id and "/" not in lease_id else None
 
 
 def _pop_route(path: str) -> _Pop | None:
@@ -119,21 +157,25 @@ class LeanRoutes:
         if scope["type"] == "http":
             method, path = scope["method"], scope["path"]
             if method == "POST":
-                route = _BODY_ROUTES.get(path)
+                route = _body_route(path)
                 if route is not None:
                     length = _header(scope, b"content-length")
                     size = None if length is None else int(length)
                     if size is None or size <= self.max_body_bytes:
                         await self._body_route(route, scope, receive, send, size)
                         return
-            elif method == "GET":
+            elif (
+                method == "GET"
+                and _header(scope, b"content-length") in (None, b"0")
+                and _header(scope, b"transfer-encoding") is None
+            ):
                 pop = _pop_route(path)
-                if (
-                    pop is not None
-                    and _header(scope, b"content-length") in (None, b"0")
-                    and _header(scope, b"transfer-encoding") is None
-                ):
+                if pop is not None:
                     await self._pop_route(pop, scope, receive, send)
+                    return
+                probe = _PROBE_ROUTES.get(path)
+                if probe is not None:
+                    await self._probe_route(probe, scope, send)
                     return
         await self.fallback(scope, receive, send)
 
@@ -207,7 +249,7 @@ class LeanRoutes:
                 parse_qsl(
                     scope["query_string"].decode(),
                     keep_blank_values=True,
-                    errors="werkzeug.url_quote",  # how quart reads the query (request.args)
+                    errors=QUOTE_UNDECODABLE,  # how quart reads the query (request.args)
                 )
             )
         )
@@ -221,6 +263,14 @@ class LeanRoutes:
             nursery.cancel_scope.cancel()
         if answer is None:
             return
+        await _send(send, answer)
+
+    async def _probe_route(self, probe: ProbeRoute, scope: Scope, send: Send) -> None:
+        self.services.counters.requests += 1
+        try:
+            answer = await probe(self.services)
+        except Exception as error:
+            answer = failure_answer(error, scope["path"])
         await _send(send, answer)
 
 

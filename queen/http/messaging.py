@@ -1,8 +1,9 @@
-"""Core messaging routes: configure, push, pop (queue, partition, namespace/task), ack, ack batch,
-transaction, lease extension. Each handler validates, hands the request to a batcher lane or the
-consumer-group actors, and shapes the reply; status codes are the intended ones (quirk Q1). The hot
-ones (push, pop, ack) have a transport-free core (`push_answer`, `pop_answer`, ...) that the lean
-path (queen/http/lean.py) calls as well, so both serve them alike.
+"""The transport-free cores of the core messaging routes: configure, push, pop (queue, partition,
+namespace/task), ack, ack batch, lease extension. Each validates, hands the request to a batcher
+lane or the consumer-group actors, and shapes the reply as an `Answer`; status codes are the
+intended ones (quirk Q1). The lean path (queen/http/lean.py) calls them straight, quart's routes
+(queen/http/messaging_routes.py) for the spellings the lean path leaves to it, so both serve them
+alike; nothing here imports quart.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
-from quart import Blueprint, Response, request
 
 from queen.actors.consumer_groups import GroupKey, Scope
 from queen.actors.ingest import Destination
@@ -21,40 +21,17 @@ from queen.db.errors import DatabaseError, DatabaseUnavailable
 from queen.db.items import PushItem, RenewItem
 from queen.errors import BadRequest, TryAgainLater
 from queen.http import push_body, validate
-from queen.http.context import services
-from queen.http.responses import (
-    NO_CONTENT,
-    Answer,
-    as_response,
-    json_answer,
-    json_body,
-    json_response,
-    parse_json,
-    parse_object,
-    raw_body,
-)
-from queen.ids import uuid7_str
+from queen.http.answers import NO_CONTENT, Answer, json_answer, parse_json, parse_object
 from queen.sync.events import QueueChanged, original_config
 
-blueprint = Blueprint("messaging", __name__, url_prefix="/api/v1")
 
-
-@blueprint.post("/configure")
-async def configure() -> Response:
-    spec = validate.configure(await json_body())
-    svc = services()
+async def configure_answer(svc: Services, raw: bytes) -> Answer:
+    spec = validate.configure(parse_json(raw))
     result = await queues.configure_queue(svc, spec)
     svc.queue_scopes.learn(spec["queue"], spec["namespace"], spec["task"])
     config = original_config(spec["namespace"], spec["task"], spec["options"])
     svc.announce(QueueChanged(spec["queue"], config=config))
-    return json_response(result)
-
-
-@blueprint.post("/push")
-async def push() -> Response:
-    return as_response(
-        await push_answer(services(), await raw_body(), push_body.producer_sub_of(request.scope))
-    )
+    return json_answer(result)
 
 
 async def push_answer(svc: Services, raw: bytes, producer_sub: str | None) -> Answer:
@@ -119,23 +96,6 @@ def namespace_task_target(args: Mapping[str, str]) -> PopWhere:
     return target, ("task", namespace, task)
 
 
-@blueprint.get("/pop/queue/<queue>")
-async def pop_queue(queue: str) -> Response:
-    return as_response(await pop_answer(services(), queue_target(queue), request.args))
-
-
-@blueprint.get("/pop/queue/<queue>/partition/<partition>")
-async def pop_partition(queue: str, partition: str) -> Response:
-    where = queue_target(queue, partition)
-    return as_response(await pop_answer(services(), where, request.args))
-
-
-@blueprint.get("/pop")
-async def pop_namespace_task() -> Response:
-    where = namespace_task_target(request.args)
-    return as_response(await pop_answer(services(), where, request.args))
-
-
 async def pop_answer(svc: Services, where: PopWhere, args: Mapping[str, str]) -> Answer:
     target, wake_scope = where
     params = validate.pop_params(args, svc.config)
@@ -160,20 +120,10 @@ async def pop_answer(svc: Services, where: PopWhere, args: Mapping[str, str]) ->
     return json_answer(result)
 
 
-@blueprint.post("/ack")
-async def ack() -> Response:
-    return as_response(await ack_answer(services(), await raw_body()))
-
-
 async def ack_answer(svc: Services, raw: bytes) -> Answer:
     item = validate.ack_item(parse_object(raw))
     results = await svc.batcher.ack.submit([item])
     return json_answer([_ack_result(0, results[0])])
-
-
-@blueprint.post("/ack/batch")
-async def ack_batch() -> Response:
-    return as_response(await ack_batch_answer(services(), await raw_body()))
 
 
 async def ack_batch_answer(svc: Services, raw: bytes) -> Answer:
@@ -190,26 +140,8 @@ def _ack_result(index: int, result: dict[str, Any]) -> dict[str, Any]:
     return shaped
 
 
-@blueprint.post("/transaction")
-async def transaction() -> Response:
-    svc = services()
-    ops = validate.transaction_ops(
-        await json_body(), svc.config.max_request_items, push_body.producer_sub_of(request.scope)
-    )
-    ops = await svc.encryption.seal_transaction(ops)
-    results = await svc.batcher.transaction.submit([ops])
-    outcome: dict[str, Any] = results[0]
-    body = {"transactionId": uuid7_str(), **outcome}
-    for entry in body.get("results", []):
-        entry.pop("consumerGroup", None)
-        entry.pop("leaseReleased", None)
-        entry.pop("status", None)
-    return json_response(body)
-
-
-@blueprint.post("/lease/<lease_id>/extend")
-async def extend_lease(lease_id: str) -> Response:
+async def extend_answer(svc: Services, lease_id: str, raw: bytes) -> Answer:
     lease_id = validate.uuid_text(lease_id, "leaseId must be a UUID")
-    seconds = validate.lease_seconds(await json_body())
-    results = await services().batcher.renew.submit([RenewItem(lease_id, seconds)])
-    return json_response(results[0])
+    seconds = validate.lease_seconds(parse_json(raw))
+    results = await svc.batcher.renew.submit([RenewItem(lease_id, seconds)])
+    return json_answer(results[0])

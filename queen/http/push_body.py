@@ -32,7 +32,7 @@ import msgspec
 from queen.db.items import PushItem
 from queen.http import validate
 from queen.http.access import identity_of
-from queen.http.responses import parse_json
+from queen.http.answers import parse_json
 from queen.ids import uuid7_strs
 
 

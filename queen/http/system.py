@@ -1,59 +1,23 @@
-"""Liveness and process metrics: `/health` answers from a bounded database probe (never blocks
-other requests, 503 within ~2 s when PostgreSQL is gone), `/metrics` reports real numbers."""
+"""Liveness and process metrics: `/health` (its core, shared with the lean path, is in
+queen/http/probes.py), `/metrics` reports real numbers."""
 
 from __future__ import annotations
 
-import logging
 import resource
 import time
-from typing import Any
 
-import trio
 from quart import Blueprint, Response
 
-from queen import __version__
-from queen.actors.mailbox import ActorGone
-from queen.db import system
-from queen.db.errors import DatabaseError, DatabaseUnavailable
 from queen.http.context import body_budget, services
-from queen.http.responses import json_response
+from queen.http.probes import buffer_state, health_answer
+from queen.http.responses import as_response, json_response
 
-log = logging.getLogger("queen.http")
 blueprint = Blueprint("system", __name__)
-
-HEALTH_PROBE_TIMEOUT_S = 2.0
-SERVER_NAME = "queen (python)"
-
-
-async def _database_answers() -> bool:
-    """Whatever stops the probe from answering means the database is not usable: the probe
-    reports it as unhealthy (503) rather than failing as a 500 of its own."""
-    with trio.move_on_after(HEALTH_PROBE_TIMEOUT_S + 0.5):
-        try:
-            return await system.ping(services().probe, timeout_s=HEALTH_PROBE_TIMEOUT_S)
-        except (DatabaseUnavailable, DatabaseError, ActorGone, TimeoutError):
-            return False
-        except Exception as error:
-            log.warning("health probe failed", exc_info=error)
-            return False
-    return False
 
 
 @blueprint.get("/health")
 async def health() -> Response:
-    svc = services()
-    healthy = await _database_answers()
-    body: dict[str, Any] = {
-        "status": "healthy" if healthy else "unhealthy",
-        "database": "connected" if healthy else "disconnected",
-        "server": SERVER_NAME,
-        "worker_id": svc.worker_id,
-        "version": __version__,
-        "shared_state": _public_shared_state(),
-        "queen": {"worker_id": svc.worker_id, "status": "active"},
-        "fileBuffer": _buffer_state(),
-    }
-    return json_response(body, 200 if healthy else 503)
+    return as_response(await health_answer(services()))
 
 
 @blueprint.get("/metrics")
@@ -92,26 +56,10 @@ async def metrics() -> Response:
         },
         "longPolls": {"parked": svc.consumer_groups.parked, "polls": svc.consumer_groups.polls},
         "requestBodies": {"heldBytes": budget.held_bytes, "refused": budget.refused},
-        "fileBuffer": _buffer_state(),
+        "fileBuffer": buffer_state(svc),
         "cpu": {"user": int(usage.ru_utime * 1_000_000), "system": int(usage.ru_stime * 1_000_000)},
     }
     return json_response(body)
-
-
-def _public_shared_state() -> dict[str, Any]:
-    """Only whether sync runs (D-J13): peers, ids and counters are for the ADMIN route."""
-    state = services().cluster.shared_state()
-    return {"enabled": state.get("enabled", False), "running": state.get("running", False)}
-
-
-def _buffer_state() -> dict[str, Any]:
-    buffer = services().file_buffer
-    return {
-        "available": buffer.available,
-        "pending": buffer.pending,
-        "failed": buffer.directory.failed,
-        "dbHealthy": buffer.db_healthy,
-    }
 
 
 def _rss_bytes() -> int:

@@ -8,7 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from queen.http.body_budget import BodyBudget, BodyRefused, BudgetedBody
+from queen.http.body_budget import BodyBudget, BodyRefused
+from queen.http.quart_body import BudgetedBody
 
 
 def test_a_body_is_taken_when_it_fits_or_when_it_is_alone() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from queen.errors import BadRequest
 from queen.http import push_body, validate
-from queen.http.responses import parse_json
+from queen.http.answers import parse_json
 
 
 def _outcome(read: Any, raw: bytes) -> Any:

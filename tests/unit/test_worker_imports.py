@@ -22,3 +22,17 @@ def test_importing_the_worker_loads_neither_pyjwt_nor_cryptography() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_importing_the_worker_loads_neither_the_web_framework_nor_hypercorn() -> None:
+    """quart and hypercorn load with the first request that needs them
+    (queen/http/lazy_app.py, serving.py); the running worker's side is test_lazy_loading."""
+    deferred = {"quart", "quart_trio", "flask", "werkzeug", "jinja2", "click", "hypercorn", "h11"}
+    probe = (
+        "import sys, queen.worker; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {deferred!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.strip() == "[]"
