@@ -22,7 +22,7 @@ from queen import __version__, logs
 from queen.config import Config, ConfigError, comma_list
 from queen.proxy.arguments import add_parser as add_proxy_parser
 from queen.serve import PortInUse, embedded_database, serve
-from queen.storage.file_buffer import BufferLocked
+from queen.storage.buffer_lock import BufferLocked
 from queen.storage.pgcluster import ClusterError
 from queen.supervise import EXIT_CONFIG, EXIT_UNREACHABLE, MigrationRefused
 

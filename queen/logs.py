@@ -11,8 +11,6 @@ import sys
 import time
 from typing import Any
 
-import orjson
-
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
 
@@ -56,6 +54,15 @@ class JsonFormatter(logging.Formatter):
     """An extra context key never replaces one of the four fixed keys: a log shipper filters on
     `level` and `logger`, and `extra={"level": ...}` must not be able to forge them."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Imported here: orjson brings datetime, uuid, json and dataclasses' inspect along, ~1 MB
+        # the supervising parent (queen/supervise.py) does not need when it logs text.
+        import orjson  # noqa: PLC0415
+
+        self._dumps = orjson.dumps
+        self._options = orjson.OPT_NON_STR_KEYS
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": _timestamp(record),
@@ -67,7 +74,7 @@ class JsonFormatter(logging.Formatter):
             entry.setdefault(key, value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        return self._dumps(entry, default=str, option=self._options).decode()
 
 
 # Control characters in logged values (a request path, a header) are written as escapes, so a

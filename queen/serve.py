@@ -17,7 +17,7 @@ from pathlib import Path
 
 from queen import __version__
 from queen.config import Config
-from queen.storage.file_buffer import BufferLocked, lock_directory
+from queen.storage.buffer_lock import BufferLocked, lock_directory
 from queen.storage.pgcluster import PgCluster, find_bindir
 from queen.supervise import ProcessTree, signals_as_wakeups
 

@@ -874,6 +874,7 @@ def _lock_waits(log_path: Path) -> dict[str, int]:
 def _working_directory(path: Path | None) -> Iterator[None]:
     """`python -m queen` imports from its working directory first, so starting the server inside
     an exported snapshot runs that snapshot's code (workers inherit the directory)."""
+    _compile_bytecode(path or REPO)
     if path is None:
         yield
         return
@@ -883,6 +884,19 @@ def _working_directory(path: Path | None) -> Iterator[None]:
         yield
     finally:
         os.chdir(previous)
+
+
+def _compile_bytecode(tree: Path) -> None:
+    """Bytecode for every module of the server under test, as an installed package has: where
+    PYTHONDONTWRITEBYTECODE is set (it is on this machine) and the .pyc files are missing or
+    stale, every process would compile those modules from source at start, and the compiler's
+    leftovers showed up as ~0.5-1 MB more idle RSS per process."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(tree / "queen")],
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _export(ref: str, target: Path) -> Path:

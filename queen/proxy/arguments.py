@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from queen.proxy.config import ROLES
+from queen.proxy.roles import ROLES
 
 EXPIRY_CHOICES = ("24h", "7d", "30d", "1y", "never", "skip")
 

@@ -22,8 +22,9 @@ import trio_asyncio
 
 from queen.config import ConfigError
 from queen.proxy.arguments import EXPIRY_CHOICES
-from queen.proxy.config import ROLES, ProxyConfig, parse_duration
+from queen.proxy.config import ProxyConfig, parse_duration
 from queen.proxy.passwords import PasswordRejected, hash_password
+from queen.proxy.roles import ROLES
 from queen.proxy.server import run_proxy
 from queen.proxy.store import ProxyStore, UsernameTaken, open_store
 from queen.proxy.tokens import TokenService

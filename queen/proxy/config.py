@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from queen.config import ConfigError
+from queen.proxy.roles import ROLES
 
 log = logging.getLogger("queen.proxy")
 
-ROLES = ("admin", "read-write", "read-only")
 OLD_DEFAULT_SECRET = "change-me-in-production"
 DEFAULT_CLAIM_MAPPING = "sub:sub,role:role,email:email,preferred_username:username"
 _DURATION = re.compile(r"^(\d+)([smhdy]?)$")

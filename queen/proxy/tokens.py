@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from queen.config import ConfigError
-from queen.proxy.config import ROLES, ProxyConfig
+from queen.proxy.config import ProxyConfig
+from queen.proxy.roles import ROLES
 
 SESSION_ALGORITHMS = ["HS256", "HS384", "HS512"]
 STATE_LIFETIME_S = 300

@@ -16,7 +16,6 @@ Everything in this module is blocking file I/O; the actor calls it from a worker
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import struct
@@ -28,6 +27,7 @@ from typing import Any
 import orjson
 
 from queen.ids import uuid7_str
+from queen.storage.buffer_lock import lock_directory
 
 log = logging.getLogger("queen.file_buffer")
 
@@ -37,12 +37,7 @@ ACTIVE_SUFFIX = ".buf.tmp"
 FINAL_SUFFIX = ".buf"
 POISON_PREFIX = "poison_"
 REPLAYABLE_PREFIXES = ("failover_", "qos0_", POISON_PREFIX)
-LOCK_NAME = ".lock"
 OPEN_BRACE, CLOSE_BRACE = ord("{"), ord("}")
-
-
-class BufferLocked(RuntimeError):
-    """Another live process owns this buffer directory."""
 
 
 class RecordTooLarge(ValueError):
@@ -175,24 +170,6 @@ def count_records(path: Path) -> int:
         else:
             offset = header + 1
     return count
-
-
-def lock_directory(path: Path) -> int:
-    """Hold an exclusive lock on `path` for as long as the returned descriptor stays open (the
-    kernel drops it when the process dies, so a crashed instance never blocks its successor)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise BufferLocked(
-            f"buffer directory {path} is in use by another running queen; "
-            "each instance needs its own FILE_BUFFER_DIR"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
 
 
 def _fsync_dir(directory: Path) -> None:
