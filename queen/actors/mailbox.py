@@ -81,3 +81,15 @@ async def deliver(inbox: trio.MemorySendChannel[M], message: M) -> None:
         await inbox.send(message)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise ActorGone("the actor's inbox is closed") from None
+
+
+async def deliver_soon(inbox: trio.MemorySendChannel[M], message: M) -> None:
+    """`deliver` without yielding first when the inbox has room. The asker awaits its reply
+    next, which yields anyway; skipping the extra checkpoint saves a trip through the scheduler
+    per request."""
+    try:
+        inbox.send_nowait(message)
+    except trio.WouldBlock:
+        await deliver(inbox, message)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise ActorGone("the actor's inbox is closed") from None
