@@ -7,9 +7,9 @@ is ready at the start of an iteration. One asyncpg call queues six or seven call
 step, its timeout, the waiter's completion, the reader's sync mark, the task's wake-up and done
 callback), several of them at once, so each call cost as many scheduler passes, each with its own
 epoll wait and cancel scope. Running, per pass, the callbacks already queued when the pass began
-(as asyncio does; those they queue wait for the next pass, so trio tasks are never starved) took a
-connection-slot call of `SELECT $1::jsonb` from 220-310 to 160-240 us of CPU one at a time, and
-from 210-310 to 125-170 us with four at once (docs/performance.md).
+(as asyncio does; those they queue wait for the next pass, so trio tasks are never starved) cut
+the CPU of a connection-slot call by 10-25% one at a time and by about 30% four at once, in paired
+runs (docs/performance.md, the pop-one/ack-one section).
 
 This replaces a private method of one pinned release: `install` checks the release and leaves
 any other alone, and tests/unit/test_bridge.py fails when the pin moves, so the change is looked
