@@ -34,7 +34,7 @@ from typing import Any
 import trio
 
 from queen.actors.concurrency import AdaptiveLimit
-from queen.actors.mailbox import Reply, deliver
+from queen.actors.mailbox import Reply, deliver_soon
 from queen.config import Config
 from queen.db.batches import (
     ACK,
@@ -166,7 +166,7 @@ class Lane:
 
     async def submit(self, items: Sequence[Any]) -> Results:
         reply: Reply[Results] = Reply()
-        await deliver(self._send, BatchJob(items, reply))
+        await deliver_soon(self._send, BatchJob(items, reply))
         return await reply.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -177,12 +177,18 @@ class Lane:
                 grant = object()
                 try:
                     await self._gather(batch)
-                    await self.limit.limiter.acquire_on_behalf_of(grant)
+                    await self._acquire(grant)
                 except BaseException:
                     for job in batch:  # stopped or crashed before the call: never a hang
                         job.reply.abandon()
                     raise
                 calls.start_soon(self._execute, batch, grant)
+
+    async def _acquire(self, grant: object) -> None:
+        try:
+            self.limit.limiter.acquire_on_behalf_of_nowait(grant)
+        except trio.WouldBlock:
+            await self.limit.limiter.acquire_on_behalf_of(grant)
 
     async def _gather(self, batch: list[BatchJob]) -> None:
         count = self._drain(batch, len(batch[0].items))

@@ -28,6 +28,7 @@ import trio_asyncio
 from queen.actors.mailbox import Reply, deliver
 from queen.actors.supervisor import Child, Supervisor
 from queen.backoff import backoff_delays
+from queen.db import bridge
 from queen.db.connect import ConnectParams, connect
 from queen.db.errors import DatabaseError, DatabaseUnavailable, from_sqlstate
 from queen.db.runner import CallKind
@@ -324,6 +325,7 @@ class SlotPool:
         return sum(1 for slot in self.idle if slot.connected)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        bridge.install()  # every call of the pool crosses trio-asyncio's loop (queen/db/bridge.py)
         children = [
             Child(f"{self.name}-slot-{i}", ConnectionSlot(i, self).run) for i in range(self.size)
         ]

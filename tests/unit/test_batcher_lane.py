@@ -104,3 +104,18 @@ async def test_a_call_outlasting_the_hold_does_not_hold_the_next_batch_longer(
         await trio.sleep(0.1)
     assert [items for _, items in pool.calls] == [["a"], ["b"]]
     assert pool.calls[1][0] - start == pytest.approx(0.001 + HOLD_S)
+
+
+async def test_an_asker_cancelled_before_submitting_costs_no_call(
+    clock: trio.testing.MockClock,
+) -> None:
+    """Entering the lane does not yield first, yet an asker already cancelled (a pop whose client
+    left) still reaches no procedure call."""
+    pool = ScriptedPool()
+    subject = lane(pool)
+    async with running(subject):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await subject.submit(["a"])
+        assert await subject.submit(["b"]) == ["done-b"]
+    assert [items for _, items in pool.calls] == [["b"]]

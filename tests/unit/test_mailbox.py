@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from queen.actors.mailbox import ActorGone, Reply, deliver, open_inbox
+from queen.actors.mailbox import ActorGone, Reply, deliver, deliver_soon, open_inbox
 
 
 async def test_answer_given_before_the_asker_waits_is_kept() -> None:
@@ -88,3 +88,38 @@ async def test_full_inbox_pushes_back_on_the_sender(autojump_clock: trio.testing
         await deliver(inbox_send, 2)
     assert blocked.cancelled_caught
     assert inbox.receive_nowait() == 1
+
+
+async def test_deliver_soon_queues_at_once_and_waits_only_for_room(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inbox_send, inbox = open_inbox(1)
+    await deliver_soon(inbox_send, "first")
+    assert inbox.receive_nowait() == "first"
+    await deliver_soon(inbox_send, "fills the inbox")
+
+    async def take_later() -> None:
+        await trio.sleep(3.0)
+        await inbox.receive()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(take_later)
+        await deliver_soon(inbox_send, "waits for room")
+        assert trio.current_time() == pytest.approx(3.0)
+    assert inbox.receive_nowait() == "waits for room"
+
+
+async def test_deliver_soon_from_a_cancelled_asker_delivers_nothing() -> None:
+    inbox_send, inbox = open_inbox(4)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await deliver_soon(inbox_send, "never")
+    with pytest.raises(trio.WouldBlock):
+        inbox.receive_nowait()
+
+
+async def test_deliver_soon_to_a_closed_inbox_is_actor_gone() -> None:
+    inbox_send, inbox = open_inbox(4)
+    await inbox.aclose()
+    with pytest.raises(ActorGone):
+        await deliver_soon(inbox_send, "nobody")

@@ -1,0 +1,60 @@
+"""trio-asyncio's loop with queen/db/bridge.py installed: callbacks ready together run in one
+scheduler pass, asyncio's order and timers are kept, and the patch is tied to the pinned
+release."""
+
+from __future__ import annotations
+
+import asyncio
+
+import trio
+import trio.testing
+import trio_asyncio
+
+from queen.db import bridge
+
+
+class LoopSteps(trio.abc.Instrument):
+    """Counts the scheduler steps of trio-asyncio's loop task."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("_main_loop"):
+            self.steps += 1
+
+
+def test_the_patch_applies_to_the_pinned_release_only() -> None:
+    # Failing here means trio-asyncio moved: read queen/db/bridge.py again against the new
+    # release's _main_loop_one before moving PATCHED_RELEASE.
+    assert trio_asyncio.__version__ == bridge.PATCHED_RELEASE
+    assert bridge.install()
+
+
+async def test_callbacks_queued_together_run_in_one_pass_and_in_order() -> None:
+    bridge.install()
+    steps = LoopSteps()
+    ran: list[str] = []
+    async with trio_asyncio.open_loop() as loop:
+        await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.add_instrument(steps)
+        for name in "abcdef":
+            loop.call_soon(ran.append, name)
+        await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.remove_instrument(steps)
+    assert ran == list("abcdef")
+    assert steps.steps <= 2
+
+
+async def test_asyncio_timers_and_coroutines_still_work() -> None:
+    bridge.install()
+    fired: list[str] = []
+
+    async def later() -> str:
+        await asyncio.sleep(0.01)
+        return "slept"
+
+    async with trio_asyncio.open_loop() as loop:
+        loop.call_later(0.005, fired.append, "timer")
+        assert await trio_asyncio.aio_as_trio(later)() == "slept"
+    assert fired == ["timer"]
