@@ -6,8 +6,9 @@ runs it, and yields to trio's scheduler before the next. asyncio itself runs eve
 is ready at the start of an iteration. One asyncpg call queues six or seven callbacks (the task's
 step, its timeout, the waiter's completion, the reader's sync mark, the task's wake-up and done
 callback), several of them at once, so each call cost as many scheduler passes, each with its own
-epoll wait and cancel scope. Running, per pass, the callbacks already queued when the pass began
-(as asyncio does; those they queue wait for the next pass, so trio tasks are never starved) cut
+epoll wait and cancel scope. Running, per pass, the first callback and then those queued by the
+time it has run (nearly as asyncio does; what those queue waits for the next pass, so a pass is
+bounded and trio tasks are never starved) cut
 the CPU of a connection-slot call by 10-25% one at a time and by about 30% four at once, in paired
 runs (docs/performance.md, the pop-one/ack-one section).
 

@@ -9,7 +9,6 @@ gate's (queen/http/access.py); request ids, latency and the access log wrap ever
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 from quart import Request, Response, request
 from quart_trio import QuartTrio
@@ -37,6 +36,7 @@ from queen.http.context import BODY_BUDGET_KEY, EXTENSION_KEY
 from queen.http.failures import TOO_LARGE, failure_answer
 from queen.http.quart_body import BudgetedBody, budgeted_request_class
 from queen.http.responses import as_response, error_response
+from queen.http.web_root import dashboard_root
 
 
 def create_app(services: Services, budget: BodyBudget | None = None) -> QuartTrio:
@@ -68,8 +68,7 @@ def create_app(services: Services, budget: BodyBudget | None = None) -> QuartTri
         cluster,
     ):
         app.register_blueprint(module.blueprint)
-    web_root = services.config.webapp_root
-    web.install(app, Path(web_root) if web_root else None)
+    web.install(app, dashboard_root(services.config.webapp_root))
     app.register_blueprint(web.blueprint)  # last: its fallback routes what nothing else does
     _install_error_table(app)
     _install_cross_cutting(app, services)

@@ -16,10 +16,12 @@ from queen.http.body_budget import BodyBudget
 from queen.http.lazy_app import LazyApp
 from queen.http.lean import ASGIApp, LeanRoutes
 from queen.http.lifespan import App
+from queen.http.web_root import check_dashboard_root
 
 
 def build_asgi(services: Services) -> ASGIApp:
     budget = BodyBudget(services.config.body_budget_bytes)
+    check_dashboard_root(services.config.webapp_root)
 
     def build_quart() -> App:
         from queen.http.app import create_app  # noqa: PLC0415 - the import is what is deferred

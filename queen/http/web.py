@@ -19,12 +19,12 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import BaseConverter
 
+from queen.http.web_root import INDEX
+
 log = logging.getLogger("queen.http")
 blueprint = Blueprint("web", __name__)
 
-PACKAGED_ROOT = Path(__file__).resolve().parent.parent / "web"
 ROOT_KEY = "queen.web_root"
-INDEX = "index.html"
 # Paths the dashboard never owns: the API, probes, metrics, streams and websockets (spec §9.1).
 RESERVED = ("api/", "health", "metrics", "ws/", "streams/", "internal/")
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -47,15 +47,11 @@ class DashboardPathConverter(BaseConverter):
     weight = 200  # below every other rule: only what nothing else routes reaches the dashboard
 
 
-def install(app: QuartTrio, root: Path | None) -> None:
-    """Register the fallback's converter (before the blueprint) and the root it serves. A root
-    without index.html leaves the dashboard off (its pages a JSON 404) rather than failing the
-    broker; it is looked for on each request, so one put there later is served."""
+def install(app: QuartTrio, root: Path) -> None:
+    """Register the fallback's converter (before the blueprint) and the root it serves (resolved
+    and checked at start-up: queen/http/web_root.py)."""
     app.url_map.converters["dashboard_path"] = DashboardPathConverter
-    resolved = (root or PACKAGED_ROOT).resolve()
-    app.extensions[ROOT_KEY] = resolved
-    if not (resolved / INDEX).is_file():
-        log.warning("dashboard off: no %s in %s", INDEX, resolved)
+    app.extensions[ROOT_KEY] = root
 
 
 def web_root() -> Path:

@@ -4,11 +4,17 @@ answers any, stopped with the server, and built even when the request that start
 
 from __future__ import annotations
 
+import json
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from queen.actors.root import Services
+from queen.config import Config
+from queen.http.asgi import build_asgi
 from queen.http.lazy_app import LazyApp
 from queen.http.lifespan import Lifespan
 
@@ -92,3 +98,84 @@ async def test_the_first_request_leaving_does_not_leave_the_others_waiting() -> 
         await outer.shutdown()
     assert answers == [b"/second"]
     assert inner.events == ["lifespan.startup", "lifespan.shutdown"]
+
+
+async def _status_and_body(app: LazyApp, path: str) -> tuple[int, bytes]:
+    answer: dict[str, Any] = {}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+        else:
+            answer["body"] = message["body"]
+
+    await app({"type": "http", "path": path}, None, send)
+    return answer.get("status", 200), answer["body"]
+
+
+async def test_a_failed_build_is_logged_answered_503_and_tried_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    inner = _Recorded()
+    attempts: list[int] = []
+
+    def build() -> _Recorded:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ImportError("quart_trio is broken")
+        return inner
+
+    app = LazyApp(build)
+    outer = Lifespan(app, {})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(outer.run)
+        status, body = await _status_and_body(app, "/first")
+        assert status == 503 and json.loads(body) == {
+            "error": "The API's administrative routes could not be loaded"
+        }
+        assert "quart_trio is broken" in caplog.text  # the cause, not only that it failed
+        assert await _status_and_body(app, "/second") == (200, b"/second")
+        await outer.shutdown()
+    assert attempts == [1, 1]
+    assert inner.events == ["lifespan.startup", "lifespan.shutdown"]
+
+
+async def test_shutdown_does_not_wait_for_a_build_still_running() -> None:
+    building, never = trio.Event(), threading.Event()
+
+    def build() -> _Recorded:
+        trio.from_thread.run_sync(building.set)
+        never.wait(5)  # an import stuck far longer than any graceful timeout
+        return _Recorded()
+
+    app = LazyApp(build)
+    outer = Lifespan(app, {})
+    answers: list[tuple[int, bytes]] = []
+
+    async def waiting_request() -> None:
+        answers.append(await _status_and_body(app, "/waiting"))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(outer.run)
+            nursery.start_soon(waiting_request)
+            await building.wait()
+            with trio.fail_after(2):
+                await outer.shutdown()
+    finally:
+        never.set()
+    assert [status for status, _ in answers] == [503]
+    assert await _status_and_body(app, "/after") == (
+        503,
+        b'{"error":"The API\'s administrative routes could not be loaded"}',
+    )
+
+
+def test_a_dashboard_root_that_cannot_be_resolved_stops_the_worker_at_start(
+    tmp_path: Path,
+) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop")
+    services = Services(Config.from_env({"PG_HOST": "unused", "WEBAPP_ROOT": str(loop)}), 0)
+    with pytest.raises((RuntimeError, OSError)):  # a symlink loop, by Python version
+        build_asgi(services)
