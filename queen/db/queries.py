@@ -8,9 +8,22 @@ statement missing from its file fails at start-up rather than on the first reque
 
 from __future__ import annotations
 
+import importlib
 import re
 from functools import cache
-from importlib import resources
+from pathlib import Path
+
+
+def _queries_directory() -> Path:
+    """The `queen.sql` package's own directory (sql/ in a checkout, queen/sql in a wheel), found
+    through its module: importlib.resources would find the same, and bring zipfile and its readers
+    into every worker, ~0.4 MB of RSS each."""
+    package = importlib.import_module("queen.sql")
+    assert package.__file__ is not None, "queen.sql is a regular package"
+    return Path(package.__file__).parent / "queries"
+
+
+_QUERIES = _queries_directory()
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
 _VALID_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -41,7 +54,7 @@ def parse(text: str) -> dict[str, str]:
 
 @cache
 def _load(concern: str) -> dict[str, str]:
-    text = resources.files("queen.sql").joinpath("queries", f"{concern}.sql").read_text()
+    text = (_QUERIES / f"{concern}.sql").read_text()
     return parse(text)
 
 
