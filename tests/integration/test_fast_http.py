@@ -136,11 +136,13 @@ async def test_a_malformed_head_is_refused_and_the_worker_serves_on(
     server: ServerProcess, garbage: bytes
 ) -> None:
     async with connected(server) as client:
-        await client.send(garbage)
         try:
+            # The server may refuse and close while a long head is still being sent (the
+            # send then breaks): closing without an answer is a refusal too.
+            await client.send(garbage)
             status = (await client.answer())[0]
         except (EOFError, trio.BrokenResourceError):
-            status = 0  # closed without an answer is a refusal too
+            status = 0
         assert status in (0, 400, 413, 431)
     async with connected(server) as client:
         await client.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
