@@ -61,7 +61,11 @@ def embedded_database(config: Config) -> Iterator[Config]:
     if not config.embedded_postgres:
         yield config
         return
-    cluster = PgCluster(data_dir=config.data_path, bindir=find_bindir(config.pg_bindir))
+    cluster = PgCluster(
+        data_dir=config.data_path,
+        bindir=find_bindir(config.pg_bindir),
+        not_port=config.port,
+    )
     log.info("starting embedded PostgreSQL", extra={"data_dir": str(cluster.data_dir)})
     try:
         # Inside the try: a start interrupted half-way must still stop the postmaster it made.

@@ -180,7 +180,11 @@ class ServerProcess(ChildProcess):
         }
         self.spawn([sys.executable, "-m", "queen", "serve"], env)
         if wait_healthy:
-            self.wait_health(200, timeout_s)
+            try:
+                self.wait_health(200, timeout_s)
+            except BaseException:
+                self.stop()  # a server that never became healthy is not left running
+                raise
         return self
 
     def health_status(self) -> int | None:

@@ -124,11 +124,17 @@ def service_account() -> Account:
     return Account(entry.pw_uid, entry.pw_gid, SERVICE_ACCOUNT)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def free_port(avoiding: int = 0) -> int:
+    """A port nothing listens on now, other than `avoiding`: the kernel hands out the same free
+    port again soon, so a PostgreSQL started before queen's workers bind their configured port
+    could take that very port when it is in the ephemeral range (seen in a test run: the
+    workers then restarted forever on "address already in use")."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port != avoiding:
+            return port
 
 
 @dataclass
@@ -139,7 +145,8 @@ class PgCluster:
     bindir: Path
     settings: Mapping[str, str] = field(default_factory=dict)
     account: Account = field(default_factory=service_account)
-    port: int = 0
+    port: int = 0  # 0: a free one, chosen at start
+    not_port: int = 0  # one a free port must not be: the server's own, bound only later
     password: str = ""
     _process: subprocess.Popen[bytes] | None = None
 
@@ -235,7 +242,7 @@ class PgCluster:
             self._prepare_directory()
         self._stop_leftover_postmaster()
         self.password = (self.data_dir / PASSWORD_FILE).read_text().strip()
-        self.port = self.port or free_port()
+        self.port = self.port or free_port(avoiding=self.not_port)
         settings = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),

@@ -4,7 +4,9 @@ binaries are, and whether the pid in a leftover postmaster.pid is still a runnin
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,3 +58,39 @@ def test_explicit_bindir_with_binaries_wins(tmp_path: Path) -> None:
     for name in ("initdb", "postgres"):
         (tmp_path / name).write_text("#!/bin/sh\n")
     assert find_bindir(str(tmp_path)) == tmp_path
+
+
+# The embedded PostgreSQL's port is never the server's own: the kernel hands a just-released port
+# out again, and a caller picking PORT that way releases it before queen's workers bind it, after
+# PostgreSQL has started.
+class _ScriptedProbe:
+    """Stands in for the probing socket only: each bind(0) gets the next scripted port."""
+
+    ports: Iterator[int]
+
+    def __init__(self, *_: Any) -> None:
+        self.port = 0
+
+    def __enter__(self) -> _ScriptedProbe:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def bind(self, _address: tuple[str, int]) -> None:
+        self.port = next(self.ports)
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+
+def test_a_free_port_is_never_the_one_to_avoid(monkeypatch: pytest.MonkeyPatch) -> None:
+    _ScriptedProbe.ports = iter([55157, 55157, 41000])
+    monkeypatch.setattr(pgcluster.socket, "socket", _ScriptedProbe)
+    assert pgcluster.free_port(avoiding=55157) == 41000
+
+
+def test_a_real_free_port_can_be_bound() -> None:
+    port = pgcluster.free_port(avoiding=1)
+    with pgcluster.socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
