@@ -8,9 +8,9 @@ step, its timeout, the waiter's completion, the reader's sync mark, the task's w
 callback), several of them at once, so each call cost as many scheduler passes, each with its own
 epoll wait and cancel scope. Running, per pass, the first callback and then those queued by the
 time it has run (nearly as asyncio does; what those queue waits for the next pass, so a pass is
-bounded and trio tasks are never starved) cut
-the CPU of a connection-slot call by 10-25% one at a time and by about 30% four at once, in paired
-runs (docs/performance.md, the pop-one/ack-one section).
+bounded and trio tasks are never starved) cut the CPU of a connection-slot call by 10-25% one at
+a time and by about 30% four at once, in paired runs (docs/performance.md, the pop-one/ack-one
+section).
 
 This replaces a private method of one pinned release: `install` checks the release and leaves
 any other alone, and tests/unit/test_bridge.py fails when the pin moves, so the change is looked

@@ -120,7 +120,6 @@ class Server:
         self.lifespan_state: dict[str, Any] = {}
         self.fast = ServerState(app, keep_alive_timeout_s, self.lifespan_state)
         self.handover: _Handover | None = None
-        self.terminated = False  # stopping: connections only finish
 
     async def serve(
         self,
@@ -146,7 +145,6 @@ class Server:
                     self.fast.terminate()
                     stopping()
                     accepting.cancel_scope.cancel()
-                self.terminated = True
                 if self.handover is not None:
                     await self.handover.context.terminated.set()
                 connections.cancel_scope.deadline = trio.current_time() + self.graceful_timeout_s
@@ -173,6 +171,6 @@ class Server:
             return
         if self.handover is None:
             self.handover = _Handover(self.app, self.keep_alive_timeout_s, self.graceful_timeout_s)
-            if self.terminated:
+            if self.fast.terminated:  # a first handover while stopping: it only finishes
                 await self.handover.context.terminated.set()
         await self.handover.serve(stream, already_read, self.lifespan_state.copy())
