@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             trio.run(run_worker, config, args.index, args.parent, args.instance)
             return 0
-        with embedded_database(config) as migrated:
+        with embedded_database(config) as (migrated, _):
             return trio.run(_migrate_once, migrated)
     except BaseException as error:
         # Nurseries wrap what they raise in exception groups; an operator error must still end

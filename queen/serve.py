@@ -47,19 +47,19 @@ def serve(config: Config) -> int:
         )
     # Signals are taken over first: one arriving while PostgreSQL starts stops the server once
     # it has started, and PostgreSQL is stopped with it.
-    with signals_as_wakeups() as wakeups, embedded_database(config) as resolved:
-        tree = ProcessTree.of_server(resolved, wakeups)
+    with signals_as_wakeups() as wakeups, embedded_database(config) as (resolved, postmaster):
+        tree = ProcessTree.of_server(resolved, wakeups, postmaster)
         tree.run()
     log.info("queen stopped")
     return 1 if tree.fatal else 0
 
 
 @contextlib.contextmanager
-def embedded_database(config: Config) -> Iterator[Config]:
-    """The configuration pointing at the embedded cluster, running while inside; `config`
-    itself when PG_HOST names a database."""
+def embedded_database(config: Config) -> Iterator[tuple[Config, PgCluster | None]]:
+    """The configuration pointing at the embedded cluster, and the cluster, running while
+    inside; `config` itself and no cluster when PG_HOST names a database."""
     if not config.embedded_postgres:
-        yield config
+        yield config, None
         return
     cluster = PgCluster(
         data_dir=config.data_path,
@@ -71,13 +71,14 @@ def embedded_database(config: Config) -> Iterator[Config]:
         # Inside the try: a start interrupted half-way must still stop the postmaster it made.
         cluster.start()
         parts = cluster.dsn_parts()
-        yield config.with_database(
+        resolved = config.with_database(
             str(parts["host"]),
             int(parts["port"]),
             str(parts["user"]),
             str(parts["password"]),
             str(parts["database"]),
         )
+        yield resolved, cluster
     finally:
         cluster.stop()
 

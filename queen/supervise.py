@@ -10,6 +10,10 @@ Policy, in one place:
 - Workers: one that exits is started again after 0.5 s doubling to 30 s, the backoff starting
   afresh for one that served HEALTHY_RUN_S first; one exiting EXIT_CONFIG (it refused the
   configuration) stops the server, as restarting it would only repeat the refusal.
+- The embedded PostgreSQL (when PG_HOST is unset): a postmaster that exits while the server runs
+  is started again, on its port, after the workers' backoff (their connections come back by
+  themselves). Its start blocks this loop for up to its ready timeout; a signal arriving
+  meanwhile waits on the pipe and is acted on after.
 - Stopping: the first SIGINT/SIGTERM (or a refusal above) sends SIGTERM to every child and kills
   one still running after WORKER_STOP_TIMEOUT_S; a second signal kills them all at once. Every
   child is reaped before `run` returns, whatever ends it.
@@ -31,11 +35,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from queen.backoff import backoff_delays
 from queen.config import Config
 from queen.ids import uuid7_str
+from queen.storage.pgcluster import ClusterError
 
 log = logging.getLogger("queen")
 
@@ -142,20 +147,51 @@ class Child:
             self.process.kill()
 
 
+class Postmaster(Protocol):
+    """What the tree needs of the embedded PostgreSQL (queen.storage.pgcluster.PgCluster)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+
+@dataclass
+class Database:
+    """The embedded PostgreSQL's place in the tree. Its process is the cluster's own: the tree
+    only notices that it ended and when to start it again."""
+
+    cluster: Postmaster
+    backoff: Callable[[int], float] = field(default_factory=lambda: backoff_delays(0.5, 30.0))
+    started_at: float = field(default_factory=time.monotonic)
+    due_at: float | None = None
+    failures: int = 0
+
+
 class ProcessTree:
     """The migration and worker children of one `queen serve`, and the loop that tends them."""
 
-    def __init__(self, wakeups: Wakeups, migration: Child, workers: Sequence[Child]) -> None:
+    def __init__(
+        self,
+        wakeups: Wakeups,
+        migration: Child,
+        workers: Sequence[Child],
+        database: Database | None = None,
+    ) -> None:
         self._wakeups = wakeups
         self._migration = migration
         self._workers = list(workers)
+        self._database = database
         self._workers_started = False
         self._stopping = False
         self.fatal = False
 
     @classmethod
-    def of_server(cls, config: Config, wakeups: Wakeups) -> ProcessTree:
-        """The children of `queen serve`: this interpreter running queen's own commands."""
+    def of_server(
+        cls, config: Config, wakeups: Wakeups, postmaster: Postmaster | None = None
+    ) -> ProcessTree:
+        """The children of `queen serve`: this interpreter running queen's own commands, and
+        the embedded PostgreSQL's postmaster when there is one."""
         env = _child_env(config)
         command = [sys.executable, "-m", "queen"]
         migration = Child(
@@ -173,7 +209,8 @@ class ProcessTree:
             )
             for index in range(config.num_workers)
         ]
-        return cls(wakeups, migration, workers)
+        database = Database(postmaster) if postmaster is not None else None
+        return cls(wakeups, migration, workers, database)
 
     @property
     def _children(self) -> list[Child]:
@@ -189,6 +226,7 @@ class ProcessTree:
                     if signum in _STOP_SIGNALS:
                         self._on_stop_signal()
                 self._reap()
+                self._watch_database()
                 self._act_on_deadlines()
         finally:
             self._kill_and_reap()
@@ -200,6 +238,8 @@ class ProcessTree:
             for moment in (child.kill_at, child.due_at)
             if moment is not None
         ]
+        if self._database is not None and self._database.due_at is not None:
+            deadlines.append(self._database.due_at)
         return min(deadlines) - time.monotonic() if deadlines else None
 
     def _on_stop_signal(self) -> None:
@@ -262,8 +302,37 @@ class ProcessTree:
         worker.due_at = now + delay
         worker.failures += 1
 
+    def _watch_database(self) -> None:
+        """A postmaster that ended while the server runs is due to start again."""
+        database = self._database
+        if database is None or self._stopping or database.due_at is not None:
+            return
+        if database.cluster.running:
+            return
+        now = time.monotonic()
+        if now - database.started_at >= HEALTHY_RUN_S:
+            database.failures = 0
+        delay = database.backoff(database.failures)
+        log.error("embedded PostgreSQL exited; restarting", extra={"restart_in_s": delay})
+        database.due_at = now + delay
+        database.failures += 1
+
+    def _restart_database(self, now: float) -> None:
+        database = self._database
+        if database is None or database.due_at is None or database.due_at > now:
+            return
+        database.due_at = None
+        database.started_at = now
+        try:
+            database.cluster.start()
+        except (ClusterError, OSError) as error:
+            log.error("embedded PostgreSQL did not start", extra={"error": str(error)})
+            self._watch_database()
+
     def _act_on_deadlines(self) -> None:
         now = time.monotonic()
+        if not self._stopping:
+            self._restart_database(now)
         for child in self._children:
             if child.kill_at is not None and child.kill_at <= now:
                 log.warning(

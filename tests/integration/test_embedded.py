@@ -139,6 +139,40 @@ def test_postgresql_left_by_a_killed_server_is_taken_over(root: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_postmaster_that_dies_under_a_running_server_is_started_again(root: Path) -> None:
+    """Killed under a live server, the embedded PostgreSQL comes back on its port and the
+    workers' connections with it (it used to stay a zombie while workers logged lost
+    connections forever)."""
+    data_dir = root / "pg"
+    server = ServerProcess(embedded_env(root)).start(timeout_s=30.0)
+    try:
+        dead = postmaster_pid(data_dir)
+        port = running_cluster_of(data_dir).port
+        os.kill(dead, signal.SIGKILL)
+
+        def back() -> bool:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                pid = postmaster_pid(data_dir)
+                return pid != dead and alive(pid) and server.health_status() == 200
+            return False
+
+        wait_until(back, 60.0, "a new postmaster and a healthy server")
+        assert not alive(dead)
+        assert running_cluster_of(data_dir).port == port  # the workers' settings still hold
+        pushed = httpx.post(
+            f"{server.url}/api/v1/push",
+            json={"items": [{"queue": "after-restart", "payload": {"n": 1}}]},
+            timeout=10.0,
+        )
+        assert pushed.status_code == 201, pushed.text
+        assert "embedded PostgreSQL exited; restarting" in server.log()
+        tree = descendants(server.pid)
+        assert stop_with(server, signal.SIGTERM, tree, data_dir) == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(120)
 def test_postgresql_18_from_the_wheel_runs_the_schema(root: Path) -> None:
     bindir = wheel_bindir()
     if not (bindir / "postgres").is_file():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from queen.supervise import Child, ProcessTree, Wakeups, signals_as_wakeups
+from queen.storage.pgcluster import ClusterError
+from queen.supervise import Child, Database, ProcessTree, Wakeups, signals_as_wakeups
 from tests.support import wait_until
 
 # Marks its start in argv[1], records each SIGTERM in argv[1] + ".term" and carries on.
@@ -129,3 +131,49 @@ def test_a_signal_before_the_loop_runs_stops_it_before_any_child_starts(
     tree.run()
     assert not migrated.exists()
     assert not tree.fatal
+
+
+class FlakyPostmaster:
+    """A `sleep` standing in for the postmaster; its first restart fails as a start of
+    PostgreSQL can (the port taken meanwhile), the second succeeds and says so in `restarted`."""
+
+    def __init__(self, restarted: Path) -> None:
+        self.restarted = restarted
+        self.starts = 0
+        self.process = subprocess.Popen(["sleep", "60"])
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def start(self) -> None:
+        self.starts += 1
+        if self.starts == 1:
+            raise ClusterError("PostgreSQL exited during start-up")
+        self.process = subprocess.Popen(["sleep", "60"])
+        self.restarted.touch()
+
+
+@pytest.mark.timeout(30)
+def test_a_postmaster_that_exits_is_started_again_until_it_starts(
+    wakeups: Wakeups, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    postmaster = FlakyPostmaster(tmp_path / "restarted")
+    tree = ProcessTree(
+        wakeups,
+        child("migration", "pass"),
+        [child("worker", SLEEPS, str(tmp_path / "worker"))],
+        Database(postmaster, backoff=lambda _: 0.05),
+    )
+    postmaster.process.kill()  # its exit (SIGCHLD) is what wakes the loop
+    signal_when(tmp_path / "restarted", signal.SIGTERM)
+    try:
+        with caplog.at_level(logging.INFO, logger="queen"):
+            tree.run()
+    finally:
+        postmaster.process.kill()
+        postmaster.process.wait()
+    assert postmaster.starts == 2
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages.count("embedded PostgreSQL exited; restarting") == 2
+    assert "embedded PostgreSQL did not start" in messages
