@@ -33,7 +33,7 @@ from queen.backoff import backoff_delays
 from queen.db import bridge
 from queen.db.connect import ConnectParams, connect
 from queen.db.errors import DatabaseError, DatabaseUnavailable, from_sqlstate
-from queen.db.runner import CallKind
+from queen.db.runner import Answer, CallKind
 
 log = logging.getLogger("queen.slots")
 
@@ -44,7 +44,7 @@ STOP_GRACE_S = 1.0
 class DbCall:
     sql: str
     args: tuple[Any, ...]
-    reply: Reply[Any]
+    reply: Answer
     kind: CallKind = "fetch"
     timeout_s: float | None = None
 
@@ -437,7 +437,21 @@ class SlotPool:
         self, sql: str, *args: Any, kind: CallKind = "fetch", timeout_s: float | None = None
     ) -> Any:
         reply: Reply[Any] = Reply()
-        job = DbCall(sql, args, reply, kind, timeout_s)
+        await self.submit(reply, sql, *args, kind=kind, timeout_s=timeout_s)
+        return await reply.wait()
+
+    async def submit(
+        self,
+        answer: Answer,
+        sql: str,
+        *args: Any,
+        kind: CallKind = "fetch",
+        timeout_s: float | None = None,
+    ) -> None:
+        """Start a call whose outcome goes to `answer`, on trio-asyncio's loop where the result
+        arrives (or on the slot's task, when it fails without reaching the database). It yields
+        only when every slot is busy, on the way into the queue, as `call` always did."""
+        job = DbCall(sql, args, answer, kind, timeout_s)
         slot = self.idle.pop() if self.idle else None
         if not self.idle:
             self._grow()
@@ -445,7 +459,6 @@ class SlotPool:
             slot.hand(job)
         else:
             await deliver(self._send, job)
-        return await reply.wait()
 
     def queued_job(self) -> DbCall | None:
         try:

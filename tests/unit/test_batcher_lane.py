@@ -14,28 +14,50 @@ import trio
 import trio.testing
 
 from queen.actors.batcher import Lane, LaneSpec
+from queen.actors.mailbox import Reply
 from queen.db.batches import Procedure
+from queen.db.runner import Answer
 
 HOLD_S = 0.005
 
 
 class ScriptedPool:
-    """Stands in for SlotPool.call: records each call's items and start time, and holds a call
-    until the test releases it when `gated`."""
+    """Stands in for SlotPool: records each call's items and start time, and holds the answers
+    of calls started while `gated` until the test opens the gate."""
 
     def __init__(self, gated: bool = False) -> None:
         self.calls: list[tuple[float, list[Any]]] = []
         self.gated = gated
-        self.release = trio.Event()
+        self.held: list[tuple[Answer, list[str]]] = []
 
     async def call(
         self, sql: str, *args: Any, kind: str = "fetch", timeout_s: float | None = None
     ) -> Any:
+        reply: Reply[Any] = Reply()
+        await self.submit(reply, sql, *args, kind=kind, timeout_s=timeout_s)
+        return await reply.wait()
+
+    async def submit(
+        self,
+        answer: Answer,
+        sql: str,
+        *args: Any,
+        kind: str = "fetch",
+        timeout_s: float | None = None,
+    ) -> None:
         items = orjson.loads(args[0])
         self.calls.append((trio.current_time(), items))
+        results = [f"done-{item}" for item in items]
         if self.gated:
-            await self.release.wait()
-        return [f"done-{item}" for item in items]
+            self.held.append((answer, results))
+        else:
+            answer.send(results)
+
+    def open_gate(self) -> None:
+        self.gated = False
+        for answer, results in self.held:
+            answer.send(results)
+        self.held.clear()
 
 
 def lane(pool: ScriptedPool) -> Lane:
@@ -84,8 +106,7 @@ async def test_requests_held_behind_a_call_go_when_it_returns(
         await trio.sleep(0.0005)
         nursery.start_soon(ask, "third", ["d"])
         await trio.sleep(0.0005)
-        pool.gated = False
-        pool.release.set()
+        pool.open_gate()
         await trio.sleep(0.01)
     assert [items for _, items in pool.calls] == [["a"], ["b", "c", "d"]]
     assert pool.calls[1][0] - start == pytest.approx(0.002)  # not at the end of the hold
