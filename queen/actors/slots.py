@@ -277,6 +277,9 @@ class ConnectionSlot:
         except DatabaseUnavailable as error:
             job.reply.fail(error)
             return False
+        except BaseException:
+            job.reply.abandon()  # stopped while connecting: the asker gets ActorGone
+            raise
         self._launch(conn, job)
         return True
 

@@ -52,12 +52,13 @@ class FakeServer:
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
         self.refusing = False
+        self.stalling = False  # connection attempts never finish
         self.limit: int | None = None  # connections it accepts at most (others are refused)
         self.connections: list[FakeConnection] = []
         self.served: list[tuple[str, FakeConnection]] = []
 
     async def connect(self, params: ConnectParams, **options: Any) -> FakeConnection:
-        await asyncio.sleep(0)
+        await asyncio.sleep(3600 if self.stalling else 0)
         if self.refusing or (self.limit is not None and len(self.connections) >= self.limit):
             raise ConnectionRefusedError("connection refused")
         connection = FakeConnection(self.behaviour, self.served)
@@ -197,6 +198,26 @@ async def test_calls_in_flight_or_queued_when_the_pool_stops_get_actor_gone(
     assert outcomes == ["gone", "gone"]
     assert server.connections[0].closed  # a connection cancelled mid-call is never reused
     assert not asyncio.all_tasks(trio_asyncio.current_loop.get()), "the call's task was left"
+
+
+async def test_a_call_waiting_for_its_slot_to_reconnect_gets_actor_gone_at_shutdown(
+    server: FakeServer,
+) -> None:
+    outcomes: list[str] = []
+
+    async def ask(pool: SlotPool) -> None:
+        with pytest.raises(ActorGone):
+            await pool.call("q", kind="fetchval")
+        outcomes.append("gone")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as outer, running(SlotPool("test", PARAMS, size=1)) as pool:
+            assert await pool.call("answered, then lost", kind="fetchval") == "answered, then lost"
+            server.stalling = True
+            outer.start_soon(ask, pool)
+            while pool.idle:  # noqa: ASYNC110 (the slot takes the call and reconnects)
+                await trio.sleep(0.01)
+    assert outcomes == ["gone"]
 
 
 async def test_an_asker_that_stops_waiting_does_not_cancel_its_call(server: FakeServer) -> None:
