@@ -8,7 +8,9 @@ at once, so a lone request pays no batching delay, and a light load rarely waits
 200 single-message pushes/s, ending the hold when the lane went idle took the push round trip's p99
 from 12.4 to 8.5 ms). It then needs a grant from its adaptive concurrency limit and a free
 connection slot, makes one call with every request's items concatenated, and hands each request its
-own slice of the result.
+own slice of the result. That last step runs where the result arrives (a `FusedCall` is the call's
+`Answer`, given the result on trio-asyncio's loop by the slot): a call costs the lane no task and
+no scheduler pass of its own.
 
 A fused call that PostgreSQL rejects is retried request by request, so one request's bad data never
 fails the others it happened to share a batch with. A transient failure (a timeout, a lock or
