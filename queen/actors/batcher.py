@@ -8,7 +8,9 @@ at once, so a lone request pays no batching delay, and a light load rarely waits
 200 single-message pushes/s, ending the hold when the lane went idle took the push round trip's p99
 from 12.4 to 8.5 ms). It then needs a grant from its adaptive concurrency limit and a free
 connection slot, makes one call with every request's items concatenated, and hands each request its
-own slice of the result.
+own slice of the result. That last step runs where the result arrives (a `FusedCall` is the call's
+`Answer`, given the result on trio-asyncio's loop by the slot): a call costs the lane no task and
+no scheduler pass of its own.
 
 A fused call that PostgreSQL rejects is retried request by request, so one request's bad data never
 fails the others it happened to share a batch with. A transient failure (a timeout, a lock or
@@ -47,7 +49,7 @@ from queen.db.batches import (
     pop_owned_by,
 )
 from queen.db.errors import DatabaseError, TransientDatabaseError
-from queen.db.runner import Runner
+from queen.db.runner import Submitter
 from queen.db.streams import STREAM_CYCLE
 
 log = logging.getLogger("queen.batcher")
@@ -138,7 +140,7 @@ class Lane:
     def __init__(
         self,
         spec: LaneSpec,
-        pool: Runner,
+        pool: Submitter,
         *,
         on_results: Delivered | None = None,
         on_undelivered: Callable[[Any], None] | None = None,
@@ -159,6 +161,8 @@ class Lane:
         # them returns, since a call could then start at once.
         self._hold: trio.CancelScope | None = None
         self._send, self._receive = trio.open_memory_channel[BatchJob](inbox_size)
+        self._calls: trio.Nursery | None = None  # the retries one by one, while the lane runs
+        self._in_flight: set[FusedCall] = set()
 
     @property
     def waiting(self) -> int:
@@ -170,19 +174,24 @@ class Lane:
         return await reply.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as calls:
-            task_status.started()
-            async for first in self._receive:
-                batch = [first]
-                grant = object()
-                try:
-                    await self._gather(batch)
-                    await self._acquire(grant)
-                except BaseException:
-                    for job in batch:  # stopped or crashed before the call: never a hang
-                        job.reply.abandon()
-                    raise
-                calls.start_soon(self._execute, batch, grant)
+        try:
+            async with trio.open_nursery() as self._calls:
+                task_status.started()
+                async for first in self._receive:
+                    batch = [first]
+                    grant = object()
+                    try:
+                        await self._gather(batch)
+                        await self._acquire(grant)
+                    except BaseException:
+                        for job in batch:  # stopped or crashed before the call: never a hang
+                            job.reply.abandon()
+                        raise
+                    await self._start(FusedCall(self, batch, grant))
+        finally:
+            self._calls = None
+            for call in list(self._in_flight):
+                call.abandon()  # the pool may still answer, to nobody: the askers get ActorGone
 
     async def _acquire(self, grant: object) -> None:
         try:
@@ -213,45 +222,85 @@ class Lane:
             count += len(job.items)
         return count
 
-    async def _execute(self, batch: list[BatchJob], grant: object) -> None:
+    async def _start(self, call: FusedCall) -> None:
+        """Hand the fused call to the pool; `call` hears how it went, on the loop's task."""
+        self._in_flight.add(call)
         try:
-            started = trio.current_time()
-            items = [item for job in batch for item in job.items]
-            try:
-                results = await self._call(items)
-            except DatabaseError as error:
-                self._observe(batch, started, len(items), failed=True)
-                if len(batch) == 1 or isinstance(error, TransientDatabaseError):
-                    for job in batch:
-                        job.reply.fail(error)
-                    return
-                log.info(
-                    "fused call rejected; retrying its requests one by one",
-                    extra={"lane": self.name, "requests": len(batch), "error": str(error)},
-                )
-                for job in batch:
-                    try:
-                        self._deliver(job, await self._call(job.items))
-                    except Exception as single_error:
-                        job.reply.fail(single_error)
-                return
-            except Exception as error:
-                self._observe(batch, started, len(items), failed=True)
-                for job in batch:
-                    job.reply.fail(error)
-                return
-            self.limit.record(trio.current_time() - started, trio.current_time())
-            self._observe(batch, started, len(items), failed=False)
-            offset = 0
-            for job in batch:
-                self._deliver(job, results[offset : offset + len(job.items)])
-                offset += len(job.items)
+            args, call.state = self.procedure.encode(call.items)
+            await self.pool.submit(
+                call,
+                self.procedure.sql,
+                *args,
+                kind=self.procedure.kind,
+                timeout_s=self.procedure.timeout_s,
+            )
+        except Exception as error:
+            call.fail(error)
+        except BaseException:
+            call.abandon()
+            raise
+
+    def _succeeded(self, call: FusedCall, raw: Any) -> None:
+        try:
+            results = self.procedure.decode(raw, call.items, call.state)
+            self._check_count(results, len(call.items))
+        except Exception as error:
+            self._failed(call, error)
+            return
+        now = trio.current_time()
+        self.limit.record(now - call.started, now)
+        self._observe(call.batch, call.started, len(call.items), failed=False)
+        offset = 0
+        for job in call.batch:
+            self._deliver(job, results[offset : offset + len(job.items)])
+            offset += len(job.items)
+        self._finish(call)
+
+    def _failed(self, call: FusedCall, error: BaseException) -> None:
+        self._observe(call.batch, call.started, len(call.items), failed=True)
+        calls = self._calls
+        rejected = isinstance(error, DatabaseError) and not isinstance(
+            error, TransientDatabaseError
+        )
+        if rejected and len(call.batch) > 1 and calls is not None:
+            log.info(
+                "fused call rejected; retrying its requests one by one",
+                extra={"lane": self.name, "requests": len(call.batch), "error": str(error)},
+            )
+            calls.start_soon(self._one_by_one, call)
+            return
+        for job in call.batch:
+            job.reply.fail(error)
+        self._finish(call)
+
+    async def _one_by_one(self, call: FusedCall) -> None:
+        try:
+            for job in call.batch:
+                try:
+                    self._deliver(job, await self._call(job.items))
+                except Exception as single_error:
+                    job.reply.fail(single_error)
         finally:
-            for job in batch:
-                job.reply.abandon()  # a no-op once answered; cancelled mid-call: ActorGone
-            self.limit.limiter.release_on_behalf_of(grant)
-            if self._hold is not None and self.limit.limiter.borrowed_tokens == 0:
-                self._hold.cancel()
+            self._finish(call)
+
+    def _finish(self, call: FusedCall) -> None:
+        """Once per call, however it ended: no request left unanswered (a no-op for those
+        answered; ActorGone for the others), its grant back, and the hold ended if the lane just
+        went idle."""
+        if call not in self._in_flight:
+            return
+        self._in_flight.remove(call)
+        for job in call.batch:
+            job.reply.abandon()
+        self.limit.limiter.release_on_behalf_of(call.grant)
+        if self._hold is not None and self.limit.limiter.borrowed_tokens == 0:
+            self._hold.cancel()
+
+    def _crash(self, error: Exception) -> None:
+        """A hook failed where the result arrived (on the slot's asyncio task): the lane crashes,
+        as it did when the hooks ran in one of its own tasks, not the slot."""
+        if self._calls is not None:
+            self._calls.start_soon(_reraise, error)
 
     def _observe(self, batch: list[BatchJob], started: float, items: int, *, failed: bool) -> None:
         if self.observer is not None:
@@ -260,9 +309,12 @@ class Lane:
 
     async def _call(self, items: Sequence[Any]) -> Results:
         results = await self.procedure.call(self.pool, items)
-        if len(results) != len(items):
-            raise DatabaseError(f"{self.name}: {len(results)} results for {len(items)} items")
+        self._check_count(results, len(items))
         return results
+
+    def _check_count(self, results: Results, items: int) -> None:
+        if len(results) != items:
+            raise DatabaseError(f"{self.name}: {len(results)} results for {items} items")
 
     def _deliver(self, job: BatchJob, results: Results) -> None:
         if self.on_results is not None:
@@ -272,13 +324,55 @@ class Lane:
                 self.on_undelivered(result)
 
 
+class FusedCall:
+    """One fused call in flight, and the `Answer` the pool gives its outcome to: on trio-asyncio's
+    loop, where the result arrives, each request gets its slice right there, so the lane spawns
+    no task per call (docs/performance.md, "Fewer passes per call")."""
+
+    __slots__ = ("_lane", "_open", "batch", "grant", "items", "started", "state")
+
+    def __init__(self, lane: Lane, batch: list[BatchJob], grant: object) -> None:
+        self._lane = lane
+        self._open = True
+        self.batch = batch
+        self.grant = grant
+        self.items = [item for job in batch for item in job.items]
+        self.started = trio.current_time()
+        self.state: Any = None  # what the procedure's encode left for its decode
+
+    def send(self, value: Any) -> bool:
+        return self._settle(self._lane._succeeded, value)
+
+    def fail(self, error: BaseException) -> bool:
+        return self._settle(self._lane._failed, error)
+
+    def abandon(self) -> None:
+        self._open = False
+        self._lane._finish(self)
+
+    def _settle(self, how: Callable[[FusedCall, Any], None], outcome: Any) -> bool:
+        if not self._open:
+            return False
+        self._open = False
+        try:
+            how(self, outcome)
+        except Exception as error:
+            self._lane._crash(error)
+            self._lane._finish(self)
+        return True
+
+
+async def _reraise(error: Exception) -> None:
+    raise error
+
+
 class Batcher:
     """The lanes of one worker process, one per row of the lane table."""
 
     def __init__(
         self,
         config: Config,
-        pool: Runner,
+        pool: Submitter,
         *,
         on_pushed: Delivered,
         on_popped: Delivered,

@@ -15,7 +15,9 @@ long as the stall lasts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,16 +33,18 @@ from queen.backoff import backoff_delays
 from queen.db import bridge
 from queen.db.connect import ConnectParams, connect
 from queen.db.errors import DatabaseError, DatabaseUnavailable, from_sqlstate
-from queen.db.runner import CallKind
+from queen.db.runner import Answer, CallKind
 
 log = logging.getLogger("queen.slots")
+
+STOP_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
 class DbCall:
     sql: str
     args: tuple[Any, ...]
-    reply: Reply[Any]
+    reply: Answer
     kind: CallKind = "fetch"
     timeout_s: float | None = None
 
@@ -79,7 +83,21 @@ OnConnect = Callable[[asyncpg.Connection], Awaitable[None]]
 
 class ConnectionSlot:
     """One connection and the actor that uses it. The pool hands it one job at a time; between
-    jobs it takes the next queued job itself, or parks on the pool's idle stack."""
+    jobs it takes the next queued job itself, or parks on the pool's idle stack.
+
+    The slot's trio task connects, reconnects and stops; the calls themselves run in an asyncio
+    task on trio-asyncio's loop, started by the asker's `hand` when the connection is live, which
+    answers the job, takes the queued ones, and parks the slot (or gives it back to the trio task
+    when the connection is lost). A call thus costs no scheduler pass of the slot's task, nor an
+    asyncio task of its own under load (docs/performance.md, "Fewer passes per call"). That task
+    is bounded by the slot's: at most one per slot, and the slot's task cancels it and waits for
+    it (at most STOP_GRACE_S) when it stops.
+    """
+
+    # trio-asyncio's loop, where the calls run, and the context they run in (the slot's, not the
+    # first asker's): both known once the slot's task runs.
+    _loop: asyncio.AbstractEventLoop
+    _context: contextvars.Context
 
     def __init__(self, index: int, pool: SlotPool) -> None:
         self.index = index
@@ -90,16 +108,35 @@ class ConnectionSlot:
         self._retry_at = 0.0
         self._failures = 0
         self._delay = backoff_delays(0.05, 2.0)
-        self._handed, self._inbox = trio.open_memory_channel[DbCall](1)
         self._needed = trio.Event()
+        self._reset()
+
+    def _reset(self) -> None:
+        """What one incarnation of the slot's task leaves behind must not reach the next."""
+        # Set when the slot comes back to its trio task: its connection was lost or replaced
+        # (`_runs` ended without parking it), a job was handed to it while it had no live
+        # connection (`_pending`), or the asyncio side failed in a way it could not answer.
+        self._back = trio.Event()
+        self._pending: DbCall | None = None
+        self._crashed: Exception | None = None
+        # The asyncio task running the slot's calls, and the job it is answering.
+        self._runs: asyncio.Task[None] | None = None
+        self._job: DbCall | None = None
 
     @property
     def connected(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
 
     def hand(self, job: DbCall) -> None:
-        """Only the pool calls this, and only on a slot it just took off the idle stack."""
-        self._handed.send_nowait(job)
+        """Only the pool calls this, and only on a slot it just took off the idle stack. A live
+        connection starts the call right here, in the caller's scheduler pass; a slot without one
+        gets the job in its own task, which connects or fails it."""
+        conn = self._conn
+        if conn is not None and not conn.is_closed():
+            self._launch(conn, job)
+        else:
+            self._pending = job
+            self._back.set()
 
     def wake(self) -> None:
         self._needed.set()
@@ -110,6 +147,9 @@ class ConnectionSlot:
         return trio.current_time() >= self._retry_at
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._reset()
+        self._loop = trio_asyncio.current_loop.get()
+        self._context = contextvars.copy_context()
         self.health.slots[self.index] = False
         task_status.started()
         try:
@@ -119,31 +159,36 @@ class ConnectionSlot:
                 with contextlib.suppress(DatabaseUnavailable):
                     await self._ensure_connected()
             while True:
-                if not self.connected:
-                    # A connection can close after its last call answered (PostgreSQL went away
-                    # in between): it stops counting as live before the count is read, or this
-                    # slot would step aside for itself, every other slot for it, and queued jobs
-                    # would wait until some later call woke a slot (found by the chaos test).
-                    self.health.slots[self.index] = False
-                    if self.health.connected > 0:
-                        # Other slots serve: jobs this one took would only fail. It waits, cold,
-                        # until the pool needs another slot. (The last slot to lose its
-                        # connection stays, and fails jobs at once while it backs off.)
-                        await self._connect_when_needed()
-                        continue
-                job = self.pool.queued_job()
+                self._back = trio.Event()
+                job, self._pending = self._pending, None
+                if job is None:
+                    if not self.connected:
+                        # A connection can close after its last call answered (PostgreSQL went
+                        # away in between): it stops counting as live before the count is read,
+                        # or this slot would step aside for itself, every other slot for it, and
+                        # queued jobs would wait until some later call woke a slot (found by the
+                        # chaos test).
+                        self.health.slots[self.index] = False
+                        if self.health.connected > 0:
+                            # Other slots serve: jobs this one took would only fail. It waits,
+                            # cold, until the pool needs another slot. (The last slot to lose its
+                            # connection stays, and fails jobs at once while it backs off.)
+                            await self._connect_when_needed()
+                            continue
+                    job = self.pool.queued_job()
                 if job is None:
                     self.pool.park(self)
-                    job = await self._inbox.receive()
-                try:
-                    await self._serve(job)
-                except BaseException:
-                    job.reply.abandon()  # cancelled mid-call: the asker gets ActorGone
-                    raise
+                elif not await self._start(job):
+                    continue
+                await self._back.wait()
+                if self._crashed is not None:
+                    raise self._crashed
         finally:
             self.pool.done_warming(self)
             self.pool.forget(self)
-            _abandon_queued(self._inbox)
+            if self._pending is not None:
+                self._pending.reply.abandon()
+            await self._stop_runs()
             self.health.slots.pop(self.index, None)
             conn, self._conn = self._conn, None
             if conn is not None:
@@ -224,15 +269,70 @@ class ConnectionSlot:
         self._retry_at = trio.current_time() + self._delay(self._failures)
         self._failures += 1
 
-    async def _serve(self, job: DbCall) -> None:
+    async def _start(self, job: DbCall) -> bool:
+        """Start `job` on this slot's connection, connecting first if need be; False when it could
+        not start (the job was failed: the database is unavailable)."""
         try:
             conn = await self._ensure_connected()
         except DatabaseUnavailable as error:
             job.reply.fail(error)
+            return False
+        except BaseException:
+            job.reply.abandon()  # stopped while connecting: the asker gets ActorGone
+            raise
+        self._launch(conn, job)
+        return True
+
+    def _launch(self, conn: asyncpg.Connection, job: DbCall) -> None:
+        """From here until it parks the slot or gives it back, an asyncio task owns the slot. It
+        answers each job's Reply itself (setting a trio Event from trio-asyncio's loop, which runs
+        as a trio task): the slot's own task is no stop on a call's way."""
+        self._job = job
+        self._runs = self._loop.create_task(self._run_jobs(conn, job), context=self._context.copy())
+
+    async def _run_jobs(self, conn: asyncpg.Connection, job: DbCall) -> None:
+        """The asyncio side: answer `job`, then the jobs queued meanwhile, on one connection. It
+        parks the slot when none is left, and gives the slot back to its trio task when the
+        connection is lost or replaced."""
+        try:
+            while True:
+                await self._answer(conn, job)
+                if self._conn is not conn:
+                    break
+                next_job = self.pool.queued_job()
+                if next_job is None:
+                    self._job = self._runs = None
+                    self.pool.park(self)
+                    return
+                self._job = job = next_job
+        except Exception as error:  # a fault of this code, not of the call: the slot crashes
+            job.reply.abandon()
+            self._crashed = error
+        self._job = self._runs = None
+        self._back.set()
+
+    async def _stop_runs(self) -> None:
+        """At shutdown, a call in flight is cancelled (its asker gets ActorGone) and waited for,
+        at most STOP_GRACE_S: asyncpg ends a cancelled call at once and sends PostgreSQL's cancel
+        request from a task of its own, which the command timeout bounds."""
+        runs, job = self._runs, self._job
+        self._runs = self._job = None
+        if job is not None:
+            job.reply.abandon()
+        if runs is None or runs.done():
             return
+        ended = trio.Event()
+        runs.add_done_callback(lambda _: ended.set())
+        runs.cancel()
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + STOP_GRACE_S):
+            await ended.wait()
+
+    async def _answer(self, conn: asyncpg.Connection, job: DbCall) -> None:
+        """Run one job on `conn` (asyncio side) and answer it whatever happens; a connection found
+        lost or in an unknown state is dropped."""
         method = getattr(conn, job.kind)
         try:
-            result = await trio_asyncio.aio_as_trio(method)(
+            result = await method(
                 job.sql,
                 *job.args,
                 timeout=job.timeout_s if job.timeout_s is not None else self.params.call_deadline_s,
@@ -340,7 +440,21 @@ class SlotPool:
         self, sql: str, *args: Any, kind: CallKind = "fetch", timeout_s: float | None = None
     ) -> Any:
         reply: Reply[Any] = Reply()
-        job = DbCall(sql, args, reply, kind, timeout_s)
+        await self.submit(reply, sql, *args, kind=kind, timeout_s=timeout_s)
+        return await reply.wait()
+
+    async def submit(
+        self,
+        answer: Answer,
+        sql: str,
+        *args: Any,
+        kind: CallKind = "fetch",
+        timeout_s: float | None = None,
+    ) -> None:
+        """Start a call whose outcome goes to `answer`, on trio-asyncio's loop where the result
+        arrives (or on the slot's task, when it fails without reaching the database). It yields
+        only when every slot is busy, on the way into the queue, as `call` always did."""
+        job = DbCall(sql, args, answer, kind, timeout_s)
         slot = self.idle.pop() if self.idle else None
         if not self.idle:
             self._grow()
@@ -348,7 +462,6 @@ class SlotPool:
             slot.hand(job)
         else:
             await deliver(self._send, job)
-        return await reply.wait()
 
     def queued_job(self) -> DbCall | None:
         try:

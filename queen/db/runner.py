@@ -5,6 +5,10 @@ bare connection (`ConnectionRunner`, queen/db/connect.py). `Pools` is what the r
 the `admin` pool for reads and slow administrative calls, the `hot` pool for calls on the message
 path, so a slow listing never holds a connection a push or pop is waiting for. Each procedure
 function picks one of the two itself.
+
+A `Submitter` (a slot pool) also starts a call without waiting for it: its outcome goes to an
+`Answer`, on whichever task the result arrives (the batcher's lanes deliver there, so a call costs
+them no task of their own).
 """
 
 from __future__ import annotations
@@ -18,6 +22,29 @@ class Runner(Protocol):
     async def call(
         self, sql: str, *args: Any, kind: CallKind = "fetch", timeout_s: float | None = None
     ) -> Any: ...
+
+
+class Answer(Protocol):
+    """Where a call's outcome goes (queen/actors/mailbox.py's `Reply` is one): a result, an error,
+    or nothing (the runner stopped first). Called once; later calls are refused (False)."""
+
+    def send(self, value: Any) -> bool: ...
+
+    def fail(self, error: BaseException) -> bool: ...
+
+    def abandon(self) -> None: ...
+
+
+class Submitter(Runner, Protocol):
+    async def submit(
+        self,
+        answer: Answer,
+        sql: str,
+        *args: Any,
+        kind: CallKind = "fetch",
+        timeout_s: float | None = None,
+    ) -> None:
+        """Start the call (waiting only for room in a full queue); `answer` gets its outcome."""
 
 
 class Pools(Protocol):

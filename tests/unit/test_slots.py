@@ -23,7 +23,7 @@ from queen.db.errors import DatabaseError, DatabaseUnavailable
 
 PARAMS = ConnectParams("127.0.0.1", 1, "u", "p", "d", ssl=False, connect_timeout_s=1.0)
 
-Behaviour = Callable[["FakeConnection", str], Awaitable[Any]]
+Behaviour = Callable[..., Awaitable[Any]]
 
 
 class FakeConnection:
@@ -34,7 +34,7 @@ class FakeConnection:
 
     async def fetchval(self, sql: str, *args: Any, **options: Any) -> Any:
         self.served.append((sql, self))
-        return await self.behaviour(self, sql)
+        return await self.behaviour(self, sql, **options)
 
     def is_closed(self) -> bool:
         return self.closed
@@ -52,12 +52,13 @@ class FakeServer:
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
         self.refusing = False
+        self.stalling = False  # connection attempts never finish
         self.limit: int | None = None  # connections it accepts at most (others are refused)
         self.connections: list[FakeConnection] = []
         self.served: list[tuple[str, FakeConnection]] = []
 
     async def connect(self, params: ConnectParams, **options: Any) -> FakeConnection:
-        await asyncio.sleep(0)
+        await asyncio.sleep(3600 if self.stalling else 0)
         if self.refusing or (self.limit is not None and len(self.connections) >= self.limit):
             raise ConnectionRefusedError("connection refused")
         connection = FakeConnection(self.behaviour, self.served)
@@ -65,7 +66,7 @@ class FakeServer:
         return connection
 
 
-async def answer(connection: FakeConnection, sql: str) -> Any:
+async def answer(connection: FakeConnection, sql: str, **options: Any) -> Any:
     if sql == "boom":
         raise ZeroDivisionError("unexpected")
     if sql == "bad argument":
@@ -79,6 +80,8 @@ async def answer(connection: FakeConnection, sql: str) -> Any:
         await asyncio.sleep(3600)
     if sql == "brief":
         await asyncio.sleep(0.01)
+    if sql == "stalled":  # no answer ever comes: only asyncpg's timeout ends the wait
+        await asyncio.wait_for(asyncio.sleep(3600), options["timeout"])
     if sql == "answered, then lost":
         connection.closed = True  # the server went away right after answering
     return sql
@@ -194,6 +197,68 @@ async def test_calls_in_flight_or_queued_when_the_pool_stops_get_actor_gone(
             pool_scope.cancel()
     assert outcomes == ["gone", "gone"]
     assert server.connections[0].closed  # a connection cancelled mid-call is never reused
+    assert not asyncio.all_tasks(trio_asyncio.current_loop.get()), "the call's task was left"
+
+
+async def test_a_call_waiting_for_its_slot_to_reconnect_gets_actor_gone_at_shutdown(
+    server: FakeServer,
+) -> None:
+    outcomes: list[str] = []
+
+    async def ask(pool: SlotPool) -> None:
+        with pytest.raises(ActorGone):
+            await pool.call("q", kind="fetchval")
+        outcomes.append("gone")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as outer, running(SlotPool("test", PARAMS, size=1)) as pool:
+            assert await pool.call("answered, then lost", kind="fetchval") == "answered, then lost"
+            server.stalling = True
+            outer.start_soon(ask, pool)
+            while pool.idle:  # noqa: ASYNC110 (the slot takes the call and reconnects)
+                await trio.sleep(0.01)
+    assert outcomes == ["gone"]
+
+
+async def test_an_asker_that_stops_waiting_does_not_cancel_its_call(server: FakeServer) -> None:
+    async with running(SlotPool("test", PARAMS, size=1)) as pool:
+        with trio.move_on_after(0.001):
+            await pool.call("brief", kind="fetchval")
+        assert await pool.call("next", kind="fetchval") == "next"
+        assert [sql for sql, _ in server.served] == ["brief", "next"]
+        assert len(server.connections) == 1 and not server.connections[0].closed
+
+
+async def test_a_call_past_the_in_flight_deadline_marks_its_connection_dead(
+    server: FakeServer,
+) -> None:
+    quick = dataclasses.replace(PARAMS, call_deadline_s=0.05)
+    async with running(SlotPool("test", quick, size=1)) as pool:
+        with trio.fail_after(5), pytest.raises(DatabaseUnavailable):
+            await pool.call("stalled", kind="fetchval")
+        assert server.connections[0].closed
+
+
+async def test_a_fault_on_the_calls_side_crashes_the_slot_for_its_supervisor(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calls run in an asyncio task, outside the slot's nursery: a bug there must still reach
+    the supervisor (a restart, logged) rather than leave the slot owned by a task that ended."""
+    pool = SlotPool("test", PARAMS, size=1)
+    faulty = pool.queued_job
+
+    def fails_once() -> slots.DbCall | None:
+        monkeypatch.setattr(pool, "queued_job", faulty)
+        raise RuntimeError("a bug")
+
+    async with running(pool):
+        monkeypatch.setattr(pool, "queued_job", fails_once)
+        assert await pool.call("answered first", kind="fetchval") == "answered first"
+        with trio.fail_after(5):
+            while len(server.connections) < 2:  # noqa: ASYNC110 (the restart's backoff)
+                await trio.sleep(0.01)
+        assert server.connections[0].closed
+        assert await pool.call("after the restart", kind="fetchval") == "after the restart"
 
 
 @contextlib.asynccontextmanager
