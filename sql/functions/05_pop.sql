@@ -215,10 +215,10 @@ BEGIN
                                   'queue', v_q.name, 'bytes', 0, 'overBudget', v_over_budget);
     END IF;
 
-    SELECT m.id, m.created_at INTO v_last_id, v_last_created
-    FROM queen.messages m WHERE m.partition_id = p_partition_id AND m.seq = v_last_seq;
-
     IF p_auto_ack THEN
+        -- The cursor names its message; a leased batch leaves that to its acks.
+        SELECT m.id, m.created_at INTO v_last_id, v_last_created
+        FROM queen.messages m WHERE m.partition_id = p_partition_id AND m.seq = v_last_seq;
         UPDATE queen.partition_consumers
         SET last_consumed_seq = v_last_seq, last_consumed_id = v_last_id,
             last_consumed_created_at = v_last_created, last_consumed_at = v_now,
@@ -406,15 +406,18 @@ DECLARE
     v_ids uuid[];
     v_groups text[];
 BEGIN
-    SELECT array_agg(p.id), array_agg(coalesce(nullif(r->>'group', ''), '__QUEUE_MODE__'))
-    INTO v_ids, v_groups
-    FROM jsonb_array_elements(p_requests) r
-    JOIN queen.queues q ON q.name = r->>'queue'
-    JOIN queen.partitions p ON p.queue_id = q.id AND p.name = r->>'partition'
-    WHERE NOT (q.window_buffer > 0 AND p.last_message_created_at IS NOT NULL
-               AND p.last_message_created_at > now() - make_interval(secs => q.window_buffer));
-    IF v_ids IS NOT NULL THEN
-        PERFORM queen.lock_consumer_rows(v_ids, v_groups);
+    -- (Most pops name no partition: they skip the lookup.)
+    IF p_requests @? '$[*].partition ? (@ != null)' THEN
+        SELECT array_agg(p.id), array_agg(coalesce(nullif(r->>'group', ''), '__QUEUE_MODE__'))
+        INTO v_ids, v_groups
+        FROM jsonb_array_elements(p_requests) r
+        JOIN queen.queues q ON q.name = r->>'queue'
+        JOIN queen.partitions p ON p.queue_id = q.id AND p.name = r->>'partition'
+        WHERE NOT (q.window_buffer > 0 AND p.last_message_created_at IS NOT NULL
+                   AND p.last_message_created_at > now() - make_interval(secs => q.window_buffer));
+        IF v_ids IS NOT NULL THEN
+            PERFORM queen.lock_consumer_rows(v_ids, v_groups);
+        END IF;
     END IF;
 
     FOR v_request IN SELECT r FROM jsonb_array_elements(p_requests) r LOOP
