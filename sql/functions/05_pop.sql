@@ -30,12 +30,16 @@ $$;
 -- p_lease_owner names the worker incarnation taking the lease (07_leases.sql), NULL if none.
 -- Its statements keep one generic plan per session: with the cursor and the batch size known, the
 -- planner found the byte-size sum below cheaper to plan anew than to reuse, and planned it again
--- on every call of a batch above 1 (a seventh of a pop's and ack's CPU in PostgreSQL).
+-- on every call of a batch above 1 (a seventh of a pop's and ack's CPU in PostgreSQL). Every one
+-- of them reads by key, and without sequential scans none of those plans can become a scan of
+-- queen.messages when it was made while the table looked empty (a sort of the whole table per
+-- pop in the latency phase of a fresh database).
 CREATE OR REPLACE FUNCTION queen.claim_partition(
     p_partition_id uuid, p_group text, p_lease_id text, p_limit integer, p_lease_seconds integer,
     p_auto_ack boolean, p_sub_mode text, p_sub_from text, p_wildcard boolean, p_skip_locked boolean,
     p_lease_owner text, p_max_bytes bigint, p_oversize_first boolean
-) RETURNS jsonb LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+) RETURNS jsonb LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
     v_pc queen.partition_consumers%ROWTYPE;
     v_q queen.queues%ROWTYPE;
