@@ -28,11 +28,18 @@ $$;
 -- {messages: [...], count, bytes, overBudget} (count 0 = claimed but nothing deliverable; no
 -- lease kept; overBudget: messages were left behind for the budget).
 -- p_lease_owner names the worker incarnation taking the lease (07_leases.sql), NULL if none.
+-- Its statements keep one generic plan per session: with the cursor and the batch size known, the
+-- planner found the byte-size sum below cheaper to plan anew than to reuse, and planned it again
+-- on every call of a batch above 1 (a seventh of a pop's and ack's CPU in PostgreSQL). Every one
+-- of them reads by key, and without sequential scans none of those plans can become a scan of
+-- queen.messages when it was made while the table looked empty (a sort of the whole table per
+-- pop in the latency phase of a fresh database).
 CREATE OR REPLACE FUNCTION queen.claim_partition(
     p_partition_id uuid, p_group text, p_lease_id text, p_limit integer, p_lease_seconds integer,
     p_auto_ack boolean, p_sub_mode text, p_sub_from text, p_wildcard boolean, p_skip_locked boolean,
     p_lease_owner text, p_max_bytes bigint, p_oversize_first boolean
-) RETURNS jsonb LANGUAGE plpgsql AS $$
+) RETURNS jsonb LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
     v_pc queen.partition_consumers%ROWTYPE;
     v_q queen.queues%ROWTYPE;
@@ -215,10 +222,10 @@ BEGIN
                                   'queue', v_q.name, 'bytes', 0, 'overBudget', v_over_budget);
     END IF;
 
-    SELECT m.id, m.created_at INTO v_last_id, v_last_created
-    FROM queen.messages m WHERE m.partition_id = p_partition_id AND m.seq = v_last_seq;
-
     IF p_auto_ack THEN
+        -- The cursor names its message; a leased batch leaves that to its acks.
+        SELECT m.id, m.created_at INTO v_last_id, v_last_created
+        FROM queen.messages m WHERE m.partition_id = p_partition_id AND m.seq = v_last_seq;
         UPDATE queen.partition_consumers
         SET last_consumed_seq = v_last_seq, last_consumed_id = v_last_id,
             last_consumed_created_at = v_last_created, last_consumed_at = v_now,
@@ -406,15 +413,18 @@ DECLARE
     v_ids uuid[];
     v_groups text[];
 BEGIN
-    SELECT array_agg(p.id), array_agg(coalesce(nullif(r->>'group', ''), '__QUEUE_MODE__'))
-    INTO v_ids, v_groups
-    FROM jsonb_array_elements(p_requests) r
-    JOIN queen.queues q ON q.name = r->>'queue'
-    JOIN queen.partitions p ON p.queue_id = q.id AND p.name = r->>'partition'
-    WHERE NOT (q.window_buffer > 0 AND p.last_message_created_at IS NOT NULL
-               AND p.last_message_created_at > now() - make_interval(secs => q.window_buffer));
-    IF v_ids IS NOT NULL THEN
-        PERFORM queen.lock_consumer_rows(v_ids, v_groups);
+    -- (Most pops name no partition: they skip the lookup.)
+    IF p_requests @? '$[*].partition ? (@ != null)' THEN
+        SELECT array_agg(p.id), array_agg(coalesce(nullif(r->>'group', ''), '__QUEUE_MODE__'))
+        INTO v_ids, v_groups
+        FROM jsonb_array_elements(p_requests) r
+        JOIN queen.queues q ON q.name = r->>'queue'
+        JOIN queen.partitions p ON p.queue_id = q.id AND p.name = r->>'partition'
+        WHERE NOT (q.window_buffer > 0 AND p.last_message_created_at IS NOT NULL
+                   AND p.last_message_created_at > now() - make_interval(secs => q.window_buffer));
+        IF v_ids IS NOT NULL THEN
+            PERFORM queen.lock_consumer_rows(v_ids, v_groups);
+        END IF;
     END IF;
 
     FOR v_request IN SELECT r FROM jsonb_array_elements(p_requests) r LOOP

@@ -219,26 +219,33 @@ BEGIN
             'leaseReleased', v_released, 'dlq', v_dlq, 'consumerGroup', v_key_group);
     END LOOP;
 
-    -- Every key's state and completion log written back, one statement each.
-    INSERT INTO queen.partition_consumers SELECT * FROM unnest(v_new_rows)
-    ON CONFLICT (partition_id, consumer_group) DO NOTHING;
-    UPDATE queen.partition_consumers pc SET
-        last_consumed_seq = c.last_consumed_seq,
-        last_consumed_id = c.last_consumed_id,
-        last_consumed_created_at = c.last_consumed_created_at,
-        last_consumed_at = c.last_consumed_at,
-        total_messages_consumed = c.total_messages_consumed,
-        total_batches_consumed = c.total_batches_consumed,
-        worker_id = c.worker_id,
-        lease_expires_at = c.lease_expires_at,
-        lease_acquired_at = c.lease_acquired_at,
-        batch_size = c.batch_size,
-        acked_count = c.acked_count,
-        batch_retry_count = c.batch_retry_count
-    FROM unnest(v_changed_rows) c
-    WHERE pc.id = c.id;
-    INSERT INTO queen.messages_consumed (partition_id, consumer_group, messages_completed, messages_failed)
-    SELECT (t->>0)::uuid, t->>1, (t->>2)::integer, (t->>3)::integer FROM unnest(v_tallies) t;
+    -- Every key's state and completion log written back, one statement each (none when there is
+    -- nothing to write: most acks create no row).
+    IF cardinality(v_new_rows) > 0 THEN
+        INSERT INTO queen.partition_consumers SELECT * FROM unnest(v_new_rows)
+        ON CONFLICT (partition_id, consumer_group) DO NOTHING;
+    END IF;
+    IF cardinality(v_changed_rows) > 0 THEN
+        UPDATE queen.partition_consumers pc SET
+            last_consumed_seq = c.last_consumed_seq,
+            last_consumed_id = c.last_consumed_id,
+            last_consumed_created_at = c.last_consumed_created_at,
+            last_consumed_at = c.last_consumed_at,
+            total_messages_consumed = c.total_messages_consumed,
+            total_batches_consumed = c.total_batches_consumed,
+            worker_id = c.worker_id,
+            lease_expires_at = c.lease_expires_at,
+            lease_acquired_at = c.lease_acquired_at,
+            batch_size = c.batch_size,
+            acked_count = c.acked_count,
+            batch_retry_count = c.batch_retry_count
+        FROM unnest(v_changed_rows) c
+        WHERE pc.id = c.id;
+    END IF;
+    IF cardinality(v_tallies) > 0 THEN
+        INSERT INTO queen.messages_consumed (partition_id, consumer_group, messages_completed, messages_failed)
+        SELECT (t->>0)::uuid, t->>1, (t->>2)::integer, (t->>3)::integer FROM unnest(v_tallies) t;
+    END IF;
 
     RETURN coalesce((SELECT jsonb_agg(r ORDER BY i) FROM unnest(v_results) WITH ORDINALITY u(r, i)
                      WHERE r IS NOT NULL), '[]'::jsonb);
