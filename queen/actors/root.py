@@ -39,6 +39,7 @@ from queen.actors.retention import RetentionServices
 from queen.actors.slots import SlotPool
 from queen.actors.supervisor import Child, Supervisor
 from queen.actors.system_flags import SystemFlags
+from queen.actors.table_statistics import TableStatistics
 from queen.actors.warm_up import warm_up
 from queen.config import Config
 from queen.db import consumer_groups as groups
@@ -170,6 +171,7 @@ class Services:
             ),
         )
         self.metrics_janitor = MetricsJanitor(config, self.admin)
+        self.table_statistics = TableStatistics(self.admin)
         self.in_flight = 0  # HTTP requests being answered (queen/metrics/asgi.py counts them)
         self.supervisor = Supervisor(f"worker-{worker_id}", self.children())
         self._nursery: trio.Nursery | None = None
@@ -191,6 +193,7 @@ class Services:
             Child("counters", self.counters.run),
             Child("metrics-sampler", self.metrics_sampler.run),
             Child("metrics-janitor", self.metrics_janitor.run),
+            Child("table-statistics", self.table_statistics.run),
             Child("jwks", self.jwks.run),
         ]
 
