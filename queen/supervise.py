@@ -168,6 +168,29 @@ class Database:
     failures: int = 0
 
 
+class Restartable(Protocol):
+    """A place in the tree that is started again after it ends (a worker, the postmaster)."""
+
+    started_at: float
+    due_at: float | None
+    failures: int
+
+    @property
+    def backoff(self) -> Callable[[int], float]: ...
+
+
+def _restart_later(place: Restartable) -> float:
+    """Make `place` due again after its backoff, counted afresh once it had run HEALTHY_RUN_S;
+    the delay."""
+    now = time.monotonic()
+    if now - place.started_at >= HEALTHY_RUN_S:
+        place.failures = 0
+    delay = place.backoff(place.failures)
+    place.due_at = now + delay
+    place.failures += 1
+    return delay
+
+
 class ProcessTree:
     """The migration and worker children of one `queen serve`, and the loop that tends them."""
 
@@ -291,16 +314,11 @@ class ProcessTree:
             self.fatal = True
             self._stop()
             return
-        now = time.monotonic()
-        if now - worker.started_at >= HEALTHY_RUN_S:
-            worker.failures = 0
-        delay = worker.backoff(worker.failures)
+        delay = _restart_later(worker)
         log.error(
             "worker exited; restarting",
             extra={**worker.log_extra, "exit_code": code, "restart_in_s": delay},
         )
-        worker.due_at = now + delay
-        worker.failures += 1
 
     def _watch_database(self) -> None:
         """A postmaster that ended while the server runs is due to start again."""
@@ -309,13 +327,8 @@ class ProcessTree:
             return
         if database.cluster.running:
             return
-        now = time.monotonic()
-        if now - database.started_at >= HEALTHY_RUN_S:
-            database.failures = 0
-        delay = database.backoff(database.failures)
+        delay = _restart_later(database)
         log.error("embedded PostgreSQL exited; restarting", extra={"restart_in_s": delay})
-        database.due_at = now + delay
-        database.failures += 1
 
     def _restart_database(self, now: float) -> None:
         database = self._database
