@@ -51,7 +51,9 @@ BEGIN
     -- scan of the whole table, and PL/pgSQL keeps that plan for the session: planned when a new
     -- database was near empty, an ack read all of `messages` (20,000 rows: 8 ms of PostgreSQL's
     -- CPU per ack, against 0.05 by index) until autovacuum's next ANALYZE. The loop's statements
-    -- are planned with sequential scans off; the setting is put back for the rest.
+    -- are planned with sequential scans, hash joins and merge joins off, and the settings put
+    -- back after it: as a SET clause of the function they would also hold for the statements of
+    -- queen.lock_consumer_rows, which then got planned anew on every call.
     v_seqscan := current_setting('enable_seqscan');
     v_hashjoin := current_setting('enable_hashjoin');
     v_mergejoin := current_setting('enable_mergejoin');
