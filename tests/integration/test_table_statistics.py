@@ -4,6 +4,8 @@ autovacuum looks at most once a minute."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -37,3 +39,22 @@ def test_a_messages_table_that_doubled_is_analysed_by_the_server(
     # A manual ANALYZE (last_analyze; autovacuum's would be last_autoanalyze), made by a worker.
     wait_until(analysed, 60.0, "a worker to analyse queen.messages")
     assert not refresh(), "just analysed: nothing to do until the table doubles again"
+
+
+def test_an_acks_planner_settings_end_with_its_item_loop(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    """ack_items switches sequential scans, hash and merge joins off to plan its item lookup
+    (sql/functions/06_ack.sql); the rest of the caller's transaction plans as before."""
+    ack = [{"transactionId": "nobody", "partitionId": "00000000-0000-0000-0000-000000000000"}]
+    row = run_sql(
+        pg_cluster,
+        "SELECT (SELECT queen.ack_items($1::jsonb)) -> 0 ->> 'error' AS error, "
+        "current_setting('enable_seqscan') AS seqscan, "
+        "current_setting('enable_hashjoin') AS hashjoin, "
+        "current_setting('enable_mergejoin') AS mergejoin",
+        json.dumps(ack),
+        database=database,
+    )[0]
+    assert row["error"] == "Message not found"  # the item went through the loop
+    assert (row["seqscan"], row["hashjoin"], row["mergejoin"]) == ("on", "on", "on")
