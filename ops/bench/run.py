@@ -64,7 +64,7 @@ GENERATOR_SATURATED_CORES = 0.85
 TARGETS = {
     "push1000_vs_baseline": 0.30,
     "pop_ack_msg_per_s": 10_000,
-    "latency_p99_ms": 25.0,
+    "latency_p99_ms": 20.0,
     "rss_mb_per_worker": 100.0,
     "push1_vs_baseline": 0.021,
     "idle_rss_mb_serve_and_workers": 100.0,
@@ -83,6 +83,10 @@ PROFILE_MAX_S = 120.0
 QUIET_PROBE_S = 2.0
 QUIET_CORES = 0.3
 CONTENDED_CORES = 0.3
+# CPU the hypervisor took from this machine while it wanted to run: invisible before a phase
+# starts (an idle guest is owed nothing) and, in the latency phase, the cause of every tail seen
+# so far: runs whose p99 doubled had 0.2-0.7 cores of steal, quiet ones under 0.05.
+CONTENDED_STEAL_CORES = 0.1
 PG_TOP_STATEMENTS = 15
 PROFILE_NEEDLES = [
     "(hypercorn/",
@@ -685,7 +689,8 @@ class Bench:
             f"latency @{self.args.latency_rate:.0f} msg/s: p50 {figures['p50_ms']} ms, "
             f"p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms; pushed "
             f"{figures['pushed_2xx']}, delivered {figures['delivered']}, lost {figures['lost']}, "
-            f"duplicates {figures['duplicates']}"
+            f"duplicates {figures['duplicates']}; host steal {outcome.cpu_cores['machine_steal']} "
+            "cores"
         )
         if figures["first_push_failure"]:
             _say(f"first failed push: {figures['first_push_failure']}")
@@ -756,7 +761,7 @@ class Bench:
             if push_ratio is None
             else push_ratio >= TARGETS["push1000_vs_baseline"],
             "pop_ack>=10000": None if pop is None else pop >= TARGETS["pop_ack_msg_per_s"],
-            "latency_p99<=25ms_and_0_lost": None
+            "latency_p99<=20ms_and_0_lost": None
             if p99 is None
             else p99 <= TARGETS["latency_p99_ms"]
             and latency.get("lost") == 0
@@ -779,9 +784,13 @@ class Bench:
             "latency": self.out.get("latency"),
         }
         self.out["contended_phases"] = {
-            name: figures["cpu_cores"].get("other")
+            name: {key: figures["cpu_cores"].get(key) for key in ("other", "machine_steal")}
             for name, figures in named.items()
-            if figures and (figures["cpu_cores"].get("other") or 0) > CONTENDED_CORES
+            if figures
+            and (
+                (figures["cpu_cores"].get("other") or 0) > CONTENDED_CORES
+                or (figures["cpu_cores"].get("machine_steal") or 0) > CONTENDED_STEAL_CORES
+            )
         }
         phases = [self.out.get("baseline"), *push.values(), self.out.get("pop_ack")]
         self.out["generator_saturated_in"] = [
@@ -968,7 +977,7 @@ def _rows(out: dict[str, Any]) -> Iterator[str]:
         f"| push→pop latency @ {_fmt(lat.get('rate'))} msg/s, 1 partition "
         f"| p50 {_fmt(lat.get('p50_ms'))} ms, p99 {_fmt(lat.get('p99_ms'))} ms, "
         f"lost {lat.get('lost', '—')}, duplicates {lat.get('duplicates', '—')} "
-        f"| p99 ≤ 25 ms, 0 lost | p99 ≈55 ms |"
+        f"| p99 ≤ 20 ms, 0 lost | p99 ≈55 ms |"
     )
     yield (f"| RSS per worker (peak, end of load) | {_fmt(rss.get('max_hwm'))} MB | ≤ 100 MB | — |")
     idle = out.get("idle_rss_mb") or {}
@@ -1022,11 +1031,12 @@ def results_section(out: dict[str, Any], command: str) -> str:
     )
     contended = out.get("contended_phases")
     if contended:
-        listed = ", ".join(f"{name} ({cores} cores)" for name, cores in contended.items())
-        lines.append(
-            f"- **shared machine**: other processes took CPU during {listed}; those figures "
-            "understate the server"
+        listed = ", ".join(
+            f"{name} ({cores['other']} cores of other processes, {cores['machine_steal']} "
+            "stolen by the host)"
+            for name, cores in contended.items()
         )
+        lines.append(f"- **shared machine** during {listed}; those figures understate the server")
     if out.get("error"):
         lines.append(
             f"- **INCOMPLETE**: phase `{out['error']['phase']}` failed: "
