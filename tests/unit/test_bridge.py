@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import trio
 import trio.testing
 import trio_asyncio
@@ -58,3 +59,48 @@ async def test_asyncio_timers_and_coroutines_still_work() -> None:
         loop.call_later(0.005, fired.append, "timer")
         assert await trio_asyncio.aio_as_trio(later)() == "slept"
     assert fired == ["timer"]
+
+
+async def test_a_timer_set_while_the_loop_waits_with_none_still_fires() -> None:
+    # With no timer pending the loop waits on its queue alone, without a deadline: a timer added
+    # then must still wake it, at its time.
+    bridge.install()
+    fired = trio.Event()
+    async with trio_asyncio.open_loop() as loop:
+        await trio.testing.wait_all_tasks_blocked()
+        assert not loop._timers
+        started = trio.current_time()
+        loop.call_later(0.05, fired.set)
+        with trio.fail_after(5):
+            await fired.wait()
+        assert trio.current_time() - started >= 0.04
+
+
+async def test_a_trio_task_handed_to_the_waiting_loop_runs() -> None:
+    bridge.install()
+    ran = trio.Event()
+
+    async def in_the_loop() -> None:
+        await trio.lowlevel.checkpoint()
+        ran.set()
+
+    async with trio_asyncio.open_loop() as loop:
+        await trio.testing.wait_all_tasks_blocked()
+        loop.run_trio_task(in_the_loop)
+        with trio.fail_after(5):
+            await ran.wait()
+
+
+async def test_coroutines_given_as_callbacks_are_still_refused_in_debug_mode() -> None:
+    # Outside debug mode asyncio checks no callback, and neither does queen's loop now.
+    bridge.install()
+
+    async def not_a_callback() -> None:
+        pass
+
+    async with trio_asyncio.open_loop() as loop:
+        loop.set_debug(True)
+        with pytest.raises(TypeError, match="coroutines cannot be used"):
+            loop.call_soon(not_a_callback)
+        loop.set_debug(False)
+        loop.call_soon(print)
