@@ -17,7 +17,10 @@ trio-asyncio waits for its next callback inside a cancel scope with the nearest 
 even when no timer is set (a scope entered and left for a deadline that cannot come: a timer can
 only be added through the same queue the loop waits on), and it checks every scheduled callback
 for being a coroutine, which asyncio does only in debug mode (2-4 us a check, five a request).
-Together: 0.89x the worker CPU of an asyncpg round trip from trio, in paired runs.
+Together: 0.89x the worker CPU of an asyncpg round trip from trio, in paired runs. Outside debug
+mode a callback that is not one (queen schedules none; asyncpg's are its own) now fails when it
+runs rather than when it is scheduled: as in asyncio, except that trio-asyncio's exception
+handler then stops the loop instead of logging.
 
 This replaces private methods of one pinned release: `install` checks the release and leaves
 any other alone, and tests/unit/test_bridge.py fails when the pin moves, so the change is looked

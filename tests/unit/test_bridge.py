@@ -103,4 +103,7 @@ async def test_coroutines_given_as_callbacks_are_still_refused_in_debug_mode() -
         with pytest.raises(TypeError, match="coroutines cannot be used"):
             loop.call_soon(not_a_callback)
         loop.set_debug(False)
-        loop.call_soon(print)
+        ran = trio.Event()
+        loop.call_soon(ran.set)
+        with trio.fail_after(5):
+            await ran.wait()
