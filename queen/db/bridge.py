@@ -12,12 +12,17 @@ bounded and trio tasks are never starved) cut the CPU of a connection-slot call 
 a time and by about 30% four at once, in paired runs (docs/performance.md, the pop-one/ack-one
 section).
 
-Two more costs of every call, gone since (docs/performance.md, "What a small request costs"):
-trio-asyncio waits for its next callback inside a cancel scope with the nearest timer's deadline
-even when no timer is set (a scope entered and left for a deadline that cannot come: a timer can
-only be added through the same queue the loop waits on), and it checks every scheduled callback
-for being a coroutine, which asyncio does only in debug mode (2-4 us a check, five a request).
-Together: 0.89x the worker CPU of an asyncpg round trip from trio, in paired runs. Outside debug
+Three more costs of every call, gone since (docs/performance.md, "What a small request costs"):
+every asyncpg call sets a timer for its deadline (statement timeout + 5 s) and cancels it when
+it returns, and trio-asyncio keeps a cancelled timer in its heap until it would have fired, so a
+worker held some 35 s of calls' timers (3,200 after 3,000 calls with a 5 s deadline, in the
+measurement below); they now leave the heap once they reach its top, which in a stream of calls
+with one deadline is as soon as every earlier one was cancelled too. trio-asyncio also waits for
+its next callback inside a cancel scope with the nearest timer's deadline even when no live timer
+is left (a scope entered and left for a deadline that cannot come: a timer can only be added
+through the same queue the loop waits on), and it checks every scheduled callback for being a
+coroutine, which asyncio does only in debug mode (2-4 us a check, several a call). Together:
+0.90x the worker CPU of an asyncpg round trip from trio, in paired runs. Outside debug
 mode a callback that is not one (queen schedules none; asyncpg's are its own) now fails when it
 runs rather than when it is scheduled: as in asyncio, except that trio-asyncio's exception
 handler then stops the loop instead of logging.
@@ -46,7 +51,10 @@ _checked_callback = _loop.TrioEventLoop._check_callback
 
 
 async def _ready_callbacks(loop: Any, no_wait: bool = False) -> None:
-    if no_wait or loop._timers:
+    timers = loop._timers
+    while timers and timers[0]._cancelled:
+        heapq.heappop(timers)
+    if no_wait or timers:
         await _one_callback(loop, no_wait)
     else:
         await _run(loop, await loop._q_recv.receive())

@@ -107,3 +107,25 @@ async def test_coroutines_given_as_callbacks_are_still_refused_in_debug_mode() -
         loop.call_soon(ran.set)
         with trio.fail_after(5):
             await ran.wait()
+
+
+async def test_cancelled_timers_leave_the_heap_and_live_ones_still_fire() -> None:
+    # asyncpg sets a timer per call and cancels it when the call returns: kept until due, those
+    # would pile up for the whole statement timeout.
+    bridge.install()
+    fired = trio.Event()
+    async with trio_asyncio.open_loop() as loop:
+        live = loop.call_later(0.05, fired.set)
+        cancelled = [loop.call_later(60, fired.set) for _ in range(100)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(loop._timers) == 101
+        for handle in cancelled:
+            handle.cancel()
+        with trio.fail_after(5):
+            await fired.wait()
+        passed = trio.Event()
+        loop.call_soon(passed.set)
+        with trio.fail_after(5):
+            await passed.wait()
+        assert loop._timers == []
+        assert not live.cancelled()
