@@ -85,7 +85,7 @@ QUIET_CORES = 0.3
 CONTENDED_CORES = 0.3
 # CPU the hypervisor took from this machine while it wanted to run: invisible before a phase
 # starts (an idle guest is owed nothing) and, in the latency phase, the cause of every tail seen
-# so far: runs whose p99 doubled had 0.2-0.7 cores of steal, quiet ones under 0.05.
+# so far: runs whose p99 doubled had 0.12-0.87 cores stolen, those near 20 ms under 0.05.
 CONTENDED_STEAL_CORES = 0.1
 PG_TOP_STATEMENTS = 15
 PROFILE_NEEDLES = [
