@@ -32,4 +32,4 @@ class TableStatistics:
                 log.warning("refreshing table statistics failed", extra={"error": str(error)})
             else:
                 if analysed:
-                    log.info("queen.messages analysed: it had more than doubled")
+                    log.info("queen.messages analysed: it had changed by more than its size")
