@@ -108,7 +108,7 @@ class Services:
             on_acked=self._acked,
             on_transaction=self._transacted,
             on_cycle=self._cycled,
-            on_pop_undelivered=self._pop_undelivered,
+            on_pop_undelivered=self.give_back_undelivered,
             lease_owner=self.lease_reclaim.owner,
             observer=self.recorder.call_done,
         )
@@ -116,7 +116,7 @@ class Services:
         self.consumer_groups = ConsumerGroups(
             config,
             self.batcher.pop.submit,
-            on_undelivered=self._pop_undelivered,
+            on_undelivered=self.give_back_undelivered,
             queue_scopes=self.queue_scopes,
         )
         self.cluster = Cluster(
@@ -304,7 +304,7 @@ class Services:
             targets.append((outcome["queueName"], items[0].consumer_group))
         self.notify_many(targets)
 
-    def _pop_undelivered(self, result: Any) -> None:
+    def give_back_undelivered(self, result: Any) -> None:
         """The client left while its pop ran: give the partition back at once instead of letting
         the messages sit leased to nobody until the lease expires."""
         lease_id = result.get("leaseId") if isinstance(result, dict) else None

@@ -15,7 +15,9 @@ happens before any of the request reaches the app, so nothing is answered twice.
 ASGI as the app sees it matches hypercorn's: the same scope keys; the body arrives as `receive()`
 asks for it (nothing is read ahead of the app, so a body the budget refuses is never buffered);
 once the body is in, `receive()` waits for the client to leave and then reports
-`http.disconnect`, which is how a parked pop notices its client is gone.
+`http.disconnect`, which is how a parked pop notices its client is gone. A request that does not
+wait can ask instead, without a task reading for it: the scope's extension `CLIENT_LEFT` is a
+callable that says whether the client has closed or reset the connection.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
@@ -51,6 +54,7 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _NO_BODY_STATUSES = frozenset((204, 304))
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _DISCONNECT: Message = {"type": "http.disconnect"}
+CLIENT_LEFT = "queen.client_left"
 
 
 class HttpDate:
@@ -111,6 +115,7 @@ class H1Connection:
         self.response_state = 0  # 0 nothing sent, 1 started, 2 streaming, 3 complete
         self.chunked = False
         self.close_after = False
+        self.hangup: select.poll | None = None
 
     async def run(self) -> bytes | None:
         """Serve requests until the connection ends (None) or hypercorn must take it: then the
@@ -181,7 +186,7 @@ class H1Connection:
             "client": self.client,
             "server": self.local,
             "state": self.server.lifespan_state.copy(),
-            "extensions": {},
+            "extensions": {CLIENT_LEFT: self._client_left},
         }
         try:
             await self.server.app(scope, self._receive, self._send)
@@ -255,6 +260,17 @@ class H1Connection:
             else:
                 self.buffer += data
         return _DISCONNECT
+
+    def _client_left(self) -> bool:
+        """Whether the client has closed its side or reset the connection. A poll for the
+        hang-up alone: bytes it sent meanwhile (a pipelined request) stay unread, and a
+        client that only half-closed counts as gone, as it does for `http.disconnect`."""
+        if self.peer_gone:
+            return True
+        if self.hangup is None:
+            self.hangup = select.poll()
+            self.hangup.register(self.stream.socket.fileno(), select.POLLRDHUP)
+        return bool(self.hangup.poll(0))
 
     async def _receive_from_client(self) -> bytes:
         """The client's next bytes; b"" once it has left (closed or reset)."""

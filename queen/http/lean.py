@@ -26,10 +26,11 @@ from urllib.parse import parse_qsl
 import trio
 
 from queen.actors.root import Services
-from queen.http import messaging, probes, push_body
+from queen.http import messaging, probes, push_body, validate
 from queen.http.answers import Answer, error_answer
 from queen.http.body_budget import BODY_TIMEOUT_S, BodyBudget, BodyRefused, BodyShare
 from queen.http.failures import TOO_LARGE, failure_answer
+from queen.http.h1_connection import CLIENT_LEFT
 from queen.http.undecodable import QUOTE_UNDECODABLE
 
 Scope = dict[str, Any]
@@ -63,12 +64,10 @@ class _Pop:
     queue: str | None = None
     partition: str | None = None
 
-    async def answer(self, svc: Services, args: Mapping[str, str]) -> Answer:
+    def where(self, args: Mapping[str, str]) -> messaging.PopWhere:
         if self.queue is None:
-            where = messaging.namespace_task_target(args)
-        else:
-            where = messaging.queue_target(self.queue, self.partition)
-        return await messaging.pop_answer(svc, where, args)
+            return messaging.namespace_task_target(args)
+        return messaging.queue_target(self.queue, self.partition)
 
 
 async def _push(svc: Services, raw: bytes, scope: Scope) -> Answer:
@@ -241,8 +240,11 @@ class LeanRoutes:
         return b"".join(chunks), refused
 
     async def _pop_route(self, pop: _Pop, scope: Scope, receive: Receive, send: Send) -> None:
-        """A pop, cancelled as soon as its client leaves: a parked long-poll must not hold its
-        place, nor a lease be taken for nobody (the lane then gives undelivered messages back)."""
+        """A pop whose client leaves takes no lease for nobody, and a parked one does not hold
+        its place: a pop that may park is cancelled as soon as its client leaves (the lane then
+        gives undelivered messages back); one that answers at once asks the connection
+        whether its client is still there before its messages go out, which spares it the
+        watcher's task and cancel scope (~60 us of a worker's CPU per pop here)."""
         self.services.counters.requests += 1
         args = dict(
             reversed(
@@ -253,17 +255,33 @@ class LeanRoutes:
                 )
             )
         )
+        answer = await self._pop_answer(pop, args, scope, receive)
+        if answer is not None:
+            await _send(send, answer)
+
+    async def _pop_answer(
+        self, pop: _Pop, args: Mapping[str, str], scope: Scope, receive: Receive
+    ) -> Answer | None:
+        """The answer, or None once the client has left."""
+        client_left = scope["extensions"].get(CLIENT_LEFT)
+        try:
+            where = pop.where(args)
+            params = validate.pop_params(args, self.services.config)
+            if client_left is not None and not params.may_park:
+                return await messaging.pop_answer(self.services, where, params, client_left)
+        except messaging.ClientLeft:
+            return None
+        except Exception as error:
+            return failure_answer(error, scope["path"])
         answer: Answer | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
             try:
-                answer = await pop.answer(self.services, args)
+                answer = await messaging.pop_answer(self.services, where, params)
             except Exception as error:
                 answer = failure_answer(error, scope["path"])
             nursery.cancel_scope.cancel()
-        if answer is None:
-            return
-        await _send(send, answer)
+        return answer
 
     async def _probe_route(self, probe: ProbeRoute, scope: Scope, send: Send) -> None:
         self.services.counters.requests += 1

@@ -96,9 +96,21 @@ def namespace_task_target(args: Mapping[str, str]) -> PopWhere:
     return target, ("task", namespace, task)
 
 
-async def pop_answer(svc: Services, where: PopWhere, args: Mapping[str, str]) -> Answer:
+class ClientLeft(Exception):
+    """A pop's client left before its messages went out: they were given back, and nothing is
+    answered."""
+
+
+async def pop_answer(
+    svc: Services,
+    where: PopWhere,
+    params: validate.PopParams,
+    client_left: Callable[[], bool] | None = None,
+) -> Answer:
+    """`client_left`, when given, is asked once messages are leased: a pop served without a
+    task watching its connection (the lean path's non-waiting pops) gives them back if the
+    client has gone, as the batcher does for a pop cancelled by its watcher."""
     target, wake_scope = where
-    params = validate.pop_params(args, svc.config)
     if svc.flags.pop_maintenance:
         return NO_CONTENT
     groups = svc.consumer_groups
@@ -110,11 +122,14 @@ async def pop_answer(svc: Services, where: PopWhere, args: Mapping[str, str]) ->
     except (DatabaseError, DatabaseUnavailable):
         # Quirk Q20: a pop never answers 5xx (clients' consume loops would die); it is empty.
         result = None
-    if not (result and result.get("messages")) and params.wait and params.timeout_ms > 0:
+    if not (result and result.get("messages")) and params.may_park:
         key: GroupKey = (wake_scope, params.group)
         result = await groups.park(key, lambda: params.request(target), deadline, seen_wakes)
     if not result or not result.get("messages"):
         return NO_CONTENT
+    if client_left is not None and client_left():
+        svc.give_back_undelivered(result)
+        raise ClientLeft()
     for message in result["messages"]:
         message.pop("isEncrypted", None)
     return json_answer(result)

@@ -13,6 +13,7 @@ from quart import Blueprint, Response, request
 from queen.http import push_body, validate
 from queen.http.context import services
 from queen.http.messaging import (
+    PopWhere,
     ack_answer,
     ack_batch_answer,
     configure_answer,
@@ -42,19 +43,23 @@ async def push() -> Response:
 
 @blueprint.get("/pop/queue/<queue>")
 async def pop_queue(queue: str) -> Response:
-    return as_response(await pop_answer(services(), queue_target(queue), request.args))
+    return await _pop(queue_target(queue))
 
 
 @blueprint.get("/pop/queue/<queue>/partition/<partition>")
 async def pop_partition(queue: str, partition: str) -> Response:
-    where = queue_target(queue, partition)
-    return as_response(await pop_answer(services(), where, request.args))
+    return await _pop(queue_target(queue, partition))
 
 
 @blueprint.get("/pop")
 async def pop_namespace_task() -> Response:
-    where = namespace_task_target(request.args)
-    return as_response(await pop_answer(services(), where, request.args))
+    return await _pop(namespace_task_target(request.args))
+
+
+async def _pop(where: PopWhere) -> Response:
+    """quart-trio cancels the request when its client leaves, parked or not."""
+    svc = services()
+    return as_response(await pop_answer(svc, where, validate.pop_params(request.args, svc.config)))
 
 
 @blueprint.post("/ack")

@@ -434,6 +434,11 @@ class PopParams:
     subscription_from: str
     partitions: int
 
+    @property
+    def may_park(self) -> bool:
+        """Whether a pop that finds nothing waits for messages rather than answering 204."""
+        return self.wait and self.timeout_ms > 0
+
     def request(self, target: PopTarget) -> PopRequest:
         """One attempt at `target`, with a fresh lease id."""
         return PopRequest(

@@ -17,7 +17,7 @@ import trio
 
 from queen.storage.pgcluster import PgCluster
 from tests.integration.api import Api, unique
-from tests.support import SLOW_RECHECK, ServerProcess, running_server
+from tests.support import SLOW_RECHECK, ServerProcess, run_sql, running_server
 
 MAX_BODY = 65_536
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -206,6 +206,32 @@ async def test_a_parked_pop_on_a_partition_is_freed_when_its_client_leaves(
         with trio.fail_after(10):
             popped = await api.pop(queue, wait=True, timeout=5000)
         assert popped is not None, "the message was leased to the client that left"
+
+
+async def test_a_pop_that_does_not_wait_gives_its_messages_back_when_its_client_has_left(
+    server: ServerProcess, pg_cluster: PgCluster, database: str
+) -> None:
+    """No task watches a non-waiting pop's connection: the pop asks whether its client is still
+    there once it has leased the messages, and gives them back at once when it is not."""
+    queue = unique("lean")
+    async with Api(server.url) as api:
+        await api.push(queue, ["kept"], partition="p")
+        with socket.create_connection(_address(server), timeout=5) as client:
+            client.sendall(f"GET /api/v1/pop/queue/{queue} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            client.shutdown(socket.SHUT_WR)
+        given_back = (
+            "SELECT 1 FROM queen.partition_consumers c"
+            " JOIN queen.partitions p ON p.id = c.partition_id"
+            " JOIN queen.queues q ON q.id = p.queue_id"
+            " WHERE q.name = $1 AND c.lease_expires_at IS NULL"
+        )
+        with trio.fail_after(10):  # the row appears with the pop's lease, which then goes
+            while True:
+                if run_sql(pg_cluster, given_back, queue, database=database):
+                    break
+                await trio.sleep(0.02)
+        popped = await api.pop(queue)
+        assert popped is not None and [m["data"] for m in popped["messages"]] == ["kept"]
 
 
 async def wait_until_unparked(api: Api) -> None:

@@ -42,7 +42,9 @@ async def scopes_known(api: Api) -> int:
 
 async def wait_scopes_known(api: Api, count: int) -> None:
     with trio.fail_after(10):
-        while await scopes_known(api) < count:
+        while True:
+            if await scopes_known(api) >= count:
+                return
             await trio.sleep(0.02)
 
 

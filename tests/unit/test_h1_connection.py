@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from queen.http.h1_connection import H1Connection, Message, ServerState
+from queen.http.h1_connection import CLIENT_LEFT, H1Connection, Message, ServerState
 from tests.http_reader import Client
 
 Receive = Callable[[], Awaitable[Message]]
@@ -373,3 +373,32 @@ async def test_shutdown_closes_idle_connections_and_tells_busy_ones() -> None:
         status, headers, _ = await busy.answer()
         assert (status, headers[b"connection"]) == (200, b"close")
         assert await busy.closed()
+
+
+async def test_an_app_can_ask_whether_its_client_has_left_without_reading() -> None:
+    """A pipelined request waiting unread is a client still there; a closed side is one gone."""
+    seen: list[bool] = []
+    asked = trio.Event()
+    go_on = trio.Event()
+
+    async def asking(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        client_left = scope["extensions"][CLIENT_LEFT]
+        seen.append(client_left())
+        if scope["path"] == "/wait":
+            asked.set()
+            await go_on.wait()
+            seen.append(client_left())
+        await echo(scope, receive, send)
+
+    async with connection(asking) as (client, _, _):
+        await client.send(request("/one") + request("/two"))
+        for path in (b"/one", b"/two"):
+            status, _, body = await client.answer()
+            assert (status, body) == (200, b"GET " + path + b" ? ")
+        await client.send(request("/wait"))
+        await asked.wait()
+        await client.stream.send_eof()
+        await trio.testing.wait_all_tasks_blocked()
+        go_on.set()
+        assert (await client.answer())[0] == 200  # a half-closed client may still read
+    assert seen == [False, False, False, True]
