@@ -17,7 +17,9 @@ asks for it (nothing is read ahead of the app, so a body the budget refuses is n
 once the body is in, `receive()` waits for the client to leave and then reports
 `http.disconnect`, which is how a parked pop notices its client is gone. A request that does not
 wait can ask instead, without a task reading for it: the scope's extension `CLIENT_LEFT` is a
-callable that says whether the client has closed or reset the connection.
+callable that says whether the client has closed or reset the connection. And a body that
+arrived with its head can be taken at once (extension `BUFFERED_BODY`), with no timeout around
+the read, since nothing is waited for.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ _NO_BODY_STATUSES = frozenset((204, 304))
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _DISCONNECT: Message = {"type": "http.disconnect"}
 CLIENT_LEFT = "queen.client_left"
+BUFFERED_BODY = "queen.buffered_body"
 
 
 class HttpDate:
@@ -186,7 +189,7 @@ class H1Connection:
             "client": self.client,
             "server": self.local,
             "state": self.server.lifespan_state.copy(),
-            "extensions": {CLIENT_LEFT: self._client_left},
+            "extensions": {CLIENT_LEFT: self._client_left, BUFFERED_BODY: self._buffered_body},
         }
         try:
             await self.server.app(scope, self._receive, self._send)
@@ -260,6 +263,17 @@ class H1Connection:
             else:
                 self.buffer += data
         return _DISCONNECT
+
+    def _buffered_body(self) -> bytes | None:
+        """The whole body when all of it has been read already, as `receive()` would give it;
+        None when some of it is still to come (or `receive()` has begun taking it)."""
+        if self.body_done or len(self.buffer) < self.body_left:
+            return None
+        body = bytes(self.buffer[: self.body_left])
+        del self.buffer[: self.body_left]
+        self.body_left = 0
+        self.body_done = True
+        return body
 
     def _client_left(self) -> bool:
         """Whether the client has closed its side or reset the connection. A poll for the

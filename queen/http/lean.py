@@ -30,7 +30,7 @@ from queen.http import messaging, probes, push_body, validate
 from queen.http.answers import Answer, error_answer
 from queen.http.body_budget import BODY_TIMEOUT_S, BodyBudget, BodyRefused, BodyShare
 from queen.http.failures import TOO_LARGE, failure_answer
-from queen.http.h1_connection import CLIENT_LEFT
+from queen.http.h1_connection import BUFFERED_BODY, CLIENT_LEFT
 from queen.http.undecodable import QUOTE_UNDECODABLE
 
 Scope = dict[str, Any]
@@ -196,22 +196,33 @@ class LeanRoutes:
         self, route: BodyRoute, scope: Scope, receive: Receive, share: BodyShare, size: int | None
     ) -> Answer:
         # An announced body is taken from the budget whole or not at all before it is read
-        # (queen.http.body_budget); a refused one is read and dropped, then answered 503.
+        # (queen.http.body_budget); a refused one is read and dropped, then answered 503. One
+        # the connection has read already is taken as it is: no waiting, so no timeout.
         refused = bool(size) and not share.take(size or 0)
-        raw = b""
-        with trio.move_on_after(BODY_TIMEOUT_S) as reading:
-            try:
-                raw, refused = await self._read_body(receive, share, refused, size is None)
-            except _BodyTooLarge:
-                return TOO_LARGE
-        if reading.cancelled_caught:
-            return error_answer("Request Timeout", 408)
+        buffered = scope["extensions"].get(BUFFERED_BODY) if size is not None else None
+        raw = buffered() if buffered is not None else None
+        if raw is None:
+            read = await self._read_in_time(receive, share, refused, size is None)
+            if isinstance(read, Answer):
+                return read
+            raw, refused = read
         try:
             if refused:
                 raise BodyRefused()
             return await route(self.services, raw, scope)
         except Exception as error:
             return failure_answer(error, scope["path"])
+
+    async def _read_in_time(
+        self, receive: Receive, share: BodyShare, refused: bool, counted: bool
+    ) -> tuple[bytes, bool] | Answer:
+        """`_read_body` within the body timeout; the error answer when it cannot be."""
+        with trio.move_on_after(BODY_TIMEOUT_S):
+            try:
+                return await self._read_body(receive, share, refused, counted)
+            except _BodyTooLarge:
+                return TOO_LARGE
+        return error_answer("Request Timeout", 408)
 
     async def _read_body(
         self, receive: Receive, share: BodyShare, refused: bool, counted: bool

@@ -15,7 +15,13 @@ import pytest
 import trio
 import trio.testing
 
-from queen.http.h1_connection import CLIENT_LEFT, H1Connection, Message, ServerState
+from queen.http.h1_connection import (
+    BUFFERED_BODY,
+    CLIENT_LEFT,
+    H1Connection,
+    Message,
+    ServerState,
+)
 from tests.http_reader import Client
 
 Receive = Callable[[], Awaitable[Message]]
@@ -402,3 +408,32 @@ async def test_an_app_can_ask_whether_its_client_has_left_without_reading() -> N
         go_on.set()
         assert (await client.answer())[0] == 200  # a half-closed client may still read
     assert seen == [False, False, False, True]
+
+
+async def test_a_body_already_read_can_be_taken_without_waiting() -> None:
+    """A body that came with its head is handed over whole; one still arriving is not, and
+    `receive()` then gives it as it comes."""
+    taken: list[bytes | None] = []
+    split_asked = trio.Event()
+
+    async def taking(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        body = scope["extensions"][BUFFERED_BODY]()
+        taken.append(body)
+        if scope["path"] == "/split":
+            split_asked.set()
+        if body is None:
+            await echo(scope, receive, send)
+            return
+        assert scope["extensions"][BUFFERED_BODY]() is None  # taken once
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    async with connection(taking) as (client, _, _):
+        await client.send(request("/whole", b"12345") + request("/next", b"6"))
+        assert (await client.answer())[2] == b"12345"
+        assert (await client.answer())[2] == b"6"
+        await client.send(b"POST /split HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab")
+        await split_asked.wait()
+        await client.send(b"cd")
+        assert (await client.answer())[2] == b"POST /split ? abcd"
+    assert taken == [b"12345", b"6", None]
