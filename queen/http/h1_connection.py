@@ -56,8 +56,9 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _NO_BODY_STATUSES = frozenset((204, 304))
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _DISCONNECT: Message = {"type": "http.disconnect"}
-CLIENT_LEFT = "queen.client_left"
+CLIENT_LEFT = "queen.client_left"  # offered where the kernel reports a peer's half-close
 BUFFERED_BODY = "queen.buffered_body"
+_HANGUP: int = getattr(select, "POLLRDHUP", 0)
 
 
 class HttpDate:
@@ -189,7 +190,7 @@ class H1Connection:
             "client": self.client,
             "server": self.local,
             "state": self.server.lifespan_state.copy(),
-            "extensions": {CLIENT_LEFT: self._client_left, BUFFERED_BODY: self._buffered_body},
+            "extensions": self._extensions(),
         }
         try:
             await self.server.app(scope, self._receive, self._send)
@@ -264,6 +265,11 @@ class H1Connection:
                 self.buffer += data
         return _DISCONNECT
 
+    def _extensions(self) -> dict[str, Any]:
+        if not _HANGUP:  # not Linux: pops keep their watcher task
+            return {BUFFERED_BODY: self._buffered_body}
+        return {CLIENT_LEFT: self._client_left, BUFFERED_BODY: self._buffered_body}
+
     def _buffered_body(self) -> bytes | None:
         """The whole body when all of it has been read already, as `receive()` would give it;
         None when some of it is still to come (or `receive()` has begun taking it)."""
@@ -278,13 +284,17 @@ class H1Connection:
     def _client_left(self) -> bool:
         """Whether the client has closed its side or reset the connection. A poll for the
         hang-up alone: bytes it sent meanwhile (a pipelined request) stay unread, and a
-        client that only half-closed counts as gone, as it does for `http.disconnect`."""
-        if self.peer_gone:
-            return True
-        if self.hangup is None:
-            self.hangup = select.poll()
-            self.hangup.register(self.stream.socket.fileno(), select.POLLRDHUP)
-        return bool(self.hangup.poll(0))
+        client that only half-closed counts as gone, as it does for `http.disconnect` (so an
+        app that answers nobody then is not answered 500 for)."""
+        if not self.peer_gone:
+            try:
+                if self.hangup is None:
+                    self.hangup = select.poll()
+                    self.hangup.register(self.stream.socket.fileno(), _HANGUP)
+                self.peer_gone = bool(self.hangup.poll(0))
+            except (OSError, ValueError):  # the socket is closed already
+                self.peer_gone = True
+        return self.peer_gone
 
     async def _receive_from_client(self) -> bytes:
         """The client's next bytes; b"" once it has left (closed or reset)."""

@@ -54,7 +54,6 @@ class _BodyTooLarge(Exception):
 
 BodyRoute = Callable[[Services, bytes, Scope], Awaitable[Answer]]
 ProbeRoute = Callable[[Services], Awaitable[Answer]]
-PopRoute = Callable[[Services, Mapping[str, str]], Awaitable[Answer]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +135,12 @@ def _pop_route(path: str) -> _Pop | None:
     return None
 
 
+def _extension(scope: Scope, name: str) -> Any:
+    """The server's extension `name` (queen/http/h1_connection.py), or None (hypercorn)."""
+    extensions = scope.get("extensions")
+    return extensions.get(name) if extensions else None
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -199,7 +204,7 @@ class LeanRoutes:
         # (queen.http.body_budget); a refused one is read and dropped, then answered 503. One
         # the connection has read already is taken as it is: no waiting, so no timeout.
         refused = bool(size) and not share.take(size or 0)
-        buffered = scope["extensions"].get(BUFFERED_BODY) if size is not None else None
+        buffered = _extension(scope, BUFFERED_BODY) if size is not None else None
         raw = buffered() if buffered is not None else None
         if raw is None:
             read = await self._read_in_time(receive, share, refused, size is None)
@@ -251,11 +256,13 @@ class LeanRoutes:
         return b"".join(chunks), refused
 
     async def _pop_route(self, pop: _Pop, scope: Scope, receive: Receive, send: Send) -> None:
-        """A pop whose client leaves takes no lease for nobody, and a parked one does not hold
+        """A pop whose client leaves keeps no lease for nobody, and a parked one does not hold
         its place: a pop that may park is cancelled as soon as its client leaves (the lane then
         gives undelivered messages back); one that answers at once asks the connection
-        whether its client is still there before its messages go out, which spares it the
-        watcher's task and cancel scope (~60 us of a worker's CPU per pop here)."""
+        whether its client is still there before its messages go out, and gives them back if
+        not, which spares it the watcher's task and nursery (~60 us of a worker's CPU per pop
+        here). An autoAck pop has nothing to give back: its messages count as delivered once
+        popped, whether or not the answer reaches anyone."""
         self.services.counters.requests += 1
         args = dict(
             reversed(
@@ -274,7 +281,7 @@ class LeanRoutes:
         self, pop: _Pop, args: Mapping[str, str], scope: Scope, receive: Receive
     ) -> Answer | None:
         """The answer, or None once the client has left."""
-        client_left = scope["extensions"].get(CLIENT_LEFT)
+        client_left = _extension(scope, CLIENT_LEFT)
         try:
             where = pop.where(args)
             params = validate.pop_params(args, self.services.config)

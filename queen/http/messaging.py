@@ -97,8 +97,8 @@ def namespace_task_target(args: Mapping[str, str]) -> PopWhere:
 
 
 class ClientLeft(Exception):
-    """A pop's client left before its messages went out: they were given back, and nothing is
-    answered."""
+    """A pop's client left before its messages went out: their lease was given back (an
+    autoAck pop holds none), and nothing is answered."""
 
 
 async def pop_answer(

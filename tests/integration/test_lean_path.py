@@ -219,6 +219,7 @@ async def test_a_pop_that_does_not_wait_gives_its_messages_back_when_its_client_
         with socket.create_connection(_address(server), timeout=5) as client:
             client.sendall(f"GET /api/v1/pop/queue/{queue} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             client.shutdown(socket.SHUT_WR)
+            assert client.recv(1024) == b"", "answered a client that had left"
         given_back = (
             "SELECT 1 FROM queen.partition_consumers c"
             " JOIN queen.partitions p ON p.id = c.partition_id"

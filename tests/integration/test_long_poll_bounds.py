@@ -100,9 +100,10 @@ async def test_a_push_to_another_queue_leaves_namespace_waiters_alone(
 
             nursery.start_soon(park)
             await api.wait_parked(1)
-            # The first push to `other` finds its scope unknown here: the waiter looks (any
-            # queue may be in the namespace) while the worker looks the queue up. Pushes
-            # before that answer look too, so count from when it is in.
+            # The first push to `other` while a namespace waiter is parked finds the queue's
+            # scope unknown here: the waiter looks (any queue may be in the namespace) while
+            # the worker looks the queue up. Pushes before that answer look too, so count from
+            # when it is in (one worker here: /metrics and the scopes are that worker's).
             known = await scopes_known(api)
             await api.push(other, ["first"])
             await wait_scopes_known(api, known + 1)
