@@ -54,6 +54,23 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_bucket bigint;
 BEGIN
+    -- One key (a single ack, a lease call): the same two phases with plain statements, which
+    -- cost PostgreSQL about half of the general form's.
+    IF cardinality(p_partition_ids) = 1 THEN
+        IF p_partition_ids[1] IS NULL OR p_groups[1] IS NULL THEN
+            RETURN;
+        END IF;
+        PERFORM 1 FROM queen.partition_consumers pc
+        WHERE pc.partition_id = p_partition_ids[1] AND pc.consumer_group = p_groups[1]
+        FOR UPDATE;
+        IF NOT FOUND THEN
+            PERFORM pg_advisory_xact_lock(queen.consumer_lock_key(p_partition_ids[1], p_groups[1]));
+            PERFORM 1 FROM queen.partition_consumers pc
+            WHERE pc.partition_id = p_partition_ids[1] AND pc.consumer_group = p_groups[1]
+            FOR UPDATE;
+        END IF;
+        RETURN;
+    END IF;
     FOR v_bucket IN
         SELECT DISTINCT queen.consumer_lock_key(k.partition_id, k.grp)
         FROM unnest(p_partition_ids, p_groups) k(partition_id, grp)
