@@ -240,13 +240,18 @@ class H1Connection:
                 if not data:
                     return _DISCONNECT
                 buffer += data
-            take = min(len(buffer), self.body_left)
-            body = bytes(buffer[:take])
-            del buffer[:take]
-            self.body_left -= take
-            self.body_done = self.body_left == 0
+            body = self._take_body()
             return {"type": "http.request", "body": body, "more_body": not self.body_done}
         return await self._wait_for_disconnect()
+
+    def _take_body(self) -> bytes:
+        """As much of the body as the buffer holds."""
+        take = min(len(self.buffer), self.body_left)
+        body = bytes(self.buffer[:take])
+        del self.buffer[:take]
+        self.body_left -= take
+        self.body_done = self.body_left == 0
+        return body
 
     async def _wait_for_disconnect(self) -> Message:
         """Read on until the client leaves. What arrives meanwhile is kept for the next request:
@@ -275,11 +280,7 @@ class H1Connection:
         None when some of it is still to come (or `receive()` has begun taking it)."""
         if self.body_done or len(self.buffer) < self.body_left:
             return None
-        body = bytes(self.buffer[: self.body_left])
-        del self.buffer[: self.body_left]
-        self.body_left = 0
-        self.body_done = True
-        return body
+        return self._take_body()
 
     def _client_left(self) -> bool:
         """Whether the client has closed its side or reset the connection. A poll for the
