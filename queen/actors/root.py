@@ -133,6 +133,7 @@ class Services:
             config.num_workers,
             on_wake=self._sibling_woke,
             on_event=self._sibling_event,
+            relays=self.cluster.speaks,
         )
         self.file_buffer = FileBuffer(
             config,

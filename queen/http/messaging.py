@@ -109,10 +109,23 @@ async def pop_answer(
 ) -> Answer:
     """`client_left`, when given, is asked once messages are leased: a pop served without a
     task watching its connection (the lean path's non-waiting pops) gives them back if the
-    client has gone, as the batcher does for a pop cancelled by its watcher."""
-    target, wake_scope = where
+    client has gone, as the batcher does for a pop cancelled by its watcher. A pop that may
+    park has sibling workers' wake-ups sent here while it runs (queen/sync/siblings.py)."""
     if svc.flags.pop_maintenance:
         return NO_CONTENT
+    if not params.may_park:
+        return await _pop_then_park(svc, where, params, client_left)
+    with svc.siblings.listening():
+        return await _pop_then_park(svc, where, params, client_left)
+
+
+async def _pop_then_park(
+    svc: Services,
+    where: PopWhere,
+    params: validate.PopParams,
+    client_left: Callable[[], bool] | None,
+) -> Answer:
+    target, wake_scope = where
     groups = svc.consumer_groups
     seen_wakes = groups.wakes
     deadline = trio.current_time() + params.timeout_ms / 1000

@@ -17,6 +17,17 @@ seeing the wake count moved), so dropping the repeat delays no one. A push burst
 sibling costs one datagram per read, not one per push batch; each datagram carries every target
 sent since the sibling last caught up, which is what makes "the last one is unread" enough.
 Events are rare and always sent.
+
+Only to a sibling that listens. Each worker keeps, in a file of 8 bytes in the same directory
+mapped into every sibling's memory, how many of its pops may park right now (counted from before
+their first look to their answer), plus one for good when it relays wake-ups to other instances
+(worker 0 with a cluster transport). A worker reads a sibling's count after the commit that makes
+messages available and sends nothing to a sibling at 0. No wake-up is lost by that: the sibling's
+pop counted itself before its first look reached PostgreSQL, so a commit that look did not see
+ended after the count was written, and the read after that commit's answer sees it. Without
+this, every push and ack woke every sibling (a process wake-up, a scheduler pass, a datagram read
+and parsed), for nothing when nobody there waits: pops with `wait=false` and workers without
+consumers (measured in docs/performance.md, "Wake-ups nobody waits for").
 """
 
 from __future__ import annotations
@@ -24,13 +35,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import mmap
 import os
 import socket
 import stat
 import struct
 import tempfile
 import termios
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import orjson
@@ -43,6 +55,7 @@ log = logging.getLogger("queen.siblings")
 
 MAX_DATAGRAM = 8192
 _UNREAD = struct.Struct("i")  # SIOCOUTQ (TIOCOUTQ): bytes of our datagrams the sibling holds unread
+_LISTENERS = struct.Struct("q")  # a worker's listening count, in its `w<N>.listeners` file
 
 WakeTarget = tuple[str | None, str | None]  # None: every queue / every group
 
@@ -59,19 +72,38 @@ class SiblingWakeups:
         num_workers: int,
         on_wake: Callable[[str | None, str | None], None],
         on_event: Callable[[Event], None] = lambda _event: None,
+        *,
+        relays: bool = False,
     ) -> None:
+        """`relays`: this worker passes every wake-up on to other instances, so it always
+        listens."""
         self.directory = wake_directory(port)
         self.worker_id = worker_id
         self.on_wake = on_wake
         self.on_event = on_event
         self.siblings = [
-            _Sibling(str(self.directory / f"w{index}.sock"))
-            for index in range(num_workers)
-            if index != worker_id
+            _Sibling(self.directory, index) for index in range(num_workers) if index != worker_id
         ]
         self.sent = 0
         self.received = 0
         self._open = False
+        self._listeners = int(relays)
+        self._published: mmap.mmap | None = None
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[None]:
+        """While a pop that may park runs, from before its first look to its answer: siblings
+        send this worker their wake-ups (module doc)."""
+        self._publish(1)
+        try:
+            yield
+        finally:
+            self._publish(-1)
+
+    def _publish(self, change: int) -> None:
+        self._listeners += change
+        if self._published is not None:
+            _LISTENERS.pack_into(self._published, 0, self._listeners)
 
     def notify(self, targets: Iterable[WakeTarget]) -> None:
         """Tell every sibling what to wake; never blocks, never raises."""
@@ -98,6 +130,8 @@ class SiblingWakeups:
         own_path.unlink(missing_ok=True)
         receiver = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         await receiver.bind(str(own_path))
+        self._published = _map(_listeners_path(self.directory, self.worker_id), writable=True)
+        self._publish(0)
         for sibling in self.siblings:
             sibling.open()
         self._open = True
@@ -114,6 +148,9 @@ class SiblingWakeups:
         finally:
             receiver.close()
             self._open = False
+            if self._published is not None:
+                self._published.close()
+                self._published = None
             for sibling in self.siblings:
                 sibling.close()
             with contextlib.suppress(OSError):
@@ -132,14 +169,47 @@ def _private_directory(path: Path) -> None:
         )
 
 
-class _Sibling:
-    """The socket this worker sends one sibling's wake-ups from, and the targets in flight: those
-    of every datagram sent since the sibling last had nothing of ours unread."""
+def _listeners_path(directory: Path, worker_id: int) -> Path:
+    return directory / f"w{worker_id}.listeners"
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+
+def _map(path: Path, *, writable: bool) -> mmap.mmap:
+    """A worker's listening count, shared: its own file read-write (created at 8 bytes; the
+    same file, never replaced, so siblings' maps of it stay current across its restarts), or a
+    sibling's read-only. OSError while the sibling has not created it yet."""
+    flags = (os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY) | os.O_NOFOLLOW
+    descriptor = os.open(path, flags, 0o600)
+    try:
+        if writable and os.fstat(descriptor).st_size < _LISTENERS.size:
+            os.ftruncate(descriptor, _LISTENERS.size)
+        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+        return mmap.mmap(descriptor, _LISTENERS.size, access=access)
+    except ValueError as error:  # a file shorter than a count: not created whole yet
+        raise OSError(str(error)) from error
+    finally:
+        os.close(descriptor)
+
+
+class _Sibling:
+    """The socket this worker sends one sibling's wake-ups from, the sibling's listening count,
+    and the targets in flight: those of every datagram sent since the sibling last had nothing of
+    ours unread."""
+
+    def __init__(self, directory: Path, worker_id: int) -> None:
+        self.path = str(directory / f"w{worker_id}.sock")
+        self.listeners_path = _listeners_path(directory, worker_id)
         self.in_flight: set[WakeTarget] = set()
         self._socket: socket.socket | None = None
+        self._listeners: mmap.mmap | None = None
+
+    def listens(self) -> bool:
+        """Whether the sibling may have a pop to wake; yes while its count cannot be read."""
+        if self._listeners is None:
+            try:
+                self._listeners = _map(self.listeners_path, writable=False)
+            except OSError:
+                return True
+        return bool(_LISTENERS.unpack_from(self._listeners)[0])
 
     def open(self) -> None:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -149,11 +219,14 @@ class _Sibling:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+        if self._listeners is not None:
+            self._listeners.close()
+            self._listeners = None
         self.in_flight.clear()
 
     def notify(self, targets: set[WakeTarget]) -> int:
         """Send what `targets` adds to the unread datagram, if anything; the datagrams sent."""
-        if self._socket is None:
+        if self._socket is None or not self.listens():
             return 0
         if self.in_flight and not self._unread():
             self.in_flight.clear()
