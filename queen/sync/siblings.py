@@ -21,12 +21,14 @@ Events are rare and always sent.
 Only to a sibling that listens. Each worker keeps, in a file of 8 bytes in the same directory
 mapped into every sibling's memory, how many of its pops may park right now (counted from before
 their first look to their answer), plus one for good when it relays wake-ups to other instances
-(worker 0 with a cluster transport). A worker reads a sibling's count after the commit that makes
-messages available and sends nothing to a sibling at 0. No wake-up is lost by that: the sibling's
-pop counted itself before its first look reached PostgreSQL, so a commit that look did not see
-ended after the count was written, and the read after that commit's answer sees it. Without
-this, every push and ack woke every sibling (a process wake-up, a scheduler pass, a datagram read
-and parsed), for nothing when nobody there waits: pops with `wait=false` and workers without
+(worker 0 with a cluster transport, which by default is PostgreSQL's NOTIFY). A worker reads a
+sibling's count after the commit that makes messages available and sends nothing to a sibling at
+0. No wake-up is lost by that: the sibling's pop wrote its count before its first look was sent
+to PostgreSQL, the look's snapshot came after that, a commit the look did not see became visible
+after the snapshot, and the count is read after that commit's answer came back: every step is
+ordered by a system call or a PostgreSQL lock, so the read sees the count. Without this, every
+push and ack woke every sibling (a process wake-up, a scheduler pass, a datagram read and
+parsed), for nothing when nobody there waits: pops with `wait=false` and workers without
 consumers (measured in docs/performance.md, "Wake-ups nobody waits for").
 """
 
@@ -42,6 +44,7 @@ import stat
 import struct
 import tempfile
 import termios
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -55,7 +58,8 @@ log = logging.getLogger("queen.siblings")
 
 MAX_DATAGRAM = 8192
 _UNREAD = struct.Struct("i")  # SIOCOUTQ (TIOCOUTQ): bytes of our datagrams the sibling holds unread
-_LISTENERS = struct.Struct("q")  # a worker's listening count, in its `w<N>.listeners` file
+_COUNT = struct.Struct("q")  # a worker's listening count, in its `w<N>.listeners` file
+REPLACED_CHECK_S = 1.0
 
 WakeTarget = tuple[str | None, str | None]  # None: every queue / every group
 
@@ -87,23 +91,21 @@ class SiblingWakeups:
         self.sent = 0
         self.received = 0
         self._open = False
-        self._listeners = int(relays)
-        self._published: mmap.mmap | None = None
+        self._count = int(relays)
+        self._shared = _SharedCount(_count_path(self.directory, worker_id))
 
     @contextlib.contextmanager
     def listening(self) -> Iterator[None]:
-        """While a pop that may park runs, from before its first look to its answer: siblings
-        send this worker their wake-ups (module doc)."""
-        self._publish(1)
+        """Around a pop that may park, entered before its first look: a sibling that reads 0
+        after its commit sends no wake-up, so a pop counted any later could miss one (module
+        doc)."""
+        self._count += 1
+        self._shared.write(self._count)
         try:
             yield
         finally:
-            self._publish(-1)
-
-    def _publish(self, change: int) -> None:
-        self._listeners += change
-        if self._published is not None:
-            _LISTENERS.pack_into(self._published, 0, self._listeners)
+            self._count -= 1
+            self._shared.write(self._count)
 
     def notify(self, targets: Iterable[WakeTarget]) -> None:
         """Tell every sibling what to wake; never blocks, never raises."""
@@ -126,17 +128,16 @@ class SiblingWakeups:
             task_status.started()
             return
         _private_directory(self.directory)
+        self._share_count()
         own_path = self.directory / f"w{self.worker_id}.sock"
         own_path.unlink(missing_ok=True)
         receiver = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        await receiver.bind(str(own_path))
-        self._published = _map(_listeners_path(self.directory, self.worker_id), writable=True)
-        self._publish(0)
-        for sibling in self.siblings:
-            sibling.open()
-        self._open = True
-        task_status.started()
         try:
+            await receiver.bind(str(own_path))
+            for sibling in self.siblings:
+                sibling.open()
+            self._open = True
+            task_status.started()
             while True:
                 datagram = await receiver.recv(MAX_DATAGRAM)
                 self.received += 1
@@ -148,13 +149,27 @@ class SiblingWakeups:
         finally:
             receiver.close()
             self._open = False
-            if self._published is not None:
-                self._published.close()
-                self._published = None
+            self._shared.close()
             for sibling in self.siblings:
                 sibling.close()
             with contextlib.suppress(OSError):
                 os.unlink(own_path)
+
+    def _share_count(self) -> None:
+        """Before the socket is bound, so no sibling finds this worker reachable and its count
+        out of date. A count that cannot be shared leaves no file behind: a sibling that cannot
+        read one sends every wake-up, as before counts were shared."""
+        try:
+            self._shared.open(writable=True)
+            self._shared.write(self._count)
+        except OSError as error:
+            log.warning(
+                "cannot share this worker's count of waiting pops; siblings will wake it always",
+                extra={"path": str(self._shared.path), "error": str(error)},
+            )
+            self._shared.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._shared.path)
 
 
 def _private_directory(path: Path) -> None:
@@ -169,25 +184,75 @@ def _private_directory(path: Path) -> None:
         )
 
 
-def _listeners_path(directory: Path, worker_id: int) -> Path:
+def _count_path(directory: Path, worker_id: int) -> Path:
     return directory / f"w{worker_id}.listeners"
 
 
-def _map(path: Path, *, writable: bool) -> mmap.mmap:
-    """A worker's listening count, shared: its own file read-write (created at 8 bytes; the
-    same file, never replaced, so siblings' maps of it stay current across its restarts), or a
-    sibling's read-only. OSError while the sibling has not created it yet."""
-    flags = (os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY) | os.O_NOFOLLOW
-    descriptor = os.open(path, flags, 0o600)
-    try:
-        if writable and os.fstat(descriptor).st_size < _LISTENERS.size:
-            os.ftruncate(descriptor, _LISTENERS.size)
-        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
-        return mmap.mmap(descriptor, _LISTENERS.size, access=access)
-    except ValueError as error:  # a file shorter than a count: not created whole yet
-        raise OSError(str(error)) from error
-    finally:
-        os.close(descriptor)
+class _SharedCount:
+    """One worker's listening count, in a file of 8 bytes mapped by that worker (read-write) and
+    by each of its siblings (read-only). queen never replaces the file, so siblings' maps stay
+    current across the worker's restarts; a reader still looks, at most once a second while the
+    count reads 0, whether the file was deleted and created anew from outside (a temp-directory
+    cleaner), since a map of the deleted file would read 0 for good."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._map: mmap.mmap | None = None
+        self._inode = 0
+        self._checked_at = 0.0
+
+    def open(self, *, writable: bool) -> None:
+        """OSError when the file is missing, short (a sibling still creating it) or not a
+        regular file. The owner writes its first zeros through the file, not the map: on a
+        full disk that is an OSError here rather than a SIGBUS at the first store."""
+        flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
+        descriptor = os.open(self.path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+        try:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(f"{self.path} is not a regular file")
+            if info.st_size < _COUNT.size:
+                if not writable:
+                    raise OSError(f"{self.path} is not written whole yet")
+                os.pwrite(descriptor, bytes(_COUNT.size), 0)
+            access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+            self._map = mmap.mmap(descriptor, _COUNT.size, access=access)
+            self._inode = info.st_ino
+        finally:
+            os.close(descriptor)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+    def write(self, count: int) -> None:
+        if self._map is not None:
+            _COUNT.pack_into(self._map, 0, count)
+
+    def read(self) -> int | None:
+        """The sibling's count; None while it cannot be read."""
+        if self._map is None:
+            try:
+                self.open(writable=False)
+            except OSError:
+                return None
+        assert self._map is not None
+        count: int = _COUNT.unpack_from(self._map)[0]
+        if count == 0 and self._replaced():
+            self.close()
+            return None
+        return count
+
+    def _replaced(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked_at < REPLACED_CHECK_S:
+            return False
+        self._checked_at = now
+        try:
+            return os.stat(self.path, follow_symlinks=False).st_ino != self._inode
+        except OSError:
+            return True
 
 
 class _Sibling:
@@ -197,19 +262,13 @@ class _Sibling:
 
     def __init__(self, directory: Path, worker_id: int) -> None:
         self.path = str(directory / f"w{worker_id}.sock")
-        self.listeners_path = _listeners_path(directory, worker_id)
+        self.count = _SharedCount(_count_path(directory, worker_id))
         self.in_flight: set[WakeTarget] = set()
         self._socket: socket.socket | None = None
-        self._listeners: mmap.mmap | None = None
 
     def listens(self) -> bool:
         """Whether the sibling may have a pop to wake; yes while its count cannot be read."""
-        if self._listeners is None:
-            try:
-                self._listeners = _map(self.listeners_path, writable=False)
-            except OSError:
-                return True
-        return bool(_LISTENERS.unpack_from(self._listeners)[0])
+        return self.count.read() != 0
 
     def open(self) -> None:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -219,9 +278,7 @@ class _Sibling:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-        if self._listeners is not None:
-            self._listeners.close()
-            self._listeners = None
+        self.count.close()
         self.in_flight.clear()
 
     def notify(self, targets: set[WakeTarget]) -> int:

@@ -3,7 +3,9 @@ that has not read the last datagram yet sends nothing more for the same queue (t
 read after those pushes committed, wakes its pops anyway), a new queue goes out at once together
 with what is in flight, and once the sibling has read everything the next push sends again.
 
-The sibling here is a real socket at the sibling's path that the test reads when it chooses."""
+The sibling here is a real socket at the sibling's path that the test reads when it chooses. It
+shares no count of waiting pops, so it is sent every wake-up (tests/unit/test_sibling_listeners.py
+covers the count)."""
 
 from __future__ import annotations
 
