@@ -65,11 +65,15 @@ class Cluster:
         gateway: bool,
         on_wakes: Callable[[list[WakeTarget]], None],
         on_event: Callable[[Event], None],
+        on_relaying: Callable[[bool], None] = lambda _relaying: None,
     ) -> None:
+        """`on_relaying` hears when this worker starts or stops passing wake-ups on to other
+        instances (`relaying`)."""
         self.config = config
         self.gateway = gateway
         self.on_wakes = on_wakes
         self.on_event = on_event
+        self.on_relaying = on_relaying
         self.counters = SyncCounters()
         self.server_id = f"{socket.gethostname()}:{config.udp_notify_port}"
         self.stats_path = wake_directory(config.port) / "cluster.json"
@@ -102,7 +106,10 @@ class Cluster:
             on_wakes=self.incoming.offer,
             on_event=self._hint,
             counters=self.counters,
+            on_others=self._others_heard,
         )
+        # UDP peers are listed, so always told; over NOTIFY only while another instance listens.
+        self.relaying = self.speaks and self.mode == "udp"
 
     @property
     def speaks(self) -> bool:
@@ -136,8 +143,13 @@ class Cluster:
     # Outward -----------------------------------------------------------------------------------
     def publish(self, targets: Iterable[WakeTarget]) -> None:
         """Messages may be available (group None) or a lease of `group` ended, here."""
-        if self.speaks:
+        if self.relaying:
             self.outgoing.offer(target for target in targets if target[0])
+
+    def _others_heard(self, present: bool) -> None:
+        if self.speaks and present != self.relaying:
+            self.relaying = present
+            self.on_relaying(present)
 
     def announce(self, event: Event) -> None:
         if not self.gateway:
@@ -215,6 +227,8 @@ class Cluster:
         }
         if self.mode == "udp":
             state["transport"] = self._transport()
+        else:
+            state["instances_heard"] = len(self.pg.others)
         return state
 
     def _transport(self) -> dict[str, Any]:

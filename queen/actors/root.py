@@ -126,6 +126,7 @@ class Services:
             gateway=worker_id == 0,
             on_wakes=self._cluster_woke,
             on_event=self._cluster_event,
+            on_relaying=self._cluster_relaying,
         )
         self.siblings = SiblingWakeups(
             config.port,
@@ -133,7 +134,7 @@ class Services:
             config.num_workers,
             on_wake=self._sibling_woke,
             on_event=self._sibling_event,
-            relays=self.cluster.speaks,
+            relaying=self.cluster.relaying,
         )
         self.file_buffer = FileBuffer(
             config,
@@ -240,6 +241,9 @@ class Services:
         for queue, group in targets:
             self.consumer_groups.wake(queue, group)
         self.siblings.notify(targets)
+
+    def _cluster_relaying(self, relaying: bool) -> None:
+        self.siblings.relay(relaying)
 
     def _cluster_event(self, event: Event) -> None:
         self._apply(event)

@@ -1,6 +1,13 @@
 """Wake-ups between instances that share only PostgreSQL (a plain load balancer, no peer list):
 one LISTEN connection per instance, and NOTIFYs sent on it after pushes committed.
 
+Each instance also knows which others listen: every notification names its sender, each sends a
+keepalive at least every 15 s, and one that starts listening says hello, which every other
+answers with a keepalive at once. With no other instance heard, there is nobody to tell: worker
+0 sends no NOTIFY and its siblings send it no wake-ups to pass on (queen/actors/cluster.py).
+An instance that starts listening is known to the others within a round trip of NOTIFY; a pop
+parked there before then may miss a wake-up and wait for its re-check, as with any lost hint.
+
 A NOTIFY inside the push's transaction would take PostgreSQL's commit-time notification lock and
 serialise every push commit behind it; here the push commits first, its wake-up is debounced per
 queue (queen/sync/debounce.py) and sent later, on this actor's own connection, batched into as few
@@ -32,6 +39,8 @@ CALL_TIMEOUT_S = 5.0
 # A connection that died without a word (a stalled network) delivers nothing and says nothing;
 # an empty notification this often finds out.
 KEEPALIVE_S = 15.0
+# Another instance not heard from for this long (its keepalives included) is gone.
+OTHERS_GONE_S = 3 * KEEPALIVE_S
 RECONNECT_INITIAL_S = 0.5
 RECONNECT_MAX_S = 5.0
 INBOX_SIZE = 1024
@@ -47,17 +56,23 @@ class PgWaker:
         on_wakes: Callable[[list[WakeTarget]], None],
         on_event: Callable[[Event], None],
         counters: SyncCounters,
+        on_others: Callable[[bool], None] = lambda _present: None,
     ) -> None:
+        """`on_others` hears whether any other instance listens (True when the first is heard,
+        False when the last fell silent or this connection was lost)."""
         self.params = params
         self.token = token
         self.on_wakes = on_wakes
         self.on_event = on_event
+        self.on_others = on_others
         self.counters = counters
         self.listening = False
         self._was_listening = False
         self._wakes: list[WakeTarget] = []
         self._events: list[Event] = []
         self._kick = trio.Event()
+        self._hello = False
+        self.others: dict[str, float] = {}  # the other instances' tokens: when last heard
 
     def send(self, wakes: list[WakeTarget], events: list[Event]) -> None:
         """Queue for the next notification; dropped (a lost hint) while nothing listens."""
@@ -97,6 +112,8 @@ class PgWaker:
         try:
             await trio_asyncio.aio_as_trio(cluster.listen)(conn, heard, closed)
             self.listening = True
+            self._hello = True
+            self._kick.set()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_forever, ConnectionRunner(conn))
                 async for payload in received:
@@ -106,15 +123,23 @@ class PgWaker:
             self._was_listening |= self.listening
             self.listening = False
             conn.terminate()
+            if self.others:
+                self.others.clear()
+                self.on_others(False)
 
     async def _send_forever(self, runner: ConnectionRunner) -> None:
         while True:
             with trio.move_on_after(KEEPALIVE_S):
                 await self._kick.wait()
             self._kick = trio.Event()
+            self._forget_silent()
             wakes, self._wakes = self._wakes, []
             events, self._events = self._events, []
-            notices = _notices(self.token, wakes, events) or [_keepalive(self.token)]
+            notices = _notices(self.token, wakes, events)
+            if self._hello:
+                self._hello = False
+                notices.insert(0, _keepalive(self.token, hello=True))
+            notices = notices or [_keepalive(self.token)]
             for payload in notices:
                 await trio_asyncio.aio_as_trio(cluster.notify)(
                     runner, payload, timeout_s=CALL_TIMEOUT_S
@@ -130,6 +155,9 @@ class PgWaker:
         if not isinstance(notice, dict) or notice.get("from") == self.token:
             return
         self.counters.notifies_received += 1
+        sender = notice.get("from")
+        if isinstance(sender, str) and sender:
+            self._heard_from(sender, hello=notice.get("hello") is True)
         wakes: list[WakeTarget] = [
             (pair[0], pair[1])
             for pair in notice.get("wakes", [])
@@ -145,10 +173,31 @@ class PgWaker:
             if event is not None:
                 self.on_event(event)
 
+    def _heard_from(self, sender: str, *, hello: bool) -> None:
+        """Another instance listens. One that says hello has just started listening and knows
+        no one yet: a keepalive at once tells it about this one, rather than in up to 15 s."""
+        first = not self.others
+        self.others[sender] = trio.current_time()
+        if hello:
+            self._kick.set()
+        if first:
+            self.on_others(True)
 
-def _keepalive(token: str) -> str:
-    """A notification every listener ignores (its own echo included)."""
-    return orjson.dumps({"from": token}).decode()
+    def _forget_silent(self) -> None:
+        if not self.others:
+            return
+        now = trio.current_time()
+        for sender, heard_at in list(self.others.items()):
+            if now - heard_at > OTHERS_GONE_S:
+                del self.others[sender]
+        if not self.others:
+            self.on_others(False)
+
+
+def _keepalive(token: str, *, hello: bool = False) -> str:
+    """A notification that says only who listens (and, with `hello`, that it just started to:
+    whoever hears it answers with a keepalive of its own)."""
+    return orjson.dumps({"from": token, "hello": True} if hello else {"from": token}).decode()
 
 
 def _notices(token: str, wakes: list[WakeTarget], events: list[Event]) -> list[str]:

@@ -20,8 +20,8 @@ Events are rare and always sent.
 
 Only to a sibling that listens. Each worker keeps, in a file of 8 bytes in the same directory
 mapped into every sibling's memory, how many of its pops may park right now (counted from before
-their first look to their answer), plus one for good when it relays wake-ups to other instances
-(worker 0 with a cluster transport, which by default is PostgreSQL's NOTIFY). A worker reads a
+their first look to their answer), plus one while it relays wake-ups to other instances (worker
+0 with UDP peers listed, or over NOTIFY while another instance listens). A worker reads a
 sibling's count after the commit that makes messages available and sends nothing to a sibling at
 0. No wake-up is lost by that: the sibling's pop wrote its count before its first look was sent
 to PostgreSQL, the look's snapshot came after that, a commit the look did not see became visible
@@ -77,10 +77,9 @@ class SiblingWakeups:
         on_wake: Callable[[str | None, str | None], None],
         on_event: Callable[[Event], None] = lambda _event: None,
         *,
-        relays: bool = False,
+        relaying: bool = False,
     ) -> None:
-        """`relays`: this worker passes every wake-up on to other instances, so it always
-        listens."""
+        """`relaying`: this worker passes every wake-up on to other instances (see `relay`)."""
         self.directory = wake_directory(port)
         self.worker_id = worker_id
         self.on_wake = on_wake
@@ -91,8 +90,17 @@ class SiblingWakeups:
         self.sent = 0
         self.received = 0
         self._open = False
-        self._count = int(relays)
+        self._relaying = relaying
+        self._count = int(relaying)
         self._shared = _SharedCount(_count_path(self.directory, worker_id))
+
+    def relay(self, relaying: bool) -> None:
+        """While this worker passes wake-ups on to other instances it listens to every one of
+        its siblings' (one more in its count)."""
+        if relaying != self._relaying:
+            self._relaying = relaying
+            self._count += 1 if relaying else -1
+            self._shared.write(self._count)
 
     @contextlib.contextmanager
     def listening(self) -> Iterator[None]:

@@ -14,9 +14,12 @@ from tests.support import SLOW_RECHECK, ServerProcess, server_env
 
 
 async def wait_listening(process: ServerProcess, listening: bool) -> None:
+    """Listening again also means hearing the other instance again: each says hello when its
+    connection is back, and a wake-up goes out only while another instance is heard."""
     with trio.fail_after(30):
         while True:
-            if await trio.to_thread.run_sync(lambda: shared_state(process)["running"]) is listening:
+            state = await trio.to_thread.run_sync(lambda: shared_state(process))
+            if state["running"] is listening and (state.get("instances_heard", 0) > 0) is listening:
                 return
             await trio.sleep(0.1)
 

@@ -33,10 +33,10 @@ def port() -> Iterator[int]:
 
 
 class Worker:
-    def __init__(self, port: int, worker_id: int, *, relays: bool = False) -> None:
+    def __init__(self, port: int, worker_id: int, *, relaying: bool = False) -> None:
         self.woken: list[WakeTarget] = []
         self.link = SiblingWakeups(
-            port, worker_id, 2, on_wake=lambda q, g: self.woken.append((q, g)), relays=relays
+            port, worker_id, 2, on_wake=lambda q, g: self.woken.append((q, g)), relaying=relaying
         )
 
 
@@ -95,7 +95,7 @@ async def test_a_pop_counted_before_the_link_started_is_published_when_it_starts
 
 
 async def test_the_relaying_worker_always_listens(port: int) -> None:
-    gateway, sibling = Worker(port, 0, relays=True), Worker(port, 1)
+    gateway, sibling = Worker(port, 0, relaying=True), Worker(port, 1)
     async with running(gateway, sibling):
         sibling.link.notify([("q", None)])
         assert sibling.link.sent == 1
@@ -113,6 +113,23 @@ async def test_a_restarted_link_keeps_its_count_in_the_same_file(port: int) -> N
             async with running(consumer):
                 pusher.link.notify([("q", None)])
                 assert pusher.link.sent == 1
+
+
+async def test_the_gateway_listens_only_while_it_relays(port: int) -> None:
+    gateway, sibling = Worker(port, 0), Worker(port, 1)
+    async with running(gateway, sibling):
+        sibling.link.notify([("q", None)])
+        assert sibling.link.sent == 0  # no other instance heard: nothing to pass on
+        gateway.link.relay(True)
+        gateway.link.relay(True)  # told twice, counted once
+        with gateway.link.listening():
+            pass
+        sibling.link.notify([("q", None)])
+        assert sibling.link.sent == 1
+        await received(gateway, 1)
+        gateway.link.relay(False)
+        sibling.link.notify([("q2", None)])
+        assert sibling.link.sent == 1
 
 
 async def test_an_announcement_reaches_a_sibling_that_does_not_listen(port: int) -> None:
