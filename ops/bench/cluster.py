@@ -67,8 +67,11 @@ def instances(
 
 def ready(process: ServerProcess, transport: str) -> bool:
     state = shared_state(process)
-    peers_alive = state.get("server_health", {}).get("servers_alive", 0)
-    return bool(state["running"]) and (transport != "udp" or peers_alive == 2)
+    if transport == "udp":
+        others = state.get("server_health", {}).get("servers_alive", 0)
+    else:
+        others = state.get("instances_heard", 0)
+    return bool(state["running"]) and others == 2
 
 
 async def wake_latency(a: ServerProcess, b: ServerProcess, tries: int) -> dict[str, Any]:

@@ -229,6 +229,7 @@ class Cluster:
             state["transport"] = self._transport()
         else:
             state["instances_heard"] = len(self.pg.others)
+            state["relaying"] = self.relaying
         return state
 
     def _transport(self) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 one LISTEN connection per instance, and NOTIFYs sent on it after pushes committed.
 
 Each instance also knows which others listen: every notification names its sender, each sends a
-keepalive at least every 15 s, and one that starts listening says hello, which every other
-answers with a keepalive at once. With no other instance heard, there is nobody to tell: worker
-0 sends no NOTIFY and its siblings send it no wake-ups to pass on (queen/actors/cluster.py).
+keepalive every 15 s when it has nothing else to say, and one that starts listening says hello,
+which every other answers with a keepalive at once. With no other instance heard, there is
+nobody to tell: worker 0 sends no wake-up NOTIFY and its siblings send it no wake-ups to pass on
+(queen/actors/cluster.py). Until its hello is answered, a starting instance presumes others
+listen, for 20 s: one of an earlier release never answers a hello, but keepalives within 15 s.
 An instance that starts listening is known to the others within a round trip of NOTIFY; a pop
 parked there before then may miss a wake-up and wait for its re-check, as with any lost hint.
 
@@ -19,6 +21,7 @@ reconnects with backoff instead of crashing (a database outage is not a fault of
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +44,10 @@ CALL_TIMEOUT_S = 5.0
 KEEPALIVE_S = 15.0
 # Another instance not heard from for this long (its keepalives included) is gone.
 OTHERS_GONE_S = 3 * KEEPALIVE_S
+# For this long after it starts listening, an instance presumes others listen even though none
+# answered its hello yet: one of an earlier release ignores hellos, and a hello can be dropped,
+# but either still sends a keepalive within 15 s.
+PRESUMED_S = KEEPALIVE_S + 5.0
 RECONNECT_INITIAL_S = 0.5
 RECONNECT_MAX_S = 5.0
 INBOX_SIZE = 1024
@@ -73,6 +80,8 @@ class PgWaker:
         self._kick = trio.Event()
         self._hello = False
         self.others: dict[str, float] = {}  # the other instances' tokens: when last heard
+        self.others_present = False  # what on_others last said
+        self._presumed_until = -math.inf
 
     def send(self, wakes: list[WakeTarget], events: list[Event]) -> None:
         """Queue for the next notification; dropped (a lost hint) while nothing listens."""
@@ -111,9 +120,7 @@ class PgWaker:
         conn = await trio_asyncio.aio_as_trio(connect)(self.params)
         try:
             await trio_asyncio.aio_as_trio(cluster.listen)(conn, heard, closed)
-            self.listening = True
-            self._hello = True
-            self._kick.set()
+            self._listening_started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_forever, ConnectionRunner(conn))
                 async for payload in received:
@@ -121,15 +128,34 @@ class PgWaker:
                 raise ConnectionError("the listening connection closed")
         finally:
             self._was_listening |= self.listening
-            self.listening = False
+            self._listening_ended()
             conn.terminate()
-            if self.others:
-                self.others.clear()
-                self.on_others(False)
+
+    def _listening_started(self) -> None:
+        """Say hello, and presume others listen until the presumption ends unanswered."""
+        self.listening = True
+        self._hello = True
+        self._kick.set()
+        self._presumed_until = trio.current_time() + PRESUMED_S
+        self._update_presence()
+
+    def _listening_ended(self) -> None:
+        """Nothing can be told or heard: nobody to relay to until listening again."""
+        self.listening = False
+        self.others.clear()
+        self._update_presence()
+
+    def _update_presence(self) -> None:
+        present = self.listening and (
+            bool(self.others) or trio.current_time() < self._presumed_until
+        )
+        if present != self.others_present:
+            self.others_present = present
+            self.on_others(present)
 
     async def _send_forever(self, runner: ConnectionRunner) -> None:
         while True:
-            with trio.move_on_after(KEEPALIVE_S):
+            with trio.move_on_after(self._next_look_s()):
                 await self._kick.wait()
             self._kick = trio.Event()
             self._forget_silent()
@@ -173,25 +199,27 @@ class PgWaker:
             if event is not None:
                 self.on_event(event)
 
+    def _next_look_s(self) -> float:
+        """The next keepalive, or sooner the end of the presumption, so that it ends on time."""
+        presumed_for = self._presumed_until - trio.current_time()
+        if not self.others and presumed_for > 0:
+            return min(KEEPALIVE_S, presumed_for)
+        return KEEPALIVE_S
+
     def _heard_from(self, sender: str, *, hello: bool) -> None:
         """Another instance listens. One that says hello has just started listening and knows
         no one yet: a keepalive at once tells it about this one, rather than in up to 15 s."""
-        first = not self.others
         self.others[sender] = trio.current_time()
         if hello:
             self._kick.set()
-        if first:
-            self.on_others(True)
+        self._update_presence()
 
     def _forget_silent(self) -> None:
-        if not self.others:
-            return
         now = trio.current_time()
         for sender, heard_at in list(self.others.items()):
             if now - heard_at > OTHERS_GONE_S:
                 del self.others[sender]
-        if not self.others:
-            self.on_others(False)
+        self._update_presence()
 
 
 def _keepalive(token: str, *, hello: bool = False) -> str:

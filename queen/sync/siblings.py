@@ -136,11 +136,12 @@ class SiblingWakeups:
             task_status.started()
             return
         _private_directory(self.directory)
-        self._share_count()
         own_path = self.directory / f"w{self.worker_id}.sock"
-        own_path.unlink(missing_ok=True)
-        receiver = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receiver: trio.socket.SocketType | None = None
         try:
+            self._share_count()
+            own_path.unlink(missing_ok=True)
+            receiver = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             await receiver.bind(str(own_path))
             for sibling in self.siblings:
                 sibling.open()
@@ -155,7 +156,8 @@ class SiblingWakeups:
                 for event in events:
                     self.on_event(event)
         finally:
-            receiver.close()
+            if receiver is not None:
+                receiver.close()
             self._open = False
             self._shared.close()
             for sibling in self.siblings:
@@ -168,8 +170,7 @@ class SiblingWakeups:
         out of date. A count that cannot be shared leaves no file behind: a sibling that cannot
         read one sends every wake-up, as before counts were shared."""
         try:
-            self._shared.open(writable=True)
-            self._shared.write(self._count)
+            self._shared.share(self._count)
         except OSError as error:
             log.warning(
                 "cannot share this worker's count of waiting pops; siblings will wake it always",
@@ -209,21 +210,25 @@ class _SharedCount:
         self._inode = 0
         self._checked_at = 0.0
 
-    def open(self, *, writable: bool) -> None:
-        """OSError when the file is missing, short (a sibling still creating it) or not a
-        regular file. The owner writes its first zeros through the file, not the map: on a
-        full disk that is an OSError here rather than a SIGBUS at the first store."""
-        flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
+    def share(self, count: int) -> None:
+        """The owner's side: the file created if need be and `count` written through it, not
+        the map (on a full disk, or into a sparse file, that is an OSError here rather than a
+        SIGBUS at the first store), then mapped for writing."""
+        self._open(os.O_RDWR | os.O_CREAT, share=_COUNT.pack(count))
+
+    def _open(self, flags: int, *, share: bytes | None = None) -> None:
+        """OSError when the file is missing, not a regular file, or (for a reader) short: a
+        sibling still creating it."""
         descriptor = os.open(self.path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
         try:
             info = os.fstat(descriptor)
             if not stat.S_ISREG(info.st_mode):
                 raise OSError(f"{self.path} is not a regular file")
-            if info.st_size < _COUNT.size:
-                if not writable:
-                    raise OSError(f"{self.path} is not written whole yet")
-                os.pwrite(descriptor, bytes(_COUNT.size), 0)
-            access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+            if share is not None:
+                os.pwrite(descriptor, share, 0)
+            elif info.st_size < _COUNT.size:
+                raise OSError(f"{self.path} is not written whole yet")
+            access = mmap.ACCESS_READ if share is None else mmap.ACCESS_WRITE
             self._map = mmap.mmap(descriptor, _COUNT.size, access=access)
             self._inode = info.st_ino
         finally:
@@ -242,7 +247,7 @@ class _SharedCount:
         """The sibling's count; None while it cannot be read."""
         if self._map is None:
             try:
-                self.open(writable=False)
+                self._open(os.O_RDONLY)
             except OSError:
                 return None
         assert self._map is not None
