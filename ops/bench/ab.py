@@ -5,7 +5,9 @@ On a machine shared with other work, two benchmark runs minutes apart measure tw
 machines. Here every commit gets a server of its own on one PostgreSQL, all running at once, and
 the load visits them in short alternating bursts, so whatever else the machine does falls on all
 of them alike. Each burst measures the workers' CPU seconds (from /proc) per HTTP request
-answered; the medians over the rounds, and their ratio to the first commit, are the result.
+answered; the medians over the rounds, and their ratio to the first commit, are the result, with
+each round paired against the first commit's (`paired`): the median of those ratios, the rounds
+that came out lower, and a sign test.
 
 Bursts: `push1` (single-message pushes, 32 connections) and `pop1` (pop `--pop-batch` messages,
 one by default, and ack them with one ack batch, 8 consumers, from a queue pre-filled for the
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -170,16 +173,50 @@ def main(argv: list[str] | None = None) -> int:
                     "worker_cpu_us_per_request": round(cpu),
                     "requests_per_s": round(statistics.median(s[1] for s in samples)),
                     "cpu_vs_first": round(cpu / base, 3),
+                    **paired([s[0] for s in samples], [s[0] for s in first.samples[kind]]),
                 }
         for kind, rows in report["results"].items():
             for ref, row in rows.items():
+                rounds = ""
+                if ref != first.ref:
+                    rounds = (
+                        f"; per round {row['round_ratio_median']}x, lower in {row['rounds_lower']}"
+                        f" of {row['rounds_paired']} (sign test p={row['sign_test_p']})"
+                    )
                 print(
                     f"[ab] {kind} {ref}: {row['worker_cpu_us_per_request']} us/request "
-                    f"({row['cpu_vs_first']}x {first.ref}), {row['requests_per_s']} requests/s",
+                    f"({row['cpu_vs_first']}x {first.ref}{rounds}), "
+                    f"{row['requests_per_s']} requests/s",
                     file=sys.stderr,
                 )
         print(json.dumps(report))
     return 0
+
+
+def paired(costs: list[float], base: list[float]) -> dict[str, Any]:
+    """Each round's cost against the first commit's in the same round. The machine's load
+    drifts between rounds far more than within one, so the per-round ratio and how many rounds
+    came out lower say more than a ratio of medians: with no real difference, a commit is
+    lower in about half the rounds, and the two-sided sign test says how unlikely its count is
+    by chance."""
+    ratios = [cost / first for cost, first in zip(costs, base, strict=False) if first > 0]
+    lower = sum(ratio < 1 for ratio in ratios)
+    higher = sum(ratio > 1 for ratio in ratios)  # a tie says nothing either way
+    return {
+        "round_ratio_median": round(statistics.median(ratios), 3) if ratios else None,
+        "rounds_lower": lower,
+        "rounds_paired": len(ratios),
+        "sign_test_p": round(_sign_test(lower, lower + higher), 4),
+    }
+
+
+def _sign_test(k: int, n: int) -> float:
+    """Two-sided: the chance of a count at least this far from n/2 with fair coins."""
+    if n == 0:
+        return 1.0
+    tail = min(k, n - k)
+    p = 2 * sum(math.comb(n, i) for i in range(tail + 1)) / 2**n
+    return min(1.0, p)
 
 
 if __name__ == "__main__":
