@@ -206,7 +206,7 @@ def paired(costs: list[float], base: list[float]) -> dict[str, Any]:
         "round_ratio_median": round(statistics.median(ratios), 3) if ratios else None,
         "rounds_lower": lower,
         "rounds_paired": len(ratios),
-        "sign_test_p": round(_sign_test(lower, lower + higher), 4),
+        "sign_test_p": float(f"{_sign_test(lower, lower + higher):.2g}"),
     }
 
 
