@@ -68,12 +68,11 @@ class Cluster:
         on_relaying: Callable[[bool], None] = lambda _relaying: None,
     ) -> None:
         """`on_relaying` hears when this worker starts or stops passing wake-ups on to other
-        instances (`relaying`)."""
+        instances over NOTIFY (`relaying`)."""
         self.config = config
         self.gateway = gateway
         self.on_wakes = on_wakes
         self.on_event = on_event
-        self.on_relaying = on_relaying
         self.counters = SyncCounters()
         self.server_id = f"{socket.gethostname()}:{config.udp_notify_port}"
         self.stats_path = wake_directory(config.port) / "cluster.json"
@@ -106,15 +105,19 @@ class Cluster:
             on_wakes=self.incoming.offer,
             on_event=self._hint,
             counters=self.counters,
-            on_others=self._others_heard,
+            on_others=on_relaying,
         )
-        # UDP peers are listed, so always told; over NOTIFY only while another instance listens.
-        self.relaying = self.speaks and self.mode == "udp"
 
     @property
     def speaks(self) -> bool:
         """Whether this worker talks to other instances (worker 0, with a transport)."""
         return self.gateway and self.mode in ("udp", "pg_notify")
+
+    @property
+    def relaying(self) -> bool:
+        """Whether it passes wake-ups on: UDP peers are listed, so always; over NOTIFY only
+        while another instance listens (queen/sync/pg_notify.py)."""
+        return self.speaks and (self.mode == "udp" or self.pg.others_present)
 
     def children(self) -> list[Child]:
         """The actors this worker runs for the cluster (none outside worker 0): one-for-one
@@ -145,11 +148,6 @@ class Cluster:
         """Messages may be available (group None) or a lease of `group` ended, here."""
         if self.relaying:
             self.outgoing.offer(target for target in targets if target[0])
-
-    def _others_heard(self, present: bool) -> None:
-        if self.speaks and present != self.relaying:
-            self.relaying = present
-            self.on_relaying(present)
 
     def announce(self, event: Event) -> None:
         if not self.gateway:

@@ -99,21 +99,22 @@ class SiblingWakeups:
         its siblings' (one more in its count)."""
         if relaying != self._relaying:
             self._relaying = relaying
-            self._count += 1 if relaying else -1
-            self._shared.write(self._count)
+            self._count_by(1 if relaying else -1)
 
     @contextlib.contextmanager
     def listening(self) -> Iterator[None]:
         """Around a pop that may park, entered before its first look: a sibling that reads 0
         after its commit sends no wake-up, so a pop counted any later could miss one (module
         doc)."""
-        self._count += 1
-        self._shared.write(self._count)
+        self._count_by(1)
         try:
             yield
         finally:
-            self._count -= 1
-            self._shared.write(self._count)
+            self._count_by(-1)
+
+    def _count_by(self, change: int) -> None:
+        self._count += change
+        self._shared.write(self._count)
 
     def notify(self, targets: Iterable[WakeTarget]) -> None:
         """Tell every sibling what to wake; never blocks, never raises."""
